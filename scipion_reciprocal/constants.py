@@ -1,0 +1,15 @@
+"""Names shared by the plugin, its protocols and its command line."""
+
+PLUGIN_NAME = "scipion_reciprocal"
+PLUGIN_URL = "https://github.com/scipion-reciprocal/scipion-reciprocal"
+
+#: Section of the protocol tree (see protocols.conf).
+PROTOCOL_TREE_SECTION = "Reciprocal"
+
+#: Environment variable that forces (1) or forbids (0) CUDA builds of the backends.
+CUDA_OVERRIDE_VAR = "SCIPION_RECIPROCAL_CUDA"
+
+#: File written last by a backend install; its presence means the environment is complete.
+BACKEND_MARKER = ".scipion-reciprocal-installed"
+#: Shell snippet written by the install next to the environment; the default activation sources it.
+BACKEND_ACTIVATE_SCRIPT = "activate.sh"

@@ -1,0 +1,23 @@
+"""Write a file under a temporary name and rename it into place when complete."""
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; replace ``path`` with it on success.
+
+    The temporary file lives in the same folder so ``os.replace`` is atomic. If
+    the body raises, the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

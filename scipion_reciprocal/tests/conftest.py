@@ -1,0 +1,30 @@
+"""pytest harness: a throw-away Scipion home, configured before pyworkflow is imported.
+
+Projects, logs and test outputs go to a temporary folder.  Backend environments are looked up
+in ``$SCIPION_SOFTWARE/em`` when SCIPION_SOFTWARE is set (the README's test command points it
+at the checkout's ``.scipion-home/software``), so they are installed once and reused.
+"""
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from scipion_reciprocal import scipion_setup
+
+_TEST_HOME = tempfile.mkdtemp(prefix="scipion-reciprocal-tests-")
+scipion_setup.configure(home=_TEST_HOME, software=os.environ.get("SCIPION_SOFTWARE") or None,
+                        force=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_cwd():
+    """Scipion's test projects chdir into the project; undo it after every test."""
+    cwd = os.getcwd()
+    yield
+    os.chdir(cwd)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not os.environ.get("SCIPION_RECIPROCAL_KEEP_TEST_HOME"):
+        shutil.rmtree(_TEST_HOME, ignore_errors=True)
