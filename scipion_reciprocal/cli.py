@@ -10,6 +10,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
+    "scipion_reciprocal.commands.env",
     "scipion_reciprocal.commands.demo",
     "scipion_reciprocal.commands.install_backend",
     "scipion_reciprocal.commands.reciprocal",

@@ -11,5 +11,3 @@ CUDA_OVERRIDE_VAR = "SCIPION_RECIPROCAL_CUDA"
 
 #: File written last by a backend install; its presence means the environment is complete.
 BACKEND_MARKER = ".scipion-reciprocal-installed"
-#: Shell snippet written by the install next to the environment; the default activation sources it.
-BACKEND_ACTIVATE_SCRIPT = "activate.sh"

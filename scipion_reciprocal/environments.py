@@ -11,7 +11,9 @@ Layout under Scipion's ``EM_ROOT`` (``$SCIPION_SOFTWARE/em``)::
 
     <name>-<version>/env/                          the environment (venv or conda prefix)
     <name>-<version>/env/.scipion-reciprocal-installed   written last: the install is complete
-    <name>-<version>/activate.sh                   puts env/bin first on PATH
+
+The default activation puts ``env/bin`` first on PATH, which works for a venv and for a conda
+prefix alike (pip's CUDA wheels find their libraries from site-packages).
 
 This module imports nothing from Scipion.
 """
@@ -23,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .constants import BACKEND_ACTIVATE_SCRIPT, BACKEND_MARKER, CUDA_OVERRIDE_VAR
+from .constants import BACKEND_MARKER, CUDA_OVERRIDE_VAR
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class BackendEnvironment:
         return self.prefix(em_root) / BACKEND_MARKER
 
     def default_activation(self, em_root):
-        return ". %s" % shlex.quote(str(self.home(em_root) / BACKEND_ACTIVATE_SCRIPT))
+        return 'export PATH=%s:"$PATH" && unset PYTHONPATH PYTHONHOME' % shlex.quote(
+            str(self.prefix(em_root) / "bin"))
 
     def requirements(self, use_cuda):
         return self.cuda_requirements if use_cuda else self.cpu_requirements
@@ -76,14 +79,8 @@ class BackendEnvironment:
             create = "%s -m venv %s" % (q(python or sys.executable), q(str(prefix)))
         pip = "%s -m pip install --no-input %s" % (
             q(str(prefix / "bin" / "python")), " ".join(q(r) for r in self.requirements(use_cuda)))
-        activate = self.home(em_root) / BACKEND_ACTIVATE_SCRIPT
-        write_activate = "printf '%%s\\n' %s %s > %s" % (
-            q('export PATH=%s:"$PATH"' % q(str(prefix / "bin"))),
-            q("unset PYTHONPATH PYTHONHOME"), q(str(activate)))
         check = "%s -c %s" % (q(str(prefix / "bin" / "python")), q(self.selfcheck_code))
         steps = ["env -u PYTHONPATH -u PYTHONHOME sh -c %s" % q(" && ".join([create, pip])),
-                 "mkdir -p %s" % q(str(self.home(em_root))),
-                 write_activate,
                  "env -u PYTHONPATH -u PYTHONHOME %s" % check,
                  "touch %s" % q(str(self.marker(em_root)))]
         return " && ".join(steps)
@@ -125,7 +122,9 @@ RECOVAR = BackendEnvironment(
     cpu_requirements=("recovar==1.0.5",),
     cuda_requirements=("recovar==1.0.5", "jax[cuda12]==0.9.0.1"),
     import_name="recovar",
-    selfcheck_code="import jax, recovar; print('recovar ok; jax', jax.__version__, jax.devices())",
+    selfcheck_code=("import json, importlib.metadata as m, jax, recovar; print(json.dumps({"
+                    "'backend': 'recovar', 'versions': {p: m.version(p) for p in "
+                    "('recovar', 'jax', 'numpy')}, 'devices': [str(d) for d in jax.devices()]}))"),
 )
 
 CLASSIFIER = BackendEnvironment(
@@ -136,8 +135,10 @@ CLASSIFIER = BackendEnvironment(
     cpu_requirements=("tensorflow-cpu==2.21.0", "mrcfile==1.5.4"),
     cuda_requirements=("tensorflow[and-cuda]==2.21.0", "mrcfile==1.5.4"),
     import_name="tensorflow",
-    selfcheck_code=("import mrcfile, tensorflow as tf; print('tensorflow', tf.__version__, "
-                    "tf.config.list_physical_devices())"),
+    selfcheck_code=("import json, importlib.metadata as m, mrcfile, tensorflow as tf; "
+                    "print(json.dumps({'backend': 'classifier', 'versions': {p: m.version(p) "
+                    "for p in ('keras', 'numpy', 'mrcfile')} | {'tensorflow': tf.__version__}, "
+                    "'devices': [d.name for d in tf.config.list_physical_devices()]}))"),
 )
 
 BACKENDS = {backend.name: backend for backend in (RECOVAR, CLASSIFIER)}

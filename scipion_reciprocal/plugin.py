@@ -11,6 +11,9 @@ _NO_DOWNLOAD = dict(tar="void.tgz", url="file:/dev/null")
 
 
 class Plugin(pwem.Plugin):
+    # Scipion derives the plugin's name and folder from the class's module; the class is
+    # re-exported lazily by the package, so it presents itself as the package's.
+    __module__ = "scipion_reciprocal"
     _url = PLUGIN_URL
     _supportedVersions = [__version__]
 

@@ -1,0 +1,245 @@
+"""Scipion SetOfParticles <-> RELION particle tables and STAR files.
+
+Scipion -> RELION reads the set's SQLite in one query (:mod:`.set_tables`) and converts
+columns with numpy, so exporting a large set never builds one Python object per particle.
+RELION -> Scipion creates Scipion objects (that is what a Scipion set is) with the CTF,
+projection alignment and acquisition of every row.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
+from ..formats.star import format_image_names, merge_optics, write_particles_star
+from .set_tables import read_set_items, read_set_properties
+
+
+class ConversionError(ValueError):
+    """Input that cannot be converted; the message names the object or file and the reason."""
+
+
+_CTF_ATTRS = {"_ctfModel._defocusU": "rlnDefocusU", "_ctfModel._defocusV": "rlnDefocusV",
+              "_ctfModel._defocusAngle": "rlnDefocusAngle",
+              "_ctfModel._phaseShift": "rlnPhaseShift"}
+_ACQ_ATTRS = {"_acquisition._voltage": "rlnVoltage",
+              "_acquisition._sphericalAberration": "rlnSphericalAberration",
+              "_acquisition._amplitudeContrast": "rlnAmplitudeContrast"}
+_OPTICS_KEYS = ["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
+                "rlnImagePixelSize", "rlnImageSize"]
+
+
+def describe(obj):
+    """'<class> <label> (id N)' for error messages."""
+    label = obj.getObjLabel() if hasattr(obj, "getObjLabel") else ""
+    return "%s %s(id %s)" % (obj.getClassName(), ("'%s' " % label) if label else "",
+                             obj.getObjId())
+
+
+def missing_ctf_error(particles):
+    """An error string when ``particles`` carries no CTF, else None."""
+    if not particles.hasCTF():
+        return ("%s has no CTF information: estimate the CTF of its micrographs (e.g. with "
+                "CTFFIND) and re-extract, or import particles with CTF values." % describe(particles))
+    return None
+
+
+def missing_3d_alignment_error(particles):
+    """An error string when ``particles`` has no 3D projection alignment, else None."""
+    if not particles.hasAlignmentProj():
+        return ("%s has no 3D projection alignment (angles and shifts): run a 3D refinement "
+                "first." % describe(particles))
+    return None
+
+
+def particles_table(particles, with_ctf=True, with_alignment=True, stack_paths=None):
+    """RELION 3.1 (particles, optics) DataFrames for a Scipion SetOfParticles.
+
+    Parameters
+    ----------
+    particles : pwem.objects.SetOfParticles
+    with_ctf : bool
+        Write CTF columns; a set without CTF raises :class:`ConversionError`.
+    with_alignment : bool
+        Write angles/origins when the set has a projection alignment.
+    stack_paths : dict, optional
+        Maps each stack path as stored in Scipion to the path to write (e.g. a link).
+
+    Returns
+    -------
+    particles_df, optics_df : pandas.DataFrame
+        ``particles_df`` also has a ``scipionId`` column (dropped when writing STAR).
+    """
+    if with_ctf and missing_ctf_error(particles):
+        raise ConversionError(missing_ctf_error(particles))
+    filename = particles.getFileName()
+    props = read_set_properties(filename)
+    items = read_set_items(filename)
+    if items.empty:
+        raise ConversionError("%s is empty" % describe(particles))
+    pixel_size = float(props.get("_samplingRate") or 0)
+    if pixel_size <= 0:
+        raise ConversionError("%s has no sampling rate" % describe(particles))
+
+    out = pd.DataFrame({"scipionId": items["id"].to_numpy()})
+    paths = items["_filename"].astype(str)
+    if stack_paths:
+        paths = paths.map(lambda p: stack_paths.get(p, p))
+    indices = items["_index"].fillna(0).astype(int).to_numpy()
+    out["rlnImageName"] = format_image_names(np.where(indices > 0, indices, 1), paths.to_numpy())
+    if "_coordinate._x" in items:
+        out["rlnCoordinateX"] = items["_coordinate._x"].astype(float)
+        out["rlnCoordinateY"] = items["_coordinate._y"].astype(float)
+    if "_coordinate._micName" in items and items["_coordinate._micName"].notna().all():
+        out["rlnMicrographName"] = items["_coordinate._micName"].astype(str)
+    elif "_micId" in items and items["_micId"].notna().all():
+        out["rlnMicrographName"] = items["_micId"].astype(int).map("mic%06d".__mod__)
+    if with_ctf:
+        for attr, column in _CTF_ATTRS.items():
+            out[column] = items[attr].astype(float).fillna(0.0) if attr in items else 0.0
+    if with_alignment and particles.hasAlignmentProj():
+        matrices = np.array([eval_matrix(m) for m in items["_transform._matrix"]])
+        angles, origins = relion_from_scipion_matrices(matrices)
+        out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = angles.T
+        out["rlnOriginXAngst"] = origins[:, 0] * pixel_size
+        out["rlnOriginYAngst"] = origins[:, 1] * pixel_size
+
+    acquisition = particles.getAcquisition()
+    for attr, column in _ACQ_ATTRS.items():
+        default = {"rlnVoltage": acquisition.getVoltage(),
+                   "rlnSphericalAberration": acquisition.getSphericalAberration(),
+                   "rlnAmplitudeContrast": acquisition.getAmplitudeContrast()}[column]
+        values = items[attr].astype(float) if attr in items else pd.Series(np.nan, index=items.index)
+        out[column] = values.fillna(default if default is not None else np.nan).to_numpy()
+    out["rlnImagePixelSize"] = pixel_size
+    out["rlnImageSize"] = _image_size(particles)
+
+    groups = out.groupby(_OPTICS_KEYS, sort=False).ngroup() + 1
+    out["rlnOpticsGroup"] = groups.to_numpy()
+    optics = (out.drop_duplicates("rlnOpticsGroup")[["rlnOpticsGroup"] + _OPTICS_KEYS]
+              .sort_values("rlnOpticsGroup").reset_index(drop=True))
+    optics.insert(0, "rlnOpticsGroupName", ["opticsGroup%d" % g for g in optics["rlnOpticsGroup"]])
+    optics["rlnImageDimensionality"] = 2
+    optics["rlnImageSize"] = optics["rlnImageSize"].astype(int)
+    return out.drop(columns=_OPTICS_KEYS), optics
+
+
+def eval_matrix(text):
+    """Parse Scipion's stored matrix text ``'[[1.0, 0.0, ...], ...]'`` without ``eval``."""
+    cleaned = text.replace("[", " ").replace("]", " ").replace(",", " ")
+    return np.array(cleaned.split(), dtype=float).reshape(4, 4)
+
+
+def _image_size(particles):
+    dims = particles.getDimensions()
+    if not dims or not dims[0]:
+        raise ConversionError("%s: image dimensions unknown (empty set?)" % describe(particles))
+    return int(dims[0])
+
+
+def link_stacks(particles_df, folder, project_dir):
+    """Symlink every stack referenced by ``particles_df`` into ``folder`` as ``.mrcs``.
+
+    Returns the mapping {path as stored -> link path relative to ``project_dir``} so that the
+    STAR file written in ``project_dir`` is valid from there, like a RELION project.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mapping, used = {}, set()
+    for stored in pd.unique(particles_df):
+        source = Path(stored)
+        if not source.is_absolute():
+            source = Path.cwd() / source
+        if not source.exists():
+            raise ConversionError("particle stack %s does not exist" % source)
+        name = source.stem
+        while name in used:  # two stacks with one basename in different folders
+            name += "_"
+        used.add(name)
+        link = folder / (name + ".mrcs")
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(source.resolve(), link)
+        mapping[stored] = os.path.relpath(link, project_dir)
+    return mapping
+
+
+def export_particles_star(particles, star_path, link_folder=None, with_ctf=True):
+    """Write ``particles`` as a RELION 3.1+ STAR file (data_optics + data_particles).
+
+    With ``link_folder`` the stacks are symlinked there and image names are relative to the
+    STAR file's folder (treated as the RELION project directory).  Returns the particle table.
+    """
+    star_path = Path(star_path)
+    stack_paths = None
+    if link_folder is not None:
+        stored = read_set_items(particles.getFileName(), ["_filename"])["_filename"]
+        stack_paths = link_stacks(stored, link_folder, star_path.parent)
+    table, optics = particles_table(particles, with_ctf=with_ctf, stack_paths=stack_paths)
+    write_particles_star(star_path, table.drop(columns=["scipionId"]), optics)
+    return table
+
+
+def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project_dir,
+                           id_column=None):
+    """Append one Scipion Particle per STAR row to ``out_set`` (CTF, alignment, acquisition).
+
+    ``project_dir`` is the folder image paths are relative to (the RELION project).  Rows of
+    ``particles_df`` are RELION 3.1 columns; optics columns are merged in when given.
+    ``id_column`` keeps that column as the Scipion object id (e.g. to keep ids of a subset).
+    """
+    import pwem.objects as emobj
+    from ..formats.star import parse_image_names
+
+    table = merge_optics(particles_df, optics_df) if optics_df is not None else particles_df
+    indices, paths = parse_image_names(table["rlnImageName"])
+    paths = [p if os.path.isabs(p) else os.path.join(project_dir, p) for p in paths]
+    has_ctf = {"rlnDefocusU", "rlnDefocusV"}.issubset(table.columns)
+    has_angles = {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"}.issubset(table.columns)
+    if has_angles:
+        origins = _origins_px(table, pixel_size)
+        matrices = scipion_matrices_from_relion(
+            table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(float), origins)
+    out_set.setSamplingRate(pixel_size)
+    out_set.setHasCTF(has_ctf)
+    if has_angles:
+        out_set.setAlignmentProj()
+    first = table.iloc[0]
+    acquisition = emobj.Acquisition(
+        voltage=float(first.get("rlnVoltage", 300.0)),
+        sphericalAberration=float(first.get("rlnSphericalAberration", 2.7)),
+        amplitudeContrast=float(first.get("rlnAmplitudeContrast", 0.1)), magnification=50000)
+    out_set.setAcquisition(acquisition)
+    columns = {c: table[c].to_numpy() for c in table.columns}
+    particle = emobj.Particle()
+    for row in range(len(table)):
+        particle.cleanObjId()
+        if id_column:
+            particle.setObjId(int(columns[id_column][row]))
+        particle.setLocation(int(indices[row]), paths[row])
+        if has_ctf:
+            ctf = emobj.CTFModel(defocusU=float(columns["rlnDefocusU"][row]),
+                                 defocusV=float(columns["rlnDefocusV"][row]),
+                                 defocusAngle=float(columns.get("rlnDefocusAngle", [0.0] * len(table))[row]))
+            ctf.setPhaseShift(float(columns["rlnPhaseShift"][row]) if "rlnPhaseShift" in columns else 0.0)
+            ctf.standardize()
+            particle.setCTF(ctf)
+        if has_angles:
+            transform = emobj.Transform()
+            transform.setMatrix(matrices[row])
+            particle.setTransform(transform)
+        if "rlnCoordinateX" in columns:
+            particle.setCoordinate(emobj.Coordinate(x=int(round(float(columns["rlnCoordinateX"][row]))),
+                                                    y=int(round(float(columns["rlnCoordinateY"][row])))))
+        particle.setAcquisition(acquisition)
+        out_set.append(particle)
+    return out_set
+
+
+def _origins_px(table, pixel_size):
+    if "rlnOriginXAngst" in table:
+        return table[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(float) / pixel_size
+    if "rlnOriginX" in table:
+        return table[["rlnOriginX", "rlnOriginY"]].to_numpy(float)
+    return np.zeros((len(table), 2))

@@ -1,0 +1,3 @@
+"""Protocols of scipion-reciprocal (Scipion discovers the classes imported here)."""
+from .protocol_backend_check import ProtBackendCheck
+from .protocol_export_star import ProtExportParticlesStar

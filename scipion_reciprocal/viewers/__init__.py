@@ -1,0 +1,1 @@
+"""Viewers of scipion-reciprocal (Scipion discovers the classes imported here)."""
