@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""
+r"""
 @article{Gilles2025recovar,
 title = {Cryo-EM heterogeneity analysis using regularized covariance estimation and kernel regression},
 author = {Gilles, Marc Aur{\`e}le and Singer, Amit},

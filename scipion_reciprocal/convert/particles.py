@@ -37,19 +37,20 @@ def describe(obj):
                              obj.getObjId())
 
 
-def missing_ctf_error(particles):
-    """An error string when ``particles`` carries no CTF, else None."""
+def missing_ctf_error(particles, name=None):
+    """An error string when ``particles`` carries no CTF, else None (``name`` labels it)."""
     if not particles.hasCTF():
         return ("%s has no CTF information: estimate the CTF of its micrographs (e.g. with "
-                "CTFFIND) and re-extract, or import particles with CTF values." % describe(particles))
+                "CTFFIND) and re-extract, or import particles with CTF values."
+                % (name or describe(particles)))
     return None
 
 
-def missing_3d_alignment_error(particles):
+def missing_3d_alignment_error(particles, name=None):
     """An error string when ``particles`` has no 3D projection alignment, else None."""
     if not particles.hasAlignmentProj():
         return ("%s has no 3D projection alignment (angles and shifts): run a 3D refinement "
-                "first." % describe(particles))
+                "first." % (name or describe(particles)))
     return None
 
 

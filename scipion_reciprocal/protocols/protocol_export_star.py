@@ -5,6 +5,7 @@ from pyworkflow.object import Integer, String
 from pyworkflow.protocol import params
 
 from ..convert.particles import ConversionError, export_particles_star, missing_ctf_error
+from .inputs import describePointer
 
 STAR_NAME = "particles.star"
 STACKS_FOLDER = "Stacks"
@@ -59,10 +60,10 @@ class ProtExportParticlesStar(EMProtocol):
         particles = self.inputParticles.get()
         if particles is None:
             return ["Choose the input particles."]
-        errors = []
-        if self.writeCtf.get() and missing_ctf_error(particles):
-            errors.append(missing_ctf_error(particles) + " Or set 'Write CTF?' to No.")
-        return errors
+        error = missing_ctf_error(particles, describePointer(self.inputParticles))
+        if self.writeCtf.get() and error:
+            return [error + " Or set 'Write CTF?' to No."]
+        return []
 
     def _summary(self):
         if not self.starFile.hasValue():

@@ -1,0 +1,1 @@
+"""Chains of protocols: the demo (and, later, workflow builders)."""

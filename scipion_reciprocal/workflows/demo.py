@@ -1,0 +1,134 @@
+"""The demo: a Scipion project built from simulated data that runs every protocol.
+
+``run_demo`` writes a simulated RELION project (see :mod:`scipion_reciprocal.simulate.dataset`),
+creates a Scipion project (local SQLite, under SCIPION_USER_DATA/projects), launches the
+protocols one after the other through Scipion's launch path, and returns what it made.  Each
+capability of the plugin adds its protocols here.
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import scipion_setup
+
+DEMO_PROJECT = "reciprocal_demo"
+
+
+class DemoError(RuntimeError):
+    """A demo protocol failed; the message holds the protocol's log tail."""
+
+
+@dataclass
+class DemoResult:
+    project_path: Path
+    data_dir: Path
+    dataset: object
+    protocols: dict = field(default_factory=dict)   # label -> launched protocol
+    results: list = field(default_factory=list)     # (label, where the result is)
+
+
+def run_demo(project_name=DEMO_PROJECT, data_dir=None, seed=0, backends=True, log=print):
+    """Build the simulated data and the Scipion project, run every protocol, return a summary.
+
+    Parameters
+    ----------
+    project_name : str
+        Scipion project name; an existing project of that name is replaced.
+    data_dir : path, optional
+        Where the simulated RELION project is written (default: SCIPION_USER_DATA/<name>_data).
+    backends : bool
+        Also run the protocols that need the backend environments (skipped, with a message,
+        when an environment is not installed).
+    """
+    scipion_setup.configure()
+    from pyworkflow.project import Manager
+
+    from ..simulate.dataset import build_demo_project
+
+    data_dir = Path(data_dir or Path(os.environ["SCIPION_USER_DATA"]) / ("%s_data" % project_name))
+    log("Simulating a RELION project in %s" % data_dir)
+    dataset = build_demo_project(data_dir / "relion", seed=seed)
+
+    manager = Manager()
+    if manager.hasProject(project_name):
+        manager.deleteProject(project_name)
+    project = manager.createProject(project_name)
+    os.chdir(project.getPath())
+    result = DemoResult(Path(project.getPath()), data_dir, dataset)
+    log("Scipion project %s in %s" % (project_name, project.getPath()))
+
+    for stage in _STAGES:
+        stage(project, result, backends, log)
+    return result
+
+
+def launch(project, protocol, result, label, log, where=None):
+    """Launch ``protocol`` and wait; raise :class:`DemoError` with its log tail on failure."""
+    protocol.setObjLabel(label)
+    log("Running '%s' ..." % label)
+    project.launchProtocol(protocol, wait=True)
+    protocol = project.getProtocol(protocol.getObjId())
+    if not protocol.isFinished():
+        tail = "".join(_log_tail(protocol))
+        raise DemoError("demo protocol '%s' %s:\n%s" % (label, protocol.getStatusMessage(), tail))
+    result.protocols[label] = protocol
+    result.results.append((label, where(protocol) if where else protocol.getWorkingDir()))
+    return protocol
+
+
+def _log_tail(protocol, lines=30):
+    path = protocol.getStdoutLog()
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, errors="replace") as handle:
+        return handle.readlines()[-lines:]
+
+
+# --------------------------------------------------------------------------- stages
+def _import_data(project, result, backends, log):
+    from pwem.protocols import ProtImportParticles, ProtImportVolumes
+
+    dataset = result.dataset
+    pixel_size = float(dataset.particles.pixel_size)
+    particles = project.newProtocol(
+        ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
+        starFile=str(dataset.particles_star), samplingRate=pixel_size,
+        magnification=50000, voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1,
+        haveDataBeenPhaseFlipped=False)
+    launch(project, particles, result, "import simulated particles", log)
+    maps = project.newProtocol(
+        ProtImportVolumes, filesPath=str(dataset.map_paths[0].parent),
+        filesPattern="state_*.mrc", samplingRate=pixel_size)
+    launch(project, maps, result, "import true maps", log)
+
+
+def _export_star(project, result, backends, log):
+    from ..protocols import ProtExportParticlesStar
+
+    particles = result.protocols["import simulated particles"]
+    export = project.newProtocol(ProtExportParticlesStar)
+    export.inputParticles.set(particles)
+    export.inputParticles.setExtended("outputParticles")
+    launch(project, export, result, "export particles to RELION", log,
+           where=lambda p: p.starFile.get())
+
+
+def _check_backends(project, result, backends, log):
+    from .. import Plugin
+    from ..environments import BACKENDS
+    from ..protocols import ProtBackendCheck
+    from ..protocols.protocol_backend_check import BACKEND_NAMES
+
+    if not backends:
+        return
+    for name in sorted(BACKENDS):
+        errors = Plugin.validateBackend(name)
+        if errors:
+            log("Skipping the %s check: %s" % (name, errors[0]))
+            continue
+        check = project.newProtocol(ProtBackendCheck, backend=BACKEND_NAMES.index(name))
+        launch(project, check, result, "check %s environment" % name, log,
+               where=lambda p: p.summaryVar.get())
+
+
+_STAGES = [_import_data, _export_star, _check_backends]

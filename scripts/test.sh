@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up everything (venv, plugin, backend environments, Xvfb when missing), then run the tests.
+# Arguments go to pytest (e.g. -k reciprocal).
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+if ! command -v Xvfb >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing Xvfb for the GUI tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        xvfb x11-apps imagemagick >/dev/null) || echo "test: could not install Xvfb; GUI tests will skip"
+fi
+cd "$ROOT"
+exec python -m pytest scipion_reciprocal/tests "$@"
