@@ -1,9 +1,9 @@
 """A small synthetic molecule in several conformations, built from Gaussian blobs.
 
-The molecule is a core domain (shared by every state), an arm that swings rigidly about a
-hinge (state 0 closed, the last state fully open) and a small extra domain present only in
-odd-numbered states. Everything is generated from ``seed``, so the molecule is asymmetric
-but reproducible.
+The molecule is a core domain with a knob on one side (shared by every state, and making the
+molecule unlike its mirror images), an arm that swings rigidly about a hinge (state 0 closed,
+the last state fully open) and a small extra domain present only in odd-numbered states.
+Everything is generated from ``seed``, so the molecule is asymmetric but reproducible.
 
 Coordinates follow the projection convention of :mod:`.particles`: a voxel's position is
 ``(x, y, z)`` in pixels relative to the box centre at index ``box // 2``; arrays are indexed
@@ -21,7 +21,7 @@ FIT_FRACTION = 0.7
 #: Hinge opening of the last state, in degrees.
 MAX_OPENING_DEG = 60.0
 
-_N_CORE, _N_ARM, _N_EXTRA = 26, 9, 5
+_N_CORE, _N_KNOB, _N_ARM, _N_EXTRA = 26, 4, 9, 5
 
 
 def molecule_blobs(n_states=3, box=32, pixel_size=4.0, seed=0):
@@ -51,6 +51,8 @@ def molecule_blobs(n_states=3, box=32, pixel_size=4.0, seed=0):
         raise ValueError(f'box must be at least 8 pixels, got {box}')
     rng = np.random.default_rng(seed)
     core = _ellipsoid_points(rng, _N_CORE, semi_axes=(18.0, 13.0, 9.0))
+    # A knob under one end of the core makes every mirror image of the molecule distinct.
+    core[:_N_KNOB] = np.array([-9.0, 7.0, -12.0]) + rng.normal(0.0, 2.0, (_N_KNOB, 3))
     core_sigma = rng.uniform(5.5, 7.0, _N_CORE)
     core_amp = rng.uniform(0.7, 1.3, _N_CORE)
 
