@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
 from ..formats.star import format_image_names, merge_optics, write_particles_star
-from .set_tables import read_set_items, read_set_properties
+from .set_tables import read_set_items
 
 
 class ConversionError(ValueError):
@@ -26,6 +26,10 @@ _CTF_ATTRS = {"_ctfModel._defocusU": "rlnDefocusU", "_ctfModel._defocusV": "rlnD
 _ACQ_ATTRS = {"_acquisition._voltage": "rlnVoltage",
               "_acquisition._sphericalAberration": "rlnSphericalAberration",
               "_acquisition._amplitudeContrast": "rlnAmplitudeContrast"}
+#: RELION values kept as extra attributes on Scipion particles (``_rlnClassNumber``...).
+_EXTRA_RELION_ATTRS = ("rlnClassNumber", "rlnMaxValueProbDistribution",
+                       "rlnNrOfSignificantSamples", "rlnLogLikeliContribution",
+                       "rlnImageOriginalName", "rlnRandomSubset")
 _OPTICS_KEYS = ["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
                 "rlnImagePixelSize", "rlnImageSize"]
 
@@ -74,14 +78,25 @@ def particles_table(particles, with_ctf=True, with_alignment=True, stack_paths=N
     """
     if with_ctf and missing_ctf_error(particles):
         raise ConversionError(missing_ctf_error(particles))
-    filename = particles.getFileName()
-    props = read_set_properties(filename)
-    items = read_set_items(filename)
+    items = read_set_items(particles.getFileName())
     if items.empty:
         raise ConversionError("%s is empty" % describe(particles))
-    pixel_size = float(props.get("_samplingRate") or 0)
+    return items_to_relion(items, particles, with_ctf=with_ctf,
+                           with_alignment=with_alignment and particles.hasAlignmentProj(),
+                           stack_paths=stack_paths)
+
+
+def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths=None):
+    """RELION (particles, optics) tables from Scipion item rows (see :mod:`.set_tables`).
+
+    ``items`` holds one row per particle with Scipion attribute columns (``_filename``,
+    ``_ctfModel._defocusU``, ``_transform._matrix``...); ``info`` is the set that gives the
+    sampling rate, dimensions and acquisition (a SetOfParticles, or the images of a
+    SetOfClasses).  Row order is kept.
+    """
+    pixel_size = float(info.getSamplingRate() or 0)
     if pixel_size <= 0:
-        raise ConversionError("%s has no sampling rate" % describe(particles))
+        raise ConversionError("%s has no sampling rate" % describe(info))
 
     out = pd.DataFrame({"scipionId": items["id"].to_numpy()})
     paths = items["_filename"].astype(str)
@@ -89,32 +104,38 @@ def particles_table(particles, with_ctf=True, with_alignment=True, stack_paths=N
         paths = paths.map(lambda p: stack_paths.get(p, p))
     indices = items["_index"].fillna(0).astype(int).to_numpy()
     out["rlnImageName"] = format_image_names(np.where(indices > 0, indices, 1), paths.to_numpy())
-    if "_coordinate._x" in items:
-        out["rlnCoordinateX"] = items["_coordinate._x"].astype(float)
-        out["rlnCoordinateY"] = items["_coordinate._y"].astype(float)
+    if "_coordinate._x" in items and items["_coordinate._x"].notna().all():
+        out["rlnCoordinateX"] = items["_coordinate._x"].astype(float).to_numpy()
+        out["rlnCoordinateY"] = items["_coordinate._y"].astype(float).to_numpy()
     if "_coordinate._micName" in items and items["_coordinate._micName"].notna().all():
-        out["rlnMicrographName"] = items["_coordinate._micName"].astype(str)
+        out["rlnMicrographName"] = items["_coordinate._micName"].astype(str).to_numpy()
     elif "_micId" in items and items["_micId"].notna().all():
-        out["rlnMicrographName"] = items["_micId"].astype(int).map("mic%06d".__mod__)
+        out["rlnMicrographName"] = items["_micId"].astype(int).map("mic%06d".__mod__).to_numpy()
     if with_ctf:
         for attr, column in _CTF_ATTRS.items():
-            out[column] = items[attr].astype(float).fillna(0.0) if attr in items else 0.0
-    if with_alignment and particles.hasAlignmentProj():
+            out[column] = (items[attr].astype(float).fillna(0.0).to_numpy() if attr in items
+                           else 0.0)
+    if with_alignment and "_transform._matrix" in items:
         matrices = np.array([eval_matrix(m) for m in items["_transform._matrix"]])
         angles, origins = relion_from_scipion_matrices(matrices)
         out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = angles.T
         out["rlnOriginXAngst"] = origins[:, 0] * pixel_size
         out["rlnOriginYAngst"] = origins[:, 1] * pixel_size
+    for column in _EXTRA_RELION_ATTRS:
+        if "_" + column in items:
+            out[column] = items["_" + column].to_numpy()
 
-    acquisition = particles.getAcquisition()
+    acquisition = info.getAcquisition()
+    defaults = {"rlnVoltage": acquisition.getVoltage(),
+                "rlnSphericalAberration": acquisition.getSphericalAberration(),
+                "rlnAmplitudeContrast": acquisition.getAmplitudeContrast()}
     for attr, column in _ACQ_ATTRS.items():
-        default = {"rlnVoltage": acquisition.getVoltage(),
-                   "rlnSphericalAberration": acquisition.getSphericalAberration(),
-                   "rlnAmplitudeContrast": acquisition.getAmplitudeContrast()}[column]
-        values = items[attr].astype(float) if attr in items else pd.Series(np.nan, index=items.index)
-        out[column] = values.fillna(default if default is not None else np.nan).to_numpy()
+        values = (items[attr].astype(float) if attr in items
+                  else pd.Series(np.nan, index=items.index))
+        default = defaults[column] if defaults[column] is not None else np.nan
+        out[column] = values.fillna(default).to_numpy()
     out["rlnImagePixelSize"] = pixel_size
-    out["rlnImageSize"] = _image_size(particles)
+    out["rlnImageSize"] = _image_size(info)
 
     groups = out.groupby(_OPTICS_KEYS, sort=False).ngroup() + 1
     out["rlnOpticsGroup"] = groups.to_numpy()
@@ -191,6 +212,8 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
     ``id_column`` keeps that column as the Scipion object id (e.g. to keep ids of a subset).
     """
     import pwem.objects as emobj
+    from pyworkflow.object import Float, Integer, String
+
     from ..formats.star import parse_image_names
 
     table = merge_optics(particles_df, optics_df) if optics_df is not None else particles_df
@@ -213,7 +236,12 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
         amplitudeContrast=float(first.get("rlnAmplitudeContrast", 0.1)), magnification=50000)
     out_set.setAcquisition(acquisition)
     columns = {c: table[c].to_numpy() for c in table.columns}
+    extras = [c for c in _EXTRA_RELION_ATTRS if c in columns]
     particle = emobj.Particle()
+    for column in extras:
+        kind = columns[column].dtype.kind
+        setattr(particle, "_" + column, Integer() if kind in "iu" else Float() if kind == "f"
+                else String())
     for row in range(len(table)):
         particle.cleanObjId()
         if id_column:
@@ -234,6 +262,10 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
             particle.setCoordinate(emobj.Coordinate(x=int(round(float(columns["rlnCoordinateX"][row]))),
                                                     y=int(round(float(columns["rlnCoordinateY"][row])))))
         particle.setAcquisition(acquisition)
+        for column in extras:
+            getattr(particle, "_" + column).set(columns[column][row])
+        if "rlnClassNumber" in columns:
+            particle.setClassId(int(columns["rlnClassNumber"][row]))
         out_set.append(particle)
     return out_set
 

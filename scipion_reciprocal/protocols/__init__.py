@@ -1,3 +1,4 @@
 """Protocols of scipion-reciprocal (Scipion discovers the classes imported here)."""
 from .protocol_backend_check import ProtBackendCheck
 from .protocol_export_star import ProtExportParticlesStar
+from .protocol_import_relion_classes import ProtImportRelionClassifications
