@@ -33,10 +33,11 @@ def _copy_items(conn, source_prefix, target_prefix):
     for table in ("Classes", "Objects"):
         sql = _table_sql(conn, source_prefix + table)
         conn.execute(sql.replace("CREATE TABLE %s%s" % (source_prefix, table),
-                                 "CREATE TABLE %s%s" % (target_prefix, table), 1))
-    conn.execute("INSERT INTO %sClasses SELECT * FROM src.%sClasses" % (target_prefix, source_prefix))
+                                 "CREATE TABLE main.%s%s" % (target_prefix, table), 1))
+    # Names are qualified: the attached source may hold tables of the same name.
+    conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses" % (target_prefix, source_prefix))
     return conn.execute(
-        "INSERT INTO %sObjects SELECT o.* FROM src.%sObjects o JOIN wanted w ON o.id = w.id "
+        "INSERT INTO main.%sObjects SELECT o.* FROM src.%sObjects o JOIN wanted w ON o.id = w.id "
         "WHERE o.enabled = 1 ORDER BY o.id" % (target_prefix, source_prefix)).rowcount
 
 
@@ -51,17 +52,20 @@ def write_item_subset(source_file, target_file, ids, source_prefix=""):
         raise FileExistsError("%s already exists" % target_file)
     with closing(sqlite3.connect(str(target_file))) as conn:
         conn.execute("ATTACH DATABASE ? AS src", ("file:%s?mode=ro" % Path(source_file).resolve(),))
-        conn.execute(_table_sql(conn, "Properties"))
+        conn.execute(_table_sql(conn, "Properties").replace("CREATE TABLE Properties",
+                                                            "CREATE TABLE main.Properties", 1))
         _load_ids(conn, ids)
         count = _copy_items(conn, source_prefix, "")
         conn.commit()
     return count
 
 
-def fill_classes(classes_file, items_file, class_members, items_prefix=""):
+def fill_classes(classes_file, items_file, class_members):
     """Fill the item tables of a SetOfClasses file whose classes already exist.
 
-    ``class_members`` maps class id -> item ids (taken from ``items_file``).  Each class gets
+    ``class_members`` maps class id -> (items prefix in ``items_file``, item ids), the
+    prefix selecting a class's table when ``items_file`` is itself a SetOfClasses
+    (``'Class003_'``, or ``''`` for a plain set).  Each class gets
     ``ClassNNN_Classes``/``ClassNNN_Objects`` tables and its ``_size`` column is set.
     """
     with closing(sqlite3.connect(str(classes_file))) as conn:
@@ -70,13 +74,13 @@ def fill_classes(classes_file, items_file, class_members, items_prefix=""):
             "SELECT column_name FROM Classes WHERE label_property = '_size'").fetchone()
         if size_column is None:
             raise SetTableError("%s: not a SetOfClasses file (no _size column)" % classes_file)
-        for class_id, ids in class_members.items():
+        for class_id, (items_prefix, ids) in class_members.items():
             conn.execute("DROP TABLE IF EXISTS temp.wanted")
             _load_ids(conn, ids)
             prefix = "Class%03d_" % int(class_id)
             for table in ("Classes", "Objects"):
-                conn.execute("DROP TABLE IF EXISTS %s%s" % (prefix, table))
+                conn.execute("DROP TABLE IF EXISTS main.%s%s" % (prefix, table))
             count = _copy_items(conn, items_prefix, prefix)
-            conn.execute('UPDATE Objects SET "%s" = ? WHERE id = ?' % size_column[0],
+            conn.execute('UPDATE main.Objects SET "%s" = ? WHERE id = ?' % size_column[0],
                          (count, int(class_id)))
         conn.commit()
