@@ -154,7 +154,7 @@ def eval_matrix(text):
 
 
 def _image_size(particles):
-    dims = particles.getDimensions()
+    dims = particles.getDim()  # stored with the set; getDimensions() opens the first image
     if not dims or not dims[0]:
         raise ConversionError("%s: image dimensions unknown (empty set?)" % describe(particles))
     return int(dims[0])
@@ -235,36 +235,50 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
         sphericalAberration=float(first.get("rlnSphericalAberration", 2.7)),
         amplitudeContrast=float(first.get("rlnAmplitudeContrast", 0.1)), magnification=50000)
     out_set.setAcquisition(acquisition)
+    if "rlnImageSize" in table:  # known from the optics table: no image file is opened
+        size = int(table["rlnImageSize"].iloc[0])
+        out_set.setDim((size, size, 1))
     columns = {c: table[c].to_numpy() for c in table.columns}
     extras = [c for c in _EXTRA_RELION_ATTRS if c in columns]
+    # One particle and one of each sub-object, refilled for every row: appending copies the
+    # values into the set's database, and building new objects per row costs most of the time.
     particle = emobj.Particle()
+    particle.setAcquisition(acquisition)
     for column in extras:
         kind = columns[column].dtype.kind
         setattr(particle, "_" + column, Integer() if kind in "iu" else Float() if kind == "f"
                 else String())
+    if has_ctf:
+        ctf = emobj.CTFModel()
+        particle.setCTF(ctf)
+        angle = columns.get("rlnDefocusAngle", np.zeros(len(table)))
+        phase = columns.get("rlnPhaseShift", np.zeros(len(table)))
+    if has_angles:
+        transform = emobj.Transform()
+        particle.setTransform(transform)
+    has_coordinates = "rlnCoordinateX" in columns
+    if has_coordinates:
+        coordinate = emobj.Coordinate()
+        particle.setCoordinate(coordinate)
+        xs = np.rint(columns["rlnCoordinateX"].astype(float)).astype(int)
+        ys = np.rint(columns["rlnCoordinateY"].astype(float)).astype(int)
+    has_class = "rlnClassNumber" in columns
     for row in range(len(table)):
         particle.cleanObjId()
         if id_column:
             particle.setObjId(int(columns[id_column][row]))
         particle.setLocation(int(indices[row]), paths[row])
         if has_ctf:
-            ctf = emobj.CTFModel(defocusU=float(columns["rlnDefocusU"][row]),
-                                 defocusV=float(columns["rlnDefocusV"][row]),
-                                 defocusAngle=float(columns.get("rlnDefocusAngle", [0.0] * len(table))[row]))
-            ctf.setPhaseShift(float(columns["rlnPhaseShift"][row]) if "rlnPhaseShift" in columns else 0.0)
-            ctf.standardize()
-            particle.setCTF(ctf)
+            ctf.setStandardDefocus(float(columns["rlnDefocusU"][row]),
+                                   float(columns["rlnDefocusV"][row]), float(angle[row]))
+            ctf.setPhaseShift(float(phase[row]))
         if has_angles:
-            transform = emobj.Transform()
             transform.setMatrix(matrices[row])
-            particle.setTransform(transform)
-        if "rlnCoordinateX" in columns:
-            particle.setCoordinate(emobj.Coordinate(x=int(round(float(columns["rlnCoordinateX"][row]))),
-                                                    y=int(round(float(columns["rlnCoordinateY"][row])))))
-        particle.setAcquisition(acquisition)
+        if has_coordinates:
+            coordinate.setPosition(int(xs[row]), int(ys[row]))
         for column in extras:
             getattr(particle, "_" + column).set(columns[column][row])
-        if "rlnClassNumber" in columns:
+        if has_class:
             particle.setClassId(int(columns["rlnClassNumber"][row]))
         out_set.append(particle)
     return out_set

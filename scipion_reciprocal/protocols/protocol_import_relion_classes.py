@@ -11,8 +11,11 @@ from ..core.relion_jobs import (RelionJobError, class_maps, find_iteration_file,
                                 read_job_history, resolve_jobs)
 from ..formats.errors import FormatError
 from ..formats.star import read_particles_star
+from ..plotting.reciprocal import (CONVERGENCE_PNG, SLICES_PNG, class_slices_figure,
+                                   convergence_figure)
 
 JOBS_FILE = "jobs.json"
+PLOTS_DIR = "plots"
 
 
 def historyFile(jobName):
@@ -62,8 +65,9 @@ class ProtImportRelionClassifications(EMProtocol):
             kind = job_kind(jobDir)
             maps = class_maps(jobDir, self._iterationOf(dataStar), project_dir=self._relionDir())
             maps.to_csv(self._getExtraPath(classMapsFile(jobDir.name)), index=False)
-            read_job_history(jobDir).to_csv(self._getExtraPath(historyFile(jobDir.name)),
-                                            index=False)
+            history = read_job_history(jobDir)
+            history.to_csv(self._getExtraPath(historyFile(jobDir.name)), index=False)
+            self._savePlots(jobDir.name, history, maps)
             described.append({"job": jobDir.name, "folder": str(jobDir), "data": str(dataStar),
                               "kind": kind})
             self.info("%s: %s classification, %s" % (jobDir.name, kind, dataStar.name))
@@ -89,6 +93,15 @@ class ProtImportRelionClassifications(EMProtocol):
         self._defineOutputs(**{"outputParticles_%s" % jobName: particles,
                                "outputClasses_%s" % jobName: classes})
         self.info("%s: %d particles in %d classes" % (jobName, particles.getSize(), classes.getSize()))
+
+    def _savePlots(self, jobName, history, maps):
+        os.makedirs(self._getExtraPath(PLOTS_DIR), exist_ok=True)
+        if len(history):
+            convergence_figure(history, jobName).savefig(
+                self._getExtraPath(PLOTS_DIR, CONVERGENCE_PNG.format(job=jobName)), dpi=100)
+        if maps["exists"].any():
+            class_slices_figure(maps, jobName).savefig(
+                self._getExtraPath(PLOTS_DIR, SLICES_PNG.format(job=jobName)), dpi=100)
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):

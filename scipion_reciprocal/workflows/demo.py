@@ -113,6 +113,21 @@ def _export_star(project, result, backends, log):
            where=lambda p: p.starFile.get())
 
 
+def _reciprocal_analysis(project, result, backends, log):
+    from ..protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
+
+    jobs = " ".join(sorted(result.dataset.class3d_jobs)) + " Class2D/job008"
+    imported = project.newProtocol(ProtImportRelionClassifications,
+                                   relionDir=str(result.dataset.project_dir), jobs=jobs)
+    launch(project, imported, result, "import RELION classifications", log)
+    analysis = project.newProtocol(ProtReciprocalAnalysis)
+    for name in ("job085", "job086", "job087"):
+        analysis.inputClassifications.append(imported)
+        analysis.inputClassifications[-1].setExtended("outputClasses_%s" % name)
+    launch(project, analysis, result, "reciprocal class analysis", log,
+           where=lambda p: p._getExtraPath("results"))
+
+
 def _check_backends(project, result, backends, log):
     from .. import Plugin
     from ..environments import BACKENDS
@@ -131,4 +146,4 @@ def _check_backends(project, result, backends, log):
                where=lambda p: p.summaryVar.get())
 
 
-_STAGES = [_import_data, _export_star, _check_backends]
+_STAGES = [_import_data, _export_star, _reciprocal_analysis, _check_backends]

@@ -1,0 +1,80 @@
+"""A viewer base that shows the plots a protocol saved (PNG), its tables and HTML pages.
+
+Protocols compute and save every figure with :mod:`scipion_reciprocal.plotting`; viewers
+only display files, so what the GUI shows is exactly what the files hold.
+"""
+import glob
+import os
+import webbrowser
+
+from pwem.viewers.plotter import EmPlotter
+from pyworkflow.protocol import params
+from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer, TextView, View
+
+
+def imageFigure(path, title=None):
+    """An EmPlotter (matplotlib window) that shows the PNG ``path``."""
+    import matplotlib.image as mpimg
+    image = mpimg.imread(path)
+    height, width = image.shape[:2]
+    plotter = EmPlotter(x=1, y=1, figsize=(width / 100.0, height / 100.0),
+                        windowTitle=title or os.path.basename(path))
+    axes = plotter.getFigure().add_axes([0, 0, 1, 1])
+    axes.imshow(image)
+    axes.set_axis_off()
+    return plotter
+
+
+class BrowserView(View):
+    """Opens a local HTML page in the web browser."""
+
+    def __init__(self, path):
+        View.__init__(self)
+        self._path = os.path.abspath(path)
+
+    def show(self):
+        webbrowser.open("file://%s" % self._path)
+
+
+class PlotFilesViewer(ProtocolViewer):
+    """Lists the PNG files a protocol wrote (``_plotPatterns``) and shows the chosen one."""
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+    _plotPatterns = ()    # glob patterns relative to the protocol's extra folder
+    _textFiles = ()       # (label, path relative to extra) shown in a text window
+    _htmlFiles = ()       # (label, path relative to extra) opened in the browser
+
+    def _defineParams(self, form):
+        form.addSection(label="Visualization")
+        names = self.plotNames() or ["(no plots yet)"]
+        form.addParam("plot", params.EnumParam, choices=names, default=0, label="Plot",
+                      help="Figures written by the protocol (PNG, in its extra folder).")
+        for i, (label, _) in enumerate(self._textFiles):
+            form.addParam("text%d" % i, params.LabelParam, label=label)
+        for i, (label, _) in enumerate(self._htmlFiles):
+            form.addParam("html%d" % i, params.LabelParam, label=label)
+
+    def _getVisualizeDict(self):
+        visualize = {"plot": self._showPlot}
+        for i, (_, path) in enumerate(self._textFiles):
+            visualize["text%d" % i] = lambda e=None, p=path: [TextView([self._extra(p)])]
+        for i, (_, path) in enumerate(self._htmlFiles):
+            visualize["html%d" % i] = lambda e=None, p=path: [BrowserView(self._extra(p))]
+        return visualize
+
+    def _extra(self, *paths):
+        return self.protocol._getExtraPath(*paths)
+
+    def plotFiles(self):
+        files = []
+        for pattern in self._plotPatterns:
+            files += sorted(glob.glob(self._extra(pattern)))
+        return files
+
+    def plotNames(self):
+        return [os.path.splitext(os.path.basename(f))[0] for f in self.plotFiles()]
+
+    def _showPlot(self, e=None):
+        files = self.plotFiles()
+        if not files:
+            return [self.errorMessage("The protocol has not written any plot yet.")]
+        return [imageFigure(files[self.plot.get()])]
