@@ -36,6 +36,8 @@ if [ "${SCIPION_RECIPROCAL_SKIP_BACKENDS:-0}" != "1" ]; then
     python -m scipion installb recovar classifier
     # installb ignores exit statuses; the marker files tell whether the installs completed.
     scipion-reciprocal install-backend --list
-    scipion-reciprocal install-backend --list | grep -q "not installed" && {
-        echo "bootstrap: a backend environment failed to install (see above)" >&2; exit 1; }
+    if scipion-reciprocal install-backend --list | grep -q "not installed"; then
+        echo "bootstrap: a backend environment failed to install (see above)" >&2
+        exit 1
+    fi
 fi
