@@ -128,6 +128,18 @@ def _reciprocal_analysis(project, result, backends, log):
            where=lambda p: p._getExtraPath("results"))
 
 
+def _map_clustering(project, result, backends, log):
+    from ..protocols import ProtMapClustering
+
+    imported = result.protocols["import RELION classifications"]
+    clustering = project.newProtocol(ProtMapClustering, lowpass=12.0)
+    for name in ("job085", "job086", "job087"):
+        clustering.inputMaps.append(imported)
+        clustering.inputMaps[-1].setExtended("outputClasses_%s" % name)
+    launch(project, clustering, result, "map similarity clustering", log,
+           where=lambda p: p._getExtraPath("results"))
+
+
 def _check_backends(project, result, backends, log):
     from .. import Plugin
     from ..environments import BACKENDS
@@ -146,4 +158,4 @@ def _check_backends(project, result, backends, log):
                where=lambda p: p.summaryVar.get())
 
 
-_STAGES = [_import_data, _export_star, _reciprocal_analysis, _check_backends]
+_STAGES = [_import_data, _export_star, _reciprocal_analysis, _map_clustering, _check_backends]
