@@ -1,0 +1,270 @@
+"""Figures of the reciprocal analysis of classifications (Agg canvas, no pyplot state).
+
+Every function takes computed tables (a :class:`ReciprocalResult`, a job history from
+:func:`~scipion_reciprocal.core.relion_jobs.read_job_history`, a class map table from
+:func:`~scipion_reciprocal.core.relion_jobs.class_maps`) and returns a
+``matplotlib.figure.Figure``; :func:`save_plots` writes them all as PNG (and the Sankey
+diagrams as HTML too).
+"""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..formats.mrc import read_images, read_map
+from .sankey import sankey_figure, sankey_html, sankey_layout
+
+__all__ = ['heatmap_figure', 'sankey_figures', 'convergence_figure', 'class_slices_figure',
+           'agreement_figure', 'save_plots']
+
+PLOTS_DIR = 'plots'
+HEATMAP_PNG = 'heatmap_{kind}_{job1}_vs_{job2}.png'
+SANKEY_PNG = 'sankey_{values}.png'
+SANKEY_HTML = 'sankey.html'
+CONVERGENCE_PNG = 'convergence_{job}.png'
+SLICES_PNG = 'class_slices_{job}.png'
+AGREEMENT_PNG = 'agreement.png'
+
+_TITLES = {'counts': 'shared particles', 'fractions': 'fraction of the row class',
+           'jaccard': 'Jaccard index'}
+
+
+def _figure(width, height):
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def heatmap_figure(result, kind, job1, job2, annotate=None):
+    """Heatmap of a count, fraction or Jaccard matrix, class sizes in the tick labels.
+
+    Parameters
+    ----------
+    result : ReciprocalResult
+    kind : {'counts', 'fractions', 'jaccard'}
+    job1, job2 : str
+        Rows and columns.
+    annotate : bool, optional
+        Write values in the cells (default: when the matrix has at most 400 cells).
+    """
+    matrix = result.matrix(kind, job1, job2).to_numpy()
+    size1, size2 = result.sizes(job1), result.sizes(job2)
+    n1, n2 = matrix.shape
+    fig = _figure(min(3 + 0.45 * n2, 24), min(2.5 + 0.4 * n1, 24))
+    ax = fig.add_subplot(111)
+    image = ax.imshow(matrix, cmap='viridis', aspect='auto', interpolation='nearest',
+                      vmin=0, vmax=1 if kind != 'counts' else None)
+    fig.colorbar(image, ax=ax, label=_TITLES[kind])
+    ax.set_yticks(range(n1), [f'{c} ({s})' for c, s in size1.items()], fontsize=7)
+    ax.set_xticks(range(n2), [f'{c} ({s})' for c, s in size2.items()], fontsize=7, rotation=90)
+    ax.set_ylabel(f'{job1} class (size)')
+    ax.set_xlabel(f'{job2} class (size)')
+    ax.set_title(f'{job1} vs {job2}: {_TITLES[kind]}')
+    if annotate if annotate is not None else matrix.size <= 400:
+        top = matrix.max() if matrix.size else 0
+        for (i, k), v in np.ndenumerate(matrix):
+            text = f'{int(v)}' if kind == 'counts' else f'{v:.2f}'
+            ax.text(k, i, text, ha='center', va='center', fontsize=6,
+                    color='black' if top and v > 0.6 * top else 'white')
+    fig.tight_layout()
+    return fig
+
+
+def sankey_figures(result):
+    """Sankey layout of all jobs in order, and its figures in counts and in fractions.
+
+    Returns
+    -------
+    nodes, links : pandas.DataFrame
+    figures : dict
+        ``'counts'`` / ``'fractions'`` -> Figure.
+    """
+    names = result.names
+    sizes = {n: result.sizes(n).to_numpy() for n in names}
+    nodes, links = sankey_layout(names, result.classes, sizes, result.count_matrix)
+    return nodes, links, {v: sankey_figure(nodes, links, v) for v in ('counts', 'fractions')}
+
+
+def convergence_figure(history, job=''):
+    """Class changes, class distribution and per-class resolution over iterations.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        From :func:`~scipion_reciprocal.core.relion_jobs.read_job_history`.
+    job : str
+        Name for the title.
+    """
+    fig = _figure(14, 4)
+    axes = fig.subplots(1, 3)
+
+    def series(quantity):
+        table = history[history['quantity'] == quantity]
+        if quantity.startswith('changes_'):
+            table = table[table['value'] < 999]     # RELION's placeholder before iteration 1
+        return table.pivot_table(index='iteration', columns='class', values='value')
+
+    changes = series('changes_optimal_classes')
+    ax = axes[0]
+    if not changes.empty:
+        ax.plot(changes.index, changes.iloc[:, 0], 'o-', label='classes (fraction)', color='C0')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('changes of optimal class')
+    other = ax.twinx()
+    for i, (quantity, label) in enumerate((('changes_optimal_orientations', 'orientations (deg)'),
+                                           ('changes_optimal_offsets', 'offsets'))):
+        table = series(quantity)
+        if not table.empty:
+            other.plot(table.index, table.iloc[:, 0], 's--', color=f'C{i + 1}', label=label)
+    other.set_ylabel('orientation / offset changes')
+    handles = ax.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=7)
+    ax.set_title('convergence')
+    for ax, quantity, label in ((axes[1], 'class_distribution', 'class distribution'),
+                                (axes[2], 'estimated_resolution', 'estimated resolution (A)')):
+        table = series(quantity)
+        for cls in table.columns:
+            ax.plot(table.index, table[cls], '-', label=f'class {cls}', linewidth=1)
+        ax.set_xlabel('iteration')
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        if 0 < len(table.columns) <= 12:
+            ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f'{job} per iteration' if job else 'per iteration')
+    fig.tight_layout()
+    return fig
+
+
+def _class_images(maps):
+    """Per class: list of (plane label, 2D image), reading maps or 2D stack images."""
+    images = []
+    for row in maps.to_dict('records'):
+        if not row['exists']:
+            images.append(None)
+        elif row['index']:
+            images.append([('', read_images(row['path'], [row['index']])[0])])
+        else:
+            volume, _ = read_map(row['path'])
+            z, y, x = (s // 2 for s in volume.shape)
+            images.append([('XY', volume[z]), ('XZ', volume[:, y, :]), ('YZ', volume[:, :, x])])
+    return images
+
+
+def class_slices_figure(maps, job=''):
+    """Central slices (XY, XZ, YZ) of every class map of a job, largest class first.
+
+    Parameters
+    ----------
+    maps : pandas.DataFrame
+        From :func:`~scipion_reciprocal.core.relion_jobs.class_maps` (2D class averages are
+        shown as one image per class).
+    """
+    maps = maps.sort_values('distribution', ascending=False, kind='stable')
+    images = _class_images(maps)
+    n_rows = max((len(i) for i in images if i), default=1)
+    n = len(maps)
+    fig = _figure(max(2.0, 1.6 * n), 1.7 * n_rows + 0.6)
+    axes = np.atleast_2d(fig.subplots(n_rows, max(n, 1), squeeze=False))
+    for col, (row, planes) in enumerate(zip(maps.to_dict('records'), images)):
+        for r in range(n_rows):
+            ax = axes[r, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if planes is None or r >= len(planes):
+                ax.text(0.5, 0.5, 'no map' if planes is None else '', ha='center', va='center',
+                        transform=ax.transAxes, fontsize=7)
+                continue
+            label, image = planes[r]
+            ax.imshow(image, cmap='gray', origin='lower')
+            if col == 0 and label:
+                ax.set_ylabel(label)
+        axes[0, col].set_title(f'class {row["class"]}\n{100 * row["distribution"]:.1f}%',
+                               fontsize=8)
+    fig.suptitle(f'{job} class maps, central slices (sorted by class distribution)', fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_figure(result):
+    """Adjusted Rand index and normalised mutual information of every job pair, as a table
+    and as a matrix."""
+    names = result.names
+    n = len(names)
+    ari = np.eye(n)
+    nmi = np.eye(n)
+    for row in result.agreement.itertuples():
+        i, k = names.index(row.job1), names.index(row.job2)
+        ari[i, k] = ari[k, i] = row.adjusted_rand
+        nmi[i, k] = nmi[k, i] = row.normalized_mutual_info
+    fig = _figure(6 + 1.0 * n, 2.5 + 0.5 * max(n, len(result.agreement)) ** 0.5 * 1.5)
+    ax_table, ax_matrix = fig.subplots(1, 2, gridspec_kw={'width_ratios': [1.3, 1]})
+    ax_table.axis('off')
+    cells = [[r.job1, r.job2, f'{r.particles}', f'{r.adjusted_rand:.3f}',
+              f'{r.normalized_mutual_info:.3f}'] for r in result.agreement.itertuples()]
+    table = ax_table.table(cellText=cells, colLabels=['job 1', 'job 2', 'particles', 'ARI', 'NMI'],
+                           loc='center')
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    combined = np.triu(ari, 1) + np.tril(nmi, -1) + np.eye(n)
+    image = ax_matrix.imshow(combined, vmin=0, vmax=1, cmap='viridis')
+    ax_matrix.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax_matrix.set_yticks(range(n), names, fontsize=8)
+    for (i, k), v in np.ndenumerate(combined):
+        if i != k:
+            ax_matrix.text(k, i, f'{v:.2f}', ha='center', va='center', fontsize=7,
+                           color='black' if v > 0.6 else 'white')
+    ax_matrix.set_title('ARI (upper) / NMI (lower)', fontsize=9)
+    fig.colorbar(image, ax=ax_matrix, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def save_plots(result, outdir, histories=None, maps=None):
+    """Write every figure of an analysis.
+
+    Parameters
+    ----------
+    result : ReciprocalResult
+    outdir : path
+        Figures go to ``outdir/plots``.
+    histories : dict, optional
+        Job name -> history table (convergence plots).
+    maps : dict, optional
+        Job name -> class map table (slice montages).
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    folder = Path(outdir) / PLOTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        path = folder / name
+        fig.savefig(path, dpi=100)
+        written.append(path)
+
+    names = result.names
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for kind in ('counts', 'fractions', 'jaccard'):
+                save(heatmap_figure(result, kind, a, b), HEATMAP_PNG.format(kind=kind, job1=a, job2=b))
+            save(heatmap_figure(result, 'fractions', b, a),
+                 HEATMAP_PNG.format(kind='fractions', job1=b, job2=a))
+    nodes, links, figures = sankey_figures(result)
+    for values, fig in figures.items():
+        save(fig, SANKEY_PNG.format(values=values))
+    written.append(sankey_html(folder / SANKEY_HTML, nodes, links))
+    save(agreement_figure(result), AGREEMENT_PNG)
+    for job, history in (histories or {}).items():
+        if history is not None and len(history):
+            save(convergence_figure(history, job), CONVERGENCE_PNG.format(job=job))
+    for job, table in (maps or {}).items():
+        if table is not None and len(table) and table['exists'].any():
+            save(class_slices_figure(table, job), SLICES_PNG.format(job=job))
+    return written
+

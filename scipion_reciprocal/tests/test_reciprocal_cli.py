@@ -1,0 +1,120 @@
+"""``scipion-reciprocal reciprocal`` end to end on simulated RELION jobs, and its errors."""
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from scipion_reciprocal.cli import main
+from scipion_reciprocal.formats.star import write_star
+from scipion_reciprocal.tests.test_relion_jobs import write_job
+
+N = 60
+
+
+@pytest.fixture(scope='module')
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp('relion')
+    rng = np.random.default_rng(7)
+    states = np.repeat([0, 1, 2], [30, 20, 10])
+    labels = {
+        'Class3D/job085': states + 1,
+        'Class3D/job086': np.where(rng.random(N) < 0.2, rng.integers(1, 4, N), 3 - states),
+        'Class2D/job013': (states > 0).astype(int) + 1,
+    }
+    write_job(root, 'Class3D/job085', labels['Class3D/job085'])
+    write_job(root, 'Class3D/job086', labels['Class3D/job086'], n_classes=4)    # class 4 empty
+    write_job(root, 'Class2D/job013', labels['Class2D/job013'], kind='2D')
+    (root / 'Class3D' / 'job087').mkdir()
+    return root, {k.split('/')[1]: v for k, v in labels.items()}
+
+
+
+def test_cli_writes_every_file(project, tmp_path, capsys):
+    root, labels = project
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--relion_dir', str(root), '--jobs', '85,86 Class2D/job013',
+                   '--outdir', str(out), '--min-fraction', '0.5'])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert '3 jobs: job085 (60 rows), job086 (60 rows), job013 (60 rows)' in printed
+    assert str(out / 'counts_matrix.csv') in printed
+    counts = pd.read_csv(out / 'counts_matrix.csv')
+    assert list(counts.columns) == ['job1', 'job2', 'class1', 'class2', 'value']
+    pair = counts[(counts.job1 == 85) & (counts.job2 == 86)]
+    brute = [[int(np.sum((labels['job085'] == i) & (labels['job086'] == k))) for k in range(1, 5)]
+             for i in range(1, 4)]
+    assert pair.pivot(index='class1', columns='class2', values='value').to_numpy().tolist() == brute
+    assert pair[pair.class2 == 4]['value'].tolist() == [0, 0, 0]       # empty class kept
+    assert set(zip(counts.job1, counts.job2)) == {(85, 86), (86, 85), (85, 13), (13, 85),
+                                                  (86, 13), (13, 86)}
+    fractions = pd.read_csv(out / 'fraction_matrix.csv')
+    row = fractions[(fractions.job1 == 13) & (fractions.job2 == 85) & (fractions.class1 == 2)]
+    assert row['value'].round(6).tolist() == [0.0, round(20 / 30, 6), round(10 / 30, 6)]
+    sankey = pd.read_csv(out / 'pysankey_input.csv')
+    assert sankey['#particles'].sum() == 2 * N and sankey['id'].tolist() == list(range(len(sankey)))
+    assert sankey['jobANo_class'].str.split('_').str[0].isin(['85', '86']).all()
+    agreement = pd.read_csv(out / 'agreement.csv')
+    assert agreement[['job1', 'job2']].values.tolist() == [['job085', 'job086'],
+                                                           ['job085', 'job013'],
+                                                           ['job086', 'job013']]
+    groups = pd.read_csv(out / 'consensus_groups.csv')
+    assert groups['size'].sum() == N and groups['size'].iloc[0] >= groups['size'].iloc[-1]
+    assert len(pd.read_csv(out / 'consensus_membership.csv')) == N
+    per_class = sorted(p.name for p in (out / 'per_class').iterdir())
+    assert 'job085_class1.star' in per_class and 'job086_class4.star' not in per_class
+    subset = starfile.read(out / 'per_class' / 'job013_class1.star')
+    assert len(subset['particles']) == 30 and 'optics' in subset
+    source = starfile.read(root / 'Class2D' / 'job013' / 'run_it003_data.star')['particles']
+    pd.testing.assert_frame_equal(subset['particles'], source.iloc[:30].reset_index(drop=True))
+    assert (out / 'intersections' / 'job085_class1_vs_job013_class1.star').exists()
+    plots = out / 'plots'
+    for name in ('sankey_counts.png', 'sankey_fractions.png', 'sankey.html', 'agreement.png',
+                 'heatmap_counts_job085_vs_job086.png', 'heatmap_fractions_job086_vs_job085.png',
+                 'convergence_job085.png', 'class_slices_job085.png', 'class_slices_job013.png'):
+        assert (plots / name).stat().st_size > 0, name
+    page = (plots / 'sankey.html').read_text()
+    assert '<svg' in page and 'http' not in page.replace('http://www.w3.org/2000/svg', '')
+    assert 'job085 class 1 -&gt; job086 class' in page
+    summary = (out / 'summary.txt').read_text()
+    assert 'Reciprocal analysis of 3 classifications' in summary
+
+
+def test_cli_jobs_dir_without_subsets_or_plots(project, tmp_path, capsys):
+    root, _ = project
+    out = tmp_path / 'out'
+    assert main(['reciprocal', '--class3d_dir', str(root / 'Class3D'), '--jobs', '86 85',
+                 '--outdir', str(out), '--no-subsets', '--no-plots', '--iteration', '2']) == 0
+    assert not (out / 'per_class').exists() and not (out / 'plots').exists()
+    assert pd.read_csv(out / 'jobs.csv')['job'].tolist() == ['job086', 'job085']
+    assert 'run_it002_data.star' in (out / 'summary.txt').read_text()
+
+
+@pytest.mark.parametrize('jobs, message', [
+    ('85,99', 'job job099: no folder */job099 in the project'),
+    ('85,87', 'job Class3D/job087: no iteration files'),
+    ('85', 'needs at least two classifications (got 1: job085)'),
+    ('85,abc', "'abc' is not a job number"),
+])
+def test_cli_errors(project, tmp_path, capsys, jobs, message):
+    root, _ = project
+    status = main(['reciprocal', '--relion_dir', str(root), '--jobs', jobs,
+                   '--outdir', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith('scipion-reciprocal reciprocal: error: ') and message in err
+    assert err.count('\n') == 1
+
+
+def test_cli_star_without_class_number(project, tmp_path, capsys):
+    root, _ = project
+    job = tmp_path / 'Class3D' / 'job001'
+    job.mkdir(parents=True)
+    data = starfile.read(root / 'Class3D' / 'job085' / 'run_it003_data.star')
+    write_star(job / 'run_it001_data.star',
+               {'optics': data['optics'], 'particles': data['particles'].drop(columns='rlnClassNumber')})
+    (tmp_path / 'Class3D' / 'job002').symlink_to(root / 'Class3D' / 'job085')
+    status = main(['reciprocal', '--class3d_dir', str(tmp_path / 'Class3D'), '--jobs', '1,2',
+                   '--outdir', str(tmp_path / 'out'), '--no-plots'])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert 'job001/run_it001_data.star: data_particles has no column _rlnClassNumber' in err
