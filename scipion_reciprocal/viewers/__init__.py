@@ -1,3 +1,5 @@
 """Viewers of scipion-reciprocal (Scipion discovers the classes imported here)."""
+from .classifier import (ClassifierPickingViewer, ClassifierScoresViewer,
+                         ClassifierTrainingViewer)
 from .mapclust import MapClusteringViewer
 from .reciprocal import ReciprocalAnalysisViewer, RelionClassificationsViewer

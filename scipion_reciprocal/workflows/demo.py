@@ -86,16 +86,11 @@ def _log_tail(protocol, lines=30):
 
 # --------------------------------------------------------------------------- stages
 def _import_data(project, result, backends, log):
-    from pwem.protocols import ProtImportParticles, ProtImportVolumes
+    from pwem.protocols import ProtImportVolumes
 
     dataset = result.dataset
     pixel_size = float(dataset.particles.pixel_size)
-    particles = project.newProtocol(
-        ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
-        starFile=str(dataset.particles_star), samplingRate=pixel_size,
-        magnification=50000, voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1,
-        haveDataBeenPhaseFlipped=False)
-    launch(project, particles, result, "import simulated particles", log)
+    _import_particles(project, result, dataset.particles_star, "import simulated particles", log)
     maps = project.newProtocol(
         ProtImportVolumes, filesPath=str(dataset.map_paths[0].parent),
         filesPattern="state_*.mrc", samplingRate=pixel_size)
@@ -140,6 +135,58 @@ def _map_clustering(project, result, backends, log):
            where=lambda p: p._getExtraPath("results"))
 
 
+def _import_particles(project, result, star, label, log):
+    from pwem.protocols import ProtImportParticles
+
+    prot = project.newProtocol(
+        ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
+        starFile=str(star), samplingRate=float(result.dataset.particles.pixel_size),
+        magnification=50000, voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1,
+        haveDataBeenPhaseFlipped=False)
+    return launch(project, prot, result, label, log)
+
+
+def _particle_classifier(project, result, backends, log):
+    from pwem.protocols import ProtImportMicrographs
+
+    from .. import Plugin
+    from ..protocols import ProtClassifyParticles, ProtPickMicrographs, ProtTrainParticleClassifier
+
+    errors = Plugin.validateBackend("classifier")
+    if not backends or errors:
+        log("Skipping the particle classifier: %s" % (errors[0] if errors else "--no-backends"))
+        return
+    dataset = result.dataset
+    good = _import_particles(project, result, dataset.good_star, "import good particles", log)
+    bad = _import_particles(project, result, dataset.bad_star, "import bad particles", log)
+    train = project.newProtocol(ProtTrainParticleClassifier, box=32, epochs=15, patience=4)
+    train.goodParticles.set(good)
+    train.goodParticles.setExtended("outputParticles")
+    train.badParticles.set(bad)
+    train.badParticles.setExtended("outputParticles")
+    launch(project, train, result, "train particle classifier", log,
+           where=lambda p: str(p.outputModel))
+    picked = _import_particles(project, result, dataset.picked_star, "import picked boxes", log)
+    classify = project.newProtocol(ProtClassifyParticles)
+    classify.inputParticles.set(picked)
+    classify.inputParticles.setExtended("outputParticles")
+    classify.inputModel.set(train)
+    classify.inputModel.setExtended("outputModel")
+    launch(project, classify, result, "classify particles", log,
+           where=lambda p: p.summary()[0])
+    micrographs = project.newProtocol(
+        ProtImportMicrographs, filesPath=str(dataset.micrograph_paths[0].parent),
+        filesPattern="*.mrc", samplingRate=float(dataset.particles.pixel_size),
+        voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
+    launch(project, micrographs, result, "import micrographs", log)
+    pick = project.newProtocol(ProtPickMicrographs)
+    pick.inputMicrographs.set(micrographs)
+    pick.inputMicrographs.setExtended("outputMicrographs")
+    pick.inputModel.set(train)
+    pick.inputModel.setExtended("outputModel")
+    launch(project, pick, result, "pick micrographs", log, where=lambda p: p.summary()[0])
+
+
 def _check_backends(project, result, backends, log):
     from .. import Plugin
     from ..environments import BACKENDS
@@ -158,4 +205,5 @@ def _check_backends(project, result, backends, log):
                where=lambda p: p.summaryVar.get())
 
 
-_STAGES = [_import_data, _export_star, _reciprocal_analysis, _map_clustering, _check_backends]
+_STAGES = [_import_data, _export_star, _reciprocal_analysis, _map_clustering,
+           _particle_classifier, _check_backends]

@@ -1,0 +1,95 @@
+"""Score particles with a trained good/bad classifier and split them by a threshold."""
+import numpy as np
+import pwem.objects as emobj
+from pyworkflow.object import Float
+from pyworkflow.protocol import params
+
+from ..core.picking import read_scores
+from .classifier_base import ProtClassifierBase, addModelParam
+from .inputs import describePointer
+
+PARTICLES_CSV = "particles.csv"
+IDS_FILE = "particle_ids.npy"
+SCORES_CSV = "scores.csv"
+SCORE_ATTRIBUTE = "_classifierScore"
+
+
+class ProtClassifyParticles(ProtClassifierBase):
+    """Scores every particle with a trained classifier (probability of being good) and
+    splits the set at a threshold. The score is kept on every particle
+    (_classifierScore). To try another threshold, change it and continue the protocol:
+    only the cheap final step runs again."""
+    _label = "classify particles"
+    _possibleOutputs = {"outputGood": emobj.SetOfParticles, "outputBad": emobj.SetOfParticles}
+
+    # --------------------------- DEFINE param functions ---------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      label="Particles", help="Particles to score.")
+        addModelParam(form)
+        form.addParam("threshold", params.FloatParam, default=0.5, label="Threshold",
+                      help="Particles scoring at least this go to the good set. Changing it "
+                           "and continuing re-runs only the final step.")
+        self._defineGpuParams(form)
+        self._defineThreadsParam(form)
+
+    # --------------------------- INSERT steps functions ---------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.predictStep)
+        # The threshold is this step's argument: a new value re-runs this step only.
+        self._insertFunctionStep(self.createOutputStep, self.threshold.get(), needsGPU=False)
+
+    # --------------------------- STEPS functions ----------------------------
+    def convertInputStep(self):
+        ids = self.writeParticleTable(self._getExtraPath(PARTICLES_CSV), [self.inputParticles.get()])
+        np.save(self._getExtraPath(IDS_FILE), ids)
+
+    def predictStep(self):
+        self.runClassifier("predict", "--model %s --particles %s --out %s" % (
+            self.inputModel.get().getModelFile(), self._getExtraPath(PARTICLES_CSV),
+            self._getExtraPath(SCORES_CSV)))
+
+    def createOutputStep(self, threshold):
+        ids = np.load(self._getExtraPath(IDS_FILE))
+        scores = dict(zip(ids.tolist(), read_scores(self._getExtraPath(SCORES_CSV), len(ids))))
+        particles = self.inputParticles.get()
+        outputs = {}
+        for name, keep in (("outputGood", lambda s: s >= threshold),
+                           ("outputBad", lambda s: s < threshold)):
+            subset = self._createSetOfParticles(suffix="_%s_%g" % (name[6:].lower(), threshold))
+            subset.copyInfo(particles)
+            subset.copyItems(particles, updateItemCallback=self._setScore(scores),
+                             itemSelectedCallback=lambda p, k=keep: k(scores[p.getObjId()]))
+            outputs[name] = subset
+            self.info("%s: %d particles (threshold %g)" % (name, subset.getSize(), threshold))
+        self._defineOutputs(**outputs)
+        for subset in outputs.values():
+            self._defineSourceRelation(self.inputParticles, subset)
+            self._defineSourceRelation(self.inputModel, subset)
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        return self._validateBackend() + self.emptySetErrors(
+            {describePointer(self.inputParticles): self.inputParticles})
+
+    def _summary(self):
+        if not hasattr(self, "outputGood"):
+            return ["Not scored yet."]
+        return ["%d good and %d bad particles at threshold %g."
+                % (self.outputGood.getSize(), self.outputBad.getSize(), self.threshold.get())]
+
+    def _methods(self):
+        return ["Particles were scored with a trained good/bad classifier and split at %g."
+                % self.threshold.get()]
+
+    def _citations(self):
+        return ["Abadi2016tensorflow"]
+
+    # --------------------------- UTILS functions ----------------------------
+    @staticmethod
+    def _setScore(scores):
+        def update(particle, row=None):
+            setattr(particle, SCORE_ATTRIBUTE, Float(scores[particle.getObjId()]))
+        return update

@@ -1,0 +1,174 @@
+"""Re-pick micrographs with a trained good/bad particle classifier (sliding window)."""
+import os
+
+import pwem.objects as emobj
+from pyworkflow.object import Float
+from pyworkflow.protocol import params
+
+from ..convert.set_tables import read_set_items
+from ..core.picking import read_picks, read_score_map, write_micrograph_table
+from ..formats.mrc import read_map
+from ..plotting.classifier import picks_figure, score_map_figure
+from .classifier_base import ProtClassifierBase, addModelParam
+from .inputs import describePointer
+from .protocol_classifier_classify import SCORE_ATTRIBUTE
+
+MICROGRAPHS_CSV = "micrographs.csv"
+PICKS_DIR = "picks"
+PLOTS_DIR = "plots"
+MAX_PLOTTED = 4
+
+
+class ProtPickMicrographs(ProtClassifierBase):
+    """Scans every micrograph with a trained classifier: the micrograph is binned to the
+    model's pixel size, normalised, and every window (stride in binned pixels) is scored in
+    memory, batched straight into the model. Peaks of the score map above the threshold,
+    thinned by non-maximum suppression, become the picks; RELION coordinate STAR files are
+    written per micrograph too."""
+    _label = "pick micrographs"
+    _possibleOutputs = {"outputCoordinates": emobj.SetOfCoordinates}
+
+    # --------------------------- DEFINE param functions ---------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputMicrographs", params.PointerParam, pointerClass="SetOfMicrographs",
+                      label="Micrographs", help="Micrographs to pick (any pixel size: they are "
+                                                "binned to the model's).")
+        addModelParam(form)
+        form.addParam("stride", params.IntParam, default=0, label="Stride (binned px)",
+                      help="Step between scored windows, in the model's pixels. 0 uses a "
+                           "quarter of the box. Smaller is more precise and slower.")
+        form.addParam("threshold", params.FloatParam, default=0.5, label="Score threshold",
+                      help="Lowest score (probability of a good particle) of a pick.")
+        form.addParam("minDistance", params.FloatParam, default=0.0,
+                      label="Minimum distance (binned px)",
+                      help="Picks closer than this are merged (non-maximum suppression). 0 "
+                           "uses half the box.")
+        form.addParam("maxPicks", params.IntParam, default=0, label="Maximum picks per micrograph",
+                      help="Keep only the best-scored picks (0: no limit).")
+        form.addParam("keepRejected", params.BooleanParam, default=False,
+                      label="Keep rejected peaks?",
+                      help="Also write the peaks below the threshold (rejected.csv), to see "
+                           "what the model turned down.")
+        form.addParam("invertContrast", params.BooleanParam, default=True,
+                      label="Invert contrast?",
+                      help="Raw micrographs show protein dark; extracted RELION particles show "
+                           "it white. Invert when the model was trained on such particles.")
+        self._defineGpuParams(form)
+        self._defineThreadsParam(form)
+
+    # --------------------------- INSERT steps functions ---------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.pickStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions ----------------------------
+    def convertInputStep(self):
+        micrographs = self.inputMicrographs.get()
+        items = read_set_items(micrographs.getFileName(), ["_filename", "_micName"])
+        write_micrograph_table(self._getExtraPath(MICROGRAPHS_CSV),
+                               [os.path.abspath(f) for f in items["_filename"]],
+                               micrographs.getSamplingRate(), self._micNames(items))
+
+    def pickStep(self):
+        args = ["--model", self.inputModel.get().getModelFile(), "--micrographs",
+                self._getExtraPath(MICROGRAPHS_CSV), "--out-dir", self._picksDir(),
+                "--threshold", self.threshold.get(), "--save-score-maps"]
+        for option, value in (("--stride", self.stride.get()), ("--min-distance", self.minDistance.get()),
+                              ("--max-picks", self.maxPicks.get())):
+            if value:
+                args += [option, value]
+        if self.keepRejected.get():
+            args.append("--keep-rejected")
+        if self.invertContrast.get():
+            args.append("--invert-contrast")
+        self.runClassifier("pick", " ".join(str(a) for a in args))
+
+    def createOutputStep(self):
+        micrographs = self.inputMicrographs.get()
+        picks = read_picks(self._picksDir())
+        byName = {name: group for name, group in picks.groupby("micrograph")}
+        coordinates = self._createSetOfCoordinates(micrographs)
+        coordinates.setBoxSize(self._boxInMicrographPixels())
+        coordinate = emobj.Coordinate()
+        setattr(coordinate, SCORE_ATTRIBUTE, Float())
+        items = read_set_items(micrographs.getFileName(), ["_micName"])
+        for micId, name in zip(items["id"], self._micNames(items)):
+            for row in byName.get(name, picks.iloc[:0]).itertuples():
+                coordinate.cleanObjId()
+                coordinate.setPosition(int(round(row.x)), int(round(row.y)))
+                coordinate.setMicId(int(micId))
+                getattr(coordinate, SCORE_ATTRIBUTE).set(float(row.score))
+                coordinates.append(coordinate)
+        self._savePlots(micrographs, picks)
+        self._defineOutputs(outputCoordinates=coordinates)
+        self._defineSourceRelation(self.inputMicrographs, coordinates)
+        self._defineSourceRelation(self.inputModel, coordinates)
+        self.info("%d picks on %d micrographs" % (len(picks), len(items)))
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        errors = self._validateBackend()
+        micrographs = self.inputMicrographs.get()
+        model = self.inputModel.get()
+        if micrographs is not None and model is not None:
+            dims = micrographs.getDim()
+            binnedBox = model.getBox() * model.getPixelSize() / micrographs.getSamplingRate()
+            if dims and min(dims[:2]) < binnedBox:
+                errors.append("%s: micrographs of %dx%d px are smaller than the model's box "
+                              "(%d px at their pixel size)." % (describePointer(self.inputMicrographs),
+                                                               dims[0], dims[1], binnedBox))
+        return errors
+
+    def _warnings(self):
+        micrographs, model = self.inputMicrographs.get(), self.inputModel.get()
+        if micrographs is None or model is None:
+            return []
+        if abs(micrographs.getSamplingRate() * (model.getBinning() or 1) - model.getPixelSize()) > 1e-3:
+            return ["The model was trained at %.3f Å/px; the micrographs (%.3f Å/px) will be "
+                    "resampled to it." % (model.getPixelSize(), micrographs.getSamplingRate())]
+        return []
+
+    def _summary(self):
+        if not hasattr(self, "outputCoordinates"):
+            return ["Not picked yet."]
+        return ["%d picks on %d micrographs (threshold %g); RELION coordinate files in %s"
+                % (self.outputCoordinates.getSize(), self.inputMicrographs.get().getSize(),
+                   self.threshold.get(), os.path.join(self._picksDir(), "coordinates"))]
+
+    def _methods(self):
+        return ["Micrographs were re-picked with a trained particle classifier scanned as a "
+                "sliding window (threshold %g)." % self.threshold.get()]
+
+    def _citations(self):
+        return ["Wang2016deeppicker", "Abadi2016tensorflow"]
+
+    # --------------------------- UTILS functions ----------------------------
+    def _picksDir(self):
+        return self._getExtraPath(PICKS_DIR)
+
+    @staticmethod
+    def _micNames(items):
+        return [name if isinstance(name, str) and name else "mic%06d" % micId
+                for micId, name in zip(items["id"], items["_micName"])]
+
+    def _boxInMicrographPixels(self):
+        model = self.inputModel.get()
+        return int(round(model.getBox() * model.getPixelSize()
+                         / self.inputMicrographs.get().getSamplingRate()))
+
+    def _savePlots(self, micrographs, picks):
+        """Picks over the first micrographs, and their score maps."""
+        folder = self._getExtraPath(PLOTS_DIR)
+        os.makedirs(folder, exist_ok=True)
+        items = read_set_items(micrographs.getFileName(), ["_filename", "_micName"])
+        for path, name in list(zip(items["_filename"], self._micNames(items)))[:MAX_PLOTTED]:
+            image, _ = read_map(path)
+            image = image[0] if image.ndim == 3 else image
+            mine = picks[picks["micrograph"] == name]
+            picks_figure(image, mine, self._boxInMicrographPixels(), title=name).savefig(
+                os.path.join(folder, "picks_%s.png" % name))
+            scores, y, x = read_score_map(self._picksDir(), name)
+            score_map_figure(scores, y, x, micrograph=image, title=name).savefig(
+                os.path.join(folder, "score_map_%s.png" % name))
