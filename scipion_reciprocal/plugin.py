@@ -1,4 +1,6 @@
 """The Scipion Plugin class: backend-environment variables and the install hook."""
+import os
+
 import pwem
 from pyworkflow.utils import Environ
 
@@ -35,7 +37,9 @@ class Plugin(pwem.Plugin):
     @classmethod
     def getActivation(cls, backendName):
         backend = get_backend(backendName)
-        return cls.getVar(backend.activation_var)
+        # Before Scipion registers the plugin (e.g. plain scripts) the variable is not loaded.
+        return (cls.getVar(backend.activation_var) or os.environ.get(backend.activation_var)
+                or backend.default_activation(pwem.Config.EM_ROOT))
 
     @classmethod
     def validateBackend(cls, backendName):

@@ -176,7 +176,9 @@ def build_demo_project(project_dir, seed=0, n_particles=300, box=32, pixel_size=
     micrograph_paths = write_micrographs(project_dir, micrographs)
     micrographs_star = write_micrographs_star(project_dir, micrographs)
     coordinate_paths = write_coordinates_star(project_dir, micrographs)
-    good_bad = good_bad_particle_sets(micrographs, seed=seeds[7])
+    # Twice as many bad boxes as good ones, as junk classes of real data outnumber particles.
+    good_bad = good_bad_particle_sets(micrographs, n_bad=2 * len(micrographs.coordinates),
+                                      seed=seeds[7])
     picked_star, good_star, bad_star = write_good_bad_sets(project_dir, good_bad)
 
     truth = pd.DataFrame({'rlnImageName': table['rlnImageName'], 'state': particles.states})

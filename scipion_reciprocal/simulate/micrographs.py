@@ -29,7 +29,7 @@ MICROGRAPHS_STAR = 'CtfFind/job003/micrographs_ctf.star'
 COORDINATE_FOLDER = 'AutoPick/job004'
 
 #: Kinds of non-particle boxes made by :func:`good_bad_particle_sets`.
-BAD_KINDS = ('ice', 'carbon', 'empty')
+BAD_KINDS = ('ice', 'carbon', 'carbon_area', 'empty')
 
 
 @dataclass
@@ -208,7 +208,7 @@ def good_bad_particle_sets(sim, n_bad=None, box=None, seed=0, folder=MICROGRAPH_
     """Extract boxes around true particles (good) and around junk (bad).
 
     Bad boxes are, in turn, on an ice blob (centre within 0.8 of its radius), across the carbon
-    edge (centre within a quarter box of the line) and on empty ice (at least
+    edge (centre within a quarter box of the line), wholly on the carbon, and on empty ice (at least
     ``min_distance`` from every particle, clear of blobs and carbon); without a carbon edge
     only ice and empty boxes are made. Boxes are contrast-inverted and normalised to mean 0,
     standard deviation 1 outside a circle of radius ``0.4 * box``.
@@ -241,7 +241,8 @@ def good_bad_particle_sets(sim, n_bad=None, box=None, seed=0, folder=MICROGRAPH_
     good_xy = coords[['x', 'y']].to_numpy(dtype=np.int64)
     good_mic = coords['micrograph'].to_numpy(dtype=np.int64)
     n_bad = len(coords) if n_bad is None else int(n_bad)
-    available = {'ice': len(sim.junk) > 0, 'carbon': bool(sim.carbon['present'].any()),
+    has_carbon = bool(sim.carbon['present'].any())
+    available = {'ice': len(sim.junk) > 0, 'carbon': has_carbon, 'carbon_area': has_carbon,
                  'empty': True}
     kinds = [k for k in BAD_KINDS if available[k]]
     bad_kinds = np.array([kinds[i % len(kinds)] for i in range(n_bad)], dtype=object)
@@ -427,6 +428,12 @@ def _bad_position(sim, kind, box, rng):
             along = rng.uniform(-max(nx, ny), max(nx, ny))
             across = row['offset'] + rng.uniform(-box / 4, box / 4)
             x, y = across * normal + along * np.array([-normal[1], normal[0]])
+        elif kind == 'carbon_area':
+            if not sim.carbon['present'].iloc[mic]:
+                continue
+            x, y = rng.uniform(half, nx - half), rng.uniform(half, ny - half)
+            if sim.carbon_distance(mic, x, y) <= half:
+                continue
         else:
             x, y = rng.uniform(half, nx - half), rng.uniform(half, ny - half)
             particles = sim.coordinates[sim.coordinates['micrograph'] == mic]

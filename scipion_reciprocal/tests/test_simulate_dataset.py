@@ -73,8 +73,8 @@ def test_micrograph_side(demo):
     assert demo.micrographs_star.exists() and len(demo.coordinate_paths) == 2
     good = read_particles_star(demo.good_star).particles
     bad = read_particles_star(demo.bad_star).particles
-    assert len(good) == 16 and len(bad) == 16
-    assert len(read_particles_star(demo.picked_star).particles) == 32
+    assert len(good) == 16 and len(bad) == 32  # twice as many bad boxes
+    assert len(read_particles_star(demo.picked_star).particles) == 48
     np.testing.assert_array_equal(demo.good_bad.good.states, demo.micrographs.coordinates['state'])
 
 

@@ -86,8 +86,10 @@ def test_good_and_bad_boxes(sim, sets):
     assert good.images.shape == (45, BOX, BOX) and bad.images.shape == (30, BOX, BOX)
     np.testing.assert_array_equal(good.states, sim.coordinates['state'])
     assert np.all(bad.states == -1)
-    assert sorted(set(sets.bad_kinds)) == ['carbon', 'empty', 'ice']
-    assert np.bincount(np.unique(sets.bad_kinds, return_inverse=True)[1]).tolist() == [10, 10, 10]
+    assert sorted(set(sets.bad_kinds)) == ['carbon', 'carbon_area', 'empty', 'ice']
+    # 30 boxes in turn over the four kinds: 8, 8, 7, 7 (ice, carbon, carbon_area, empty).
+    assert [int(np.sum(sets.bad_kinds == k)) for k in ('ice', 'carbon', 'carbon_area', 'empty')] \
+        == [8, 8, 7, 7]
     # Boxes are the micrograph pixels, contrast-inverted and normalised on the background.
     row = good.metadata.iloc[4]
     mic = sim.coordinates['micrograph'].iloc[4]
@@ -107,6 +109,8 @@ def test_good_and_bad_boxes(sim, sets):
             assert to_blobs.min() < 1.0
         elif kind == 'carbon':
             assert abs(sim.carbon_distance(mic, bx, by)) <= BOX / 4 + 1
+        elif kind == 'carbon_area':
+            assert sim.carbon_distance(mic, bx, by) > BOX / 2 - 1
         else:
             particles = sim.coordinates[sim.coordinates['micrograph'] == mic]
             assert np.hypot(particles['x'] - bx, particles['y'] - by).min() >= 40

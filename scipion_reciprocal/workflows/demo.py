@@ -47,7 +47,8 @@ def run_demo(project_name=DEMO_PROJECT, data_dir=None, seed=0, backends=True, lo
 
     data_dir = Path(data_dir or Path(os.environ["SCIPION_USER_DATA"]) / ("%s_data" % project_name))
     log("Simulating a RELION project in %s" % data_dir)
-    dataset = build_demo_project(data_dir / "relion", seed=seed)
+    # 12 micrographs give the particle classifier enough good and bad boxes to learn from.
+    dataset = build_demo_project(data_dir / "relion", seed=seed, n_micrographs=12)
 
     manager = Manager()
     if manager.hasProject(project_name):
@@ -159,7 +160,7 @@ def _particle_classifier(project, result, backends, log):
     dataset = result.dataset
     good = _import_particles(project, result, dataset.good_star, "import good particles", log)
     bad = _import_particles(project, result, dataset.bad_star, "import bad particles", log)
-    train = project.newProtocol(ProtTrainParticleClassifier, box=32, epochs=15, patience=4)
+    train = project.newProtocol(ProtTrainParticleClassifier, box=32, epochs=30, patience=8)
     train.goodParticles.set(good)
     train.goodParticles.setExtended("outputParticles")
     train.badParticles.set(bad)

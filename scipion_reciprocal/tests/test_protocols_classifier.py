@@ -1,0 +1,145 @@
+"""Particle classifier protocols in a real Scipion project, with the real TensorFlow backend.
+
+Skips when the classifier environment is not installed.  Runs under pytest and with
+``python -m scipion tests scipion_reciprocal.tests.test_protocols_classifier``.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles
+from pyworkflow.protocol.constants import MODE_RESUME
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from scipion_reciprocal import Plugin
+from scipion_reciprocal.convert.set_tables import read_set_items
+from scipion_reciprocal.core.picking import evaluate_picks
+from scipion_reciprocal.environments import BACKENDS
+from scipion_reciprocal.protocols import (ProtClassifyParticles, ProtPickMicrographs,
+                                          ProtTrainParticleClassifier)
+from scipion_reciprocal.simulate.dataset import build_demo_project
+from scipion_reciprocal.viewers import ClassifierPickingViewer, ClassifierTrainingViewer
+
+PIXEL = 4.0
+BOX = 32
+
+
+class TestClassifierProtocols(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.missing = Plugin.validateBackend("classifier")
+        if cls.missing:
+            return
+        setupTestProject(cls)
+        base = Path(tempfile.mkdtemp(prefix="reciprocal-classifier-"))
+        cls.training = build_demo_project(base / "train", seed=11, n_particles=30, n_micrographs=12)
+        cls.held = build_demo_project(base / "held", seed=12, n_particles=30, n_micrographs=3)
+        cls.good = cls._importParticles(cls.training.good_star, "good")
+        cls.bad = cls._importParticles(cls.training.bad_star, "bad")
+        cls.train = cls.newProtocol(ProtTrainParticleClassifier, box=BOX, epochs=30, patience=8)
+        cls.train.goodParticles.set(cls.good)
+        cls.train.goodParticles.setExtended("outputParticles")
+        cls.train.badParticles.set(cls.bad)
+        cls.train.badParticles.setExtended("outputParticles")
+        cls.launchProtocol(cls.train)
+
+    @classmethod
+    def _importParticles(cls, star, label):
+        prot = cls.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
+                               starFile=str(star), samplingRate=PIXEL, magnification=50000,
+                               voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1,
+                               haveDataBeenPhaseFlipped=False)
+        prot.setObjLabel(label)
+        cls.launchProtocol(prot)
+        return prot
+
+    def setUp(self):
+        if self.missing:
+            self.skipTest(self.missing[0])
+
+    def test_training_reports_held_out_figures(self):
+        model = self.train.outputModel
+        self.assertEqual(model.getBox(), BOX)
+        self.assertAlmostEqual(model.getPixelSize(), PIXEL)
+        self.assertTrue(os.path.exists(model.getModelFile()))
+        self.assertGreaterEqual(model.getTestAuc(), 0.95)
+        viewer = ClassifierTrainingViewer(project=self.proj, protocol=self.train)
+        viewer.setProtocol(self.train)
+        self.assertEqual(viewer.plotNames(), ["learning_curves", "roc", "confusion"])
+
+    def test_classify_held_out_boxes_and_rethreshold(self):
+        picked = self._importParticles(self.held.picked_star, "held-out boxes")
+        classify = self.newProtocol(ProtClassifyParticles, threshold=0.5)
+        classify.inputParticles.set(picked)
+        classify.inputParticles.setExtended("outputParticles")
+        classify.inputModel.set(self.train)
+        classify.inputModel.setExtended("outputModel")
+        self.launchProtocol(classify)
+        total = picked.outputParticles.getSize()
+        good = classify.outputGood
+        self.assertEqual(good.getSize() + classify.outputBad.getSize(), total)
+        # Boxes 1..nGood of the picked stack are the true particles (good first, then bad).
+        nTrue = sum(1 for _ in open(self.held.good_star) if "@" in _)
+        goodIndices = read_set_items(good.getFileName(), ["_index"])["_index"].to_numpy()
+        precision = np.mean(goodIndices <= nTrue)
+        recall = np.sum(goodIndices <= nTrue) / nTrue
+        self.assertGreaterEqual(precision, 0.9)
+        self.assertGreaterEqual(recall, 0.9)
+        scores = [p._classifierScore.get() for p in good]
+        self.assertTrue(all(s >= 0.5 for s in scores))
+        # A new threshold re-runs only the final step (scores are not recomputed).
+        scoresFile = classify._getExtraPath("scores.csv")
+        stamp = os.path.getmtime(scoresFile)
+        classify.threshold.set(0.9)
+        classify.runMode.set(MODE_RESUME)
+        self.launchProtocol(classify)
+        self.assertEqual(os.path.getmtime(scoresFile), stamp)
+        self.assertLessEqual(classify.outputGood.getSize(), good.getSize())
+        self.assertTrue(all(p._classifierScore.get() >= 0.9 for p in classify.outputGood))
+
+    def test_pick_held_out_micrographs(self):
+        micrographs = self.newProtocol(
+            ProtImportMicrographs, filesPath=str(self.held.micrograph_paths[0].parent),
+            filesPattern="*.mrc", samplingRate=PIXEL, voltage=300.0, sphericalAberration=2.7,
+            amplitudeContrast=0.1)
+        self.launchProtocol(micrographs)
+        pick = self.newProtocol(ProtPickMicrographs, threshold=0.5)
+        pick.inputMicrographs.set(micrographs)
+        pick.inputMicrographs.setExtended("outputMicrographs")
+        pick.inputModel.set(self.train)
+        pick.inputModel.setExtended("outputModel")
+        self.launchProtocol(pick)
+        coords = pick.outputCoordinates
+        self.assertEqual(coords.getBoxSize(), BOX)
+        # Match picks to the known particle centres (within half a box) per micrograph.
+        mics = {m.getObjId(): os.path.basename(m.getFileName()) for m in micrographs.outputMicrographs}
+        picks = pd.DataFrame([(mics[c.getMicId()], c.getX(), c.getY()) for c in coords],
+                             columns=["micrograph", "x", "y"])
+        truth = self.held.micrographs.coordinates.copy()
+        names = sorted(mics.values())
+        truth["micrograph"] = [names[int(i)] for i in truth["micrograph"]]
+        figures = evaluate_picks(picks, truth[["micrograph", "x", "y"]], radius=BOX / 2)
+        self.assertGreaterEqual(figures["recall"], 0.9, figures)
+        self.assertGreaterEqual(figures["precision"], 0.9, figures)
+        star = Path(pick._getExtraPath("picks", "coordinates"))
+        self.assertEqual(len(list(star.glob("*_classifier.star"))), 3)
+        viewer = ClassifierPickingViewer(project=self.proj, protocol=pick)
+        viewer.setProtocol(pick)
+        self.assertEqual(len([n for n in viewer.plotNames() if n.startswith("picks_")]), 3)
+
+    def test_missing_environment_is_refused(self):
+        backend = BACKENDS["classifier"]
+        previous = Plugin.getVar(backend.activation_var)
+        Plugin._vars[backend.activation_var] = "false"
+        try:
+            prot = self.newProtocol(ProtTrainParticleClassifier)
+            prot.goodParticles.set(self.good)
+            prot.goodParticles.setExtended("outputParticles")
+            prot.badParticles.set(self.bad)
+            prot.badParticles.setExtended("outputParticles")
+            errors = prot.validate()
+            self.assertTrue(any("installb classifier" in e for e in errors), errors)
+        finally:
+            Plugin._vars[backend.activation_var] = previous
