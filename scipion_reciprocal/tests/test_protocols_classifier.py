@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pwem.protocols import ProtImportMicrographs, ProtImportParticles
+from pwem.protocols import ProtImportMicrographs
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
@@ -21,6 +21,7 @@ from scipion_reciprocal.protocols import (ProtClassifyParticles, ProtPickMicrogr
                                           ProtTrainParticleClassifier)
 from scipion_reciprocal.simulate.dataset import build_demo_project
 from scipion_reciprocal.viewers import ClassifierPickingViewer, ClassifierTrainingViewer
+from scipion_reciprocal.workflows.wiring import connect, relion_particles_import
 
 PIXEL = 4.0
 BOX = 32
@@ -39,18 +40,13 @@ class TestClassifierProtocols(BaseTest):
         cls.good = cls._importParticles(cls.training.good_star, "good")
         cls.bad = cls._importParticles(cls.training.bad_star, "bad")
         cls.train = cls.newProtocol(ProtTrainParticleClassifier, box=BOX, epochs=30, patience=8)
-        cls.train.goodParticles.set(cls.good)
-        cls.train.goodParticles.setExtended("outputParticles")
-        cls.train.badParticles.set(cls.bad)
-        cls.train.badParticles.setExtended("outputParticles")
+        connect(cls.train.goodParticles, cls.good, "outputParticles")
+        connect(cls.train.badParticles, cls.bad, "outputParticles")
         cls.launchProtocol(cls.train)
 
     @classmethod
     def _importParticles(cls, star, label):
-        prot = cls.newProtocol(ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
-                               starFile=str(star), samplingRate=PIXEL, magnification=50000,
-                               voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1,
-                               haveDataBeenPhaseFlipped=False)
+        prot = relion_particles_import(cls.proj, star, PIXEL)
         prot.setObjLabel(label)
         cls.launchProtocol(prot)
         return prot
@@ -72,10 +68,8 @@ class TestClassifierProtocols(BaseTest):
     def test_classify_held_out_boxes_and_rethreshold(self):
         picked = self._importParticles(self.held.picked_star, "held-out boxes")
         classify = self.newProtocol(ProtClassifyParticles, threshold=0.5)
-        classify.inputParticles.set(picked)
-        classify.inputParticles.setExtended("outputParticles")
-        classify.inputModel.set(self.train)
-        classify.inputModel.setExtended("outputModel")
+        connect(classify.inputParticles, picked, "outputParticles")
+        connect(classify.inputModel, self.train, "outputModel")
         self.launchProtocol(classify)
         total = picked.outputParticles.getSize()
         good = classify.outputGood
@@ -106,10 +100,8 @@ class TestClassifierProtocols(BaseTest):
             amplitudeContrast=0.1)
         self.launchProtocol(micrographs)
         pick = self.newProtocol(ProtPickMicrographs, threshold=0.5)
-        pick.inputMicrographs.set(micrographs)
-        pick.inputMicrographs.setExtended("outputMicrographs")
-        pick.inputModel.set(self.train)
-        pick.inputModel.setExtended("outputModel")
+        connect(pick.inputMicrographs, micrographs, "outputMicrographs")
+        connect(pick.inputModel, self.train, "outputModel")
         self.launchProtocol(pick)
         coords = pick.outputCoordinates
         self.assertEqual(coords.getBoxSize(), BOX)
@@ -135,10 +127,8 @@ class TestClassifierProtocols(BaseTest):
         Plugin._vars[backend.activation_var] = "false"
         try:
             prot = self.newProtocol(ProtTrainParticleClassifier)
-            prot.goodParticles.set(self.good)
-            prot.goodParticles.setExtended("outputParticles")
-            prot.badParticles.set(self.bad)
-            prot.badParticles.setExtended("outputParticles")
+            connect(prot.goodParticles, self.good, "outputParticles")
+            connect(prot.badParticles, self.bad, "outputParticles")
             errors = prot.validate()
             self.assertTrue(any("installb classifier" in e for e in errors), errors)
         finally:

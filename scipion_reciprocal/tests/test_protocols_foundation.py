@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import starfile
-from pwem.protocols import ProtImportParticles, ProtImportVolumes
+from pwem.protocols import ProtImportVolumes
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal import Plugin
@@ -20,6 +20,7 @@ from scipion_reciprocal.protocols import ProtBackendCheck, ProtExportParticlesSt
 from scipion_reciprocal.protocols.protocol_backend_check import BACKEND_NAMES
 from scipion_reciprocal.simulate.molecule import molecule_maps
 from scipion_reciprocal.simulate.particles import simulate_particles, write_particle_dataset
+from scipion_reciprocal.workflows.wiring import connect, relion_particles_import
 
 PIXEL_SIZE = 4.0
 
@@ -41,18 +42,14 @@ class TestFoundationProtocols(BaseTest):
 
     @classmethod
     def _importParticles(cls, star, label):
-        prot = cls.newProtocol(
-            ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
-            starFile=str(star), samplingRate=PIXEL_SIZE, magnification=50000, voltage=300.0,
-            sphericalAberration=2.7, amplitudeContrast=0.1, haveDataBeenPhaseFlipped=False)
+        prot = relion_particles_import(cls.proj, star, PIXEL_SIZE)
         prot.setObjLabel(label)
         cls.launchProtocol(prot)
         return prot
 
     def _newExport(self, importProt):
         export = self.newProtocol(ProtExportParticlesStar)
-        export.inputParticles.set(importProt)
-        export.inputParticles.setExtended("outputParticles")
+        connect(export.inputParticles, importProt, "outputParticles")
         return export
 
     def test_simulated_data_read_back_with_pwem_importers(self):

@@ -16,6 +16,7 @@ from scipion_reciprocal.formats.mrc import read_map, write_map
 from scipion_reciprocal.protocols import ProtMapClustering
 from scipion_reciprocal.simulate.molecule import molecule_maps, rotate_map
 from scipion_reciprocal.viewers import MapClusteringViewer
+from scipion_reciprocal.workflows.wiring import connect_many
 
 VOXEL = 4.0
 
@@ -50,8 +51,7 @@ class TestMapClusteringProtocol(BaseTest):
 
     def _clustering(self, **kwargs):
         prot = self.newProtocol(ProtMapClustering, **kwargs)
-        prot.inputMaps.append(self.volumes)
-        prot.inputMaps[-1].setExtended("outputVolumes")
+        connect_many(prot.inputMaps, self.volumes, ["outputVolumes"])
         return prot
 
     def test_aligned_clustering_recovers_the_states(self):
@@ -104,8 +104,7 @@ class TestMapClusteringProtocol(BaseTest):
                                    samplingRate=VOXEL)
         self.launchProtocol(volumes)
         prot = self.newProtocol(ProtMapClustering)
-        prot.inputMaps.append(volumes)
-        prot.inputMaps[-1].setExtended("outputVolumes")
+        connect_many(prot.inputMaps, volumes, ["outputVolumes"])
         with self.assertRaises(Exception):
             self.launchProtocol(prot)
         prot = self.proj.getProtocol(prot.getObjId())

@@ -16,6 +16,7 @@ from scipion_reciprocal.protocols import ProtImportRelionClassifications, ProtRe
 from scipion_reciprocal.simulate.dataset import build_demo_project
 from scipion_reciprocal.tests.realdata import REALDATA
 from scipion_reciprocal.viewers import ReciprocalAnalysisViewer, RelionClassificationsViewer
+from scipion_reciprocal.workflows.wiring import connect_many
 
 
 class TestReciprocalProtocols(BaseTest):
@@ -39,9 +40,9 @@ class TestReciprocalProtocols(BaseTest):
     @classmethod
     def _analysis(cls, imported, jobs, launch=True, **kwargs):
         prot = cls.newProtocol(ProtReciprocalAnalysis, **kwargs)
-        for source, job in zip(imported if isinstance(imported, list) else [imported] * len(jobs), jobs):
-            prot.inputClassifications.append(source)
-            prot.inputClassifications[-1].setExtended("outputClasses_%s" % job)
+        sources = imported if isinstance(imported, list) else [imported] * len(jobs)
+        for source, job in zip(sources, jobs):
+            connect_many(prot.inputClassifications, source, ["outputClasses_%s" % job])
         if launch:
             cls.launchProtocol(prot)
         return prot
@@ -186,9 +187,8 @@ class TestReciprocalRealData(BaseTest):
                                     jobs="Class3D/job016 Class2D/job013")
         self.launchProtocol(imported)
         analysis = self.newProtocol(ProtReciprocalAnalysis, registerSubsets=2)
-        for job in ("job016", "job013"):
-            analysis.inputClassifications.append(imported)
-            analysis.inputClassifications[-1].setExtended("outputClasses_%s" % job)
+        connect_many(analysis.inputClassifications, imported,
+                     ["outputClasses_job016", "outputClasses_job013"])
         self.launchProtocol(analysis)
         counts = pd.read_csv(analysis._getExtraPath("results", "counts_matrix.csv"))
         rows = counts[(counts.job1 == 16) & (counts.job2 == 13)].groupby("class1")["value"].sum()

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import scipion_setup
+from .wiring import connect, connect_many, relion_particles_import
 
 DEMO_PROJECT = "reciprocal_demo"
+#: Outputs of the import protocol holding the demo's three Class3D jobs.
+_CLASS3D_OUTPUTS = ["outputClasses_job085", "outputClasses_job086", "outputClasses_job087"]
 
 
 class DemoError(RuntimeError):
@@ -103,8 +106,7 @@ def _export_star(project, result, backends, log):
 
     particles = result.protocols["import simulated particles"]
     export = project.newProtocol(ProtExportParticlesStar)
-    export.inputParticles.set(particles)
-    export.inputParticles.setExtended("outputParticles")
+    connect(export.inputParticles, particles, "outputParticles")
     launch(project, export, result, "export particles to RELION", log,
            where=lambda p: p.starFile.get())
 
@@ -117,9 +119,7 @@ def _reciprocal_analysis(project, result, backends, log):
                                    relionDir=str(result.dataset.project_dir), jobs=jobs)
     launch(project, imported, result, "import RELION classifications", log)
     analysis = project.newProtocol(ProtReciprocalAnalysis)
-    for name in ("job085", "job086", "job087"):
-        analysis.inputClassifications.append(imported)
-        analysis.inputClassifications[-1].setExtended("outputClasses_%s" % name)
+    connect_many(analysis.inputClassifications, imported, _CLASS3D_OUTPUTS)
     launch(project, analysis, result, "reciprocal class analysis", log,
            where=lambda p: p._getExtraPath("results"))
 
@@ -129,21 +129,13 @@ def _map_clustering(project, result, backends, log):
 
     imported = result.protocols["import RELION classifications"]
     clustering = project.newProtocol(ProtMapClustering, lowpass=12.0)
-    for name in ("job085", "job086", "job087"):
-        clustering.inputMaps.append(imported)
-        clustering.inputMaps[-1].setExtended("outputClasses_%s" % name)
+    connect_many(clustering.inputMaps, imported, _CLASS3D_OUTPUTS)
     launch(project, clustering, result, "map similarity clustering", log,
            where=lambda p: p._getExtraPath("results"))
 
 
 def _import_particles(project, result, star, label, log):
-    from pwem.protocols import ProtImportParticles
-
-    prot = project.newProtocol(
-        ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
-        starFile=str(star), samplingRate=float(result.dataset.particles.pixel_size),
-        magnification=50000, voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1,
-        haveDataBeenPhaseFlipped=False)
+    prot = relion_particles_import(project, star, result.dataset.particles.pixel_size)
     return launch(project, prot, result, label, log)
 
 
@@ -161,18 +153,14 @@ def _particle_classifier(project, result, backends, log):
     good = _import_particles(project, result, dataset.good_star, "import good particles", log)
     bad = _import_particles(project, result, dataset.bad_star, "import bad particles", log)
     train = project.newProtocol(ProtTrainParticleClassifier, box=32, epochs=30, patience=8)
-    train.goodParticles.set(good)
-    train.goodParticles.setExtended("outputParticles")
-    train.badParticles.set(bad)
-    train.badParticles.setExtended("outputParticles")
+    connect(train.goodParticles, good, "outputParticles")
+    connect(train.badParticles, bad, "outputParticles")
     launch(project, train, result, "train particle classifier", log,
            where=lambda p: str(p.outputModel))
     picked = _import_particles(project, result, dataset.picked_star, "import picked boxes", log)
     classify = project.newProtocol(ProtClassifyParticles)
-    classify.inputParticles.set(picked)
-    classify.inputParticles.setExtended("outputParticles")
-    classify.inputModel.set(train)
-    classify.inputModel.setExtended("outputModel")
+    connect(classify.inputParticles, picked, "outputParticles")
+    connect(classify.inputModel, train, "outputModel")
     launch(project, classify, result, "classify particles", log,
            where=lambda p: p.summary()[0])
     micrographs = project.newProtocol(
@@ -181,10 +169,8 @@ def _particle_classifier(project, result, backends, log):
         voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
     launch(project, micrographs, result, "import micrographs", log)
     pick = project.newProtocol(ProtPickMicrographs)
-    pick.inputMicrographs.set(micrographs)
-    pick.inputMicrographs.setExtended("outputMicrographs")
-    pick.inputModel.set(train)
-    pick.inputModel.setExtended("outputModel")
+    connect(pick.inputMicrographs, micrographs, "outputMicrographs")
+    connect(pick.inputModel, train, "outputModel")
     launch(project, pick, result, "pick micrographs", log, where=lambda p: p.summary()[0])
 
 
