@@ -205,3 +205,20 @@ def gallery_figure(images, scores, n=24, highest=True, columns=8, title=None):
         ax.set_title(f'{scores[index]:.3f}', fontsize=8)
     fig.suptitle(title or f'{"highest" if highest else "lowest"} scored particles')
     return fig
+
+
+def score_histogram_figure(scores, threshold=0.5, title=None):
+    """Histogram of particle scores with the threshold that splits good from bad."""
+    scores = np.asarray(scores, dtype=np.float64)
+    fig = _figure(5.5, 3.5)
+    ax = fig.add_subplot(111)
+    ax.hist(scores, bins=np.linspace(0, 1, 41), color='#1f77b4')
+    ax.axvline(threshold, color='#d62728', linestyle='--',
+               label='threshold %g: %d good, %d bad' % (threshold, np.sum(scores >= threshold),
+                                                       np.sum(scores < threshold)))
+    ax.set_xlabel('score (probability of a good particle)')
+    ax.set_ylabel('particles')
+    ax.legend(loc='upper center')
+    ax.set_title(title or 'particle scores')
+    fig.tight_layout()
+    return fig

@@ -20,10 +20,11 @@ class ProtBackend(EMProtocol):
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
                        label="Use GPU", help="Run the backend on the GPUs listed below. "
                        "Where no GPU exists the backend runs on the CPU (slower).")
-        form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
-                       help="Comma-separated GPU ids (as nvidia-smi numbers them) given to the "
-                            "backend through CUDA_VISIBLE_DEVICES. Scipion's queue system may "
-                            "replace them with the GPUs the scheduler assigns.")
+        form.addParam(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Comma-separated GPU ids (as nvidia-smi numbers them) given to the "
+                           "backend through CUDA_VISIBLE_DEVICES. Scipion's queue system may "
+                           "replace them with the GPUs the scheduler assigns.")
 
     # --------------------------- INFO functions -----------------------------
     def _validateBackend(self):

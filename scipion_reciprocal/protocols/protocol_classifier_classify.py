@@ -1,10 +1,15 @@
 """Score particles with a trained good/bad classifier and split them by a threshold."""
+import os
+
 import numpy as np
+import pandas as pd
 import pwem.objects as emobj
 from pyworkflow.object import Float
 from pyworkflow.protocol import params
 
 from ..core.picking import read_scores
+from ..formats.mrc import read_images
+from ..plotting.classifier import gallery_figure, score_histogram_figure
 from .classifier_base import ProtClassifierBase, addModelParam
 from .inputs import describePointer
 
@@ -12,6 +17,8 @@ PARTICLES_CSV = "particles.csv"
 IDS_FILE = "particle_ids.npy"
 SCORES_CSV = "scores.csv"
 SCORE_ATTRIBUTE = "_classifierScore"
+PLOTS_DIR = "plots"
+GALLERY_SIZE = 24
 
 
 class ProtClassifyParticles(ProtClassifierBase):
@@ -64,6 +71,7 @@ class ProtClassifyParticles(ProtClassifierBase):
                              itemSelectedCallback=lambda p, k=keep: k(scores[p.getObjId()]))
             outputs[name] = subset
             self.info("%s: %d particles (threshold %g)" % (name, subset.getSize(), threshold))
+        self._savePlots(np.array([scores[i] for i in ids]), threshold)
         self._defineOutputs(**outputs)
         for subset in outputs.values():
             self._defineSourceRelation(self.inputParticles, subset)
@@ -88,6 +96,21 @@ class ProtClassifyParticles(ProtClassifierBase):
         return ["Abadi2016tensorflow"]
 
     # --------------------------- UTILS functions ----------------------------
+    def _savePlots(self, scores, threshold):
+        """Score histogram, and galleries of the highest- and lowest-scored particles."""
+        folder = self._getExtraPath(PLOTS_DIR)
+        os.makedirs(folder, exist_ok=True)
+        score_histogram_figure(scores, threshold).savefig(os.path.join(folder, "score_histogram.png"))
+        table = pd.read_csv(self._getExtraPath(PARTICLES_CSV))
+        order = np.argsort(scores, kind="stable")
+        for name, rows, highest in (("highest", order[::-1][:GALLERY_SIZE], True),
+                                    ("lowest", order[:GALLERY_SIZE], False)):
+            images = np.stack([read_images(table["stack"][r], [int(table["index"][r])])[0]
+                               for r in rows])
+            gallery_figure(images, scores[rows], n=len(rows), highest=highest,
+                           title="%s scores" % name).savefig(
+                os.path.join(folder, "gallery_%s.png" % name))
+
     @staticmethod
     def _setScore(scores):
         def update(particle, row=None):

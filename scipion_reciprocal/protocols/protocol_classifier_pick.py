@@ -6,7 +6,7 @@ from pyworkflow.object import Float
 from pyworkflow.protocol import params
 
 from ..convert.set_tables import read_set_items
-from ..core.picking import read_picks, read_score_map, write_micrograph_table
+from ..core.picking import REJECTED, read_picks, read_score_map, write_micrograph_table
 from ..formats.mrc import read_map
 from ..plotting.classifier import picks_figure, score_map_figure
 from .classifier_base import ProtClassifierBase, addModelParam
@@ -26,7 +26,8 @@ class ProtPickMicrographs(ProtClassifierBase):
     thinned by non-maximum suppression, become the picks; RELION coordinate STAR files are
     written per micrograph too."""
     _label = "pick micrographs"
-    _possibleOutputs = {"outputCoordinates": emobj.SetOfCoordinates}
+    _possibleOutputs = {"outputCoordinates": emobj.SetOfCoordinates,
+                        "outputRejected": emobj.SetOfCoordinates}
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -48,8 +49,8 @@ class ProtPickMicrographs(ProtClassifierBase):
                       help="Keep only the best-scored picks (0: no limit).")
         form.addParam("keepRejected", params.BooleanParam, default=False,
                       label="Keep rejected peaks?",
-                      help="Also write the peaks below the threshold (rejected.csv), to see "
-                           "what the model turned down.")
+                      help="Also output the peaks below the threshold as a second set of "
+                           "coordinates (and rejected.csv), to see what the model turned down.")
         form.addParam("invertContrast", params.BooleanParam, default=True,
                       label="Invert contrast?",
                       help="Raw micrographs show protein dark; extracted RELION particles show "
@@ -88,24 +89,16 @@ class ProtPickMicrographs(ProtClassifierBase):
     def createOutputStep(self):
         micrographs = self.inputMicrographs.get()
         picks = read_picks(self._picksDir())
-        byName = {name: group for name, group in picks.groupby("micrograph")}
-        coordinates = self._createSetOfCoordinates(micrographs)
-        coordinates.setBoxSize(self._boxInMicrographPixels())
-        coordinate = emobj.Coordinate()
-        setattr(coordinate, SCORE_ATTRIBUTE, Float())
-        items = read_set_items(micrographs.getFileName(), ["_micName"])
-        for micId, name in zip(items["id"], self._micNames(items)):
-            for row in byName.get(name, picks.iloc[:0]).itertuples():
-                coordinate.cleanObjId()
-                coordinate.setPosition(int(round(row.x)), int(round(row.y)))
-                coordinate.setMicId(int(micId))
-                getattr(coordinate, SCORE_ATTRIBUTE).set(float(row.score))
-                coordinates.append(coordinate)
+        outputs = {"outputCoordinates": self._coordinates(micrographs, picks, "")}
+        if self.keepRejected.get():
+            rejected = read_picks(os.path.join(self._picksDir(), REJECTED))
+            outputs["outputRejected"] = self._coordinates(micrographs, rejected, "rejected")
         self._savePlots(micrographs, picks)
-        self._defineOutputs(outputCoordinates=coordinates)
-        self._defineSourceRelation(self.inputMicrographs, coordinates)
-        self._defineSourceRelation(self.inputModel, coordinates)
-        self.info("%d picks on %d micrographs" % (len(picks), len(items)))
+        self._defineOutputs(**outputs)
+        for coordinates in outputs.values():
+            self._defineSourceRelation(self.inputMicrographs, coordinates)
+            self._defineSourceRelation(self.inputModel, coordinates)
+        self.info("%d picks on %d micrographs" % (len(picks), micrographs.getSize()))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -145,6 +138,23 @@ class ProtPickMicrographs(ProtClassifierBase):
         return ["Wang2016deeppicker", "Abadi2016tensorflow"]
 
     # --------------------------- UTILS functions ----------------------------
+    def _coordinates(self, micrographs, picks, suffix):
+        """A SetOfCoordinates of ``picks`` (micrograph, x, y, score), the score kept."""
+        byName = {name: group for name, group in picks.groupby("micrograph")}
+        coordinates = self._createSetOfCoordinates(micrographs, suffix=suffix)
+        coordinates.setBoxSize(self._boxInMicrographPixels())
+        coordinate = emobj.Coordinate()
+        setattr(coordinate, SCORE_ATTRIBUTE, Float())
+        items = read_set_items(micrographs.getFileName(), ["_micName"])
+        for micId, name in zip(items["id"], self._micNames(items)):
+            for row in byName.get(name, picks.iloc[:0]).itertuples():
+                coordinate.cleanObjId()
+                coordinate.setPosition(int(round(row.x)), int(round(row.y)))
+                coordinate.setMicId(int(micId))
+                getattr(coordinate, SCORE_ATTRIBUTE).set(float(row.score))
+                coordinates.append(coordinate)
+        return coordinates
+
     def _picksDir(self):
         return self._getExtraPath(PICKS_DIR)
 

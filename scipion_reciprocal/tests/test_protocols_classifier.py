@@ -20,7 +20,8 @@ from scipion_reciprocal.environments import BACKENDS
 from scipion_reciprocal.protocols import (ProtClassifyParticles, ProtPickMicrographs,
                                           ProtTrainParticleClassifier)
 from scipion_reciprocal.simulate.dataset import build_demo_project
-from scipion_reciprocal.viewers import ClassifierPickingViewer, ClassifierTrainingViewer
+from scipion_reciprocal.viewers import (ClassifierPickingViewer, ClassifierScoresViewer,
+                                        ClassifierTrainingViewer)
 from scipion_reciprocal.workflows.wiring import connect, relion_particles_import
 
 PIXEL = 4.0
@@ -92,6 +93,10 @@ class TestClassifierProtocols(BaseTest):
         self.assertEqual(os.path.getmtime(scoresFile), stamp)
         self.assertLessEqual(classify.outputGood.getSize(), good.getSize())
         self.assertTrue(all(p._classifierScore.get() >= 0.9 for p in classify.outputGood))
+        viewer = ClassifierScoresViewer(project=self.proj, protocol=classify)
+        viewer.setProtocol(classify)
+        self.assertEqual(sorted(viewer.plotNames()),
+                         ["gallery_highest", "gallery_lowest", "score_histogram"])
 
     def test_pick_held_out_micrographs(self):
         micrographs = self.newProtocol(
@@ -99,7 +104,7 @@ class TestClassifierProtocols(BaseTest):
             filesPattern="*.mrc", samplingRate=PIXEL, voltage=300.0, sphericalAberration=2.7,
             amplitudeContrast=0.1)
         self.launchProtocol(micrographs)
-        pick = self.newProtocol(ProtPickMicrographs, threshold=0.5)
+        pick = self.newProtocol(ProtPickMicrographs, threshold=0.5, keepRejected=True)
         connect(pick.inputMicrographs, micrographs, "outputMicrographs")
         connect(pick.inputModel, self.train, "outputModel")
         self.launchProtocol(pick)
@@ -115,6 +120,8 @@ class TestClassifierProtocols(BaseTest):
         figures = evaluate_picks(picks, truth[["micrograph", "x", "y"]], radius=BOX / 2)
         self.assertGreaterEqual(figures["recall"], 0.9, figures)
         self.assertGreaterEqual(figures["precision"], 0.9, figures)
+        self.assertGreater(pick.outputRejected.getSize(), 0)
+        self.assertTrue(all(c._classifierScore.get() < 0.5 for c in pick.outputRejected))
         star = Path(pick._getExtraPath("picks", "coordinates"))
         self.assertEqual(len(list(star.glob("*_classifier.star"))), 3)
         viewer = ClassifierPickingViewer(project=self.proj, protocol=pick)

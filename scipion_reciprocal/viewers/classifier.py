@@ -22,4 +22,4 @@ class ClassifierScoresViewer(PlotFilesViewer):
     """Score histogram and galleries of the highest and lowest scored particles."""
     _label = "classifier scores viewer"
     _targets = [ProtClassifyParticles]
-    _plotPatterns = ("plots/*.png",)
+    _plotPatterns = ("plots/score_histogram.png", "plots/gallery_*.png")
