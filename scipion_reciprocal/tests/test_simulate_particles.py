@@ -12,19 +12,10 @@ from scipion_reciprocal.simulate.molecule import (molecule_blobs, molecule_maps,
 from scipion_reciprocal.simulate.particles import (FourierProjector, project_particles,
                                                    relion_matrices, simulate_particles,
                                                    write_particle_dataset)
+from scipion_reciprocal.tests.references import relion_euler_matrix
 
 ANGLES = np.array([[0.0, 0.0, 0.0], [30.0, 40.0, 50.0], [-120.0, 100.0, 20.0],
                    [75.0, 160.0, -45.0], [10.0, 90.0, 90.0]])
-
-
-def relion_euler_matrix(rot, tilt, psi):
-    """RELION's Euler_angles2matrix, written out as in RELION's euler.cpp."""
-    a, b, g = np.radians([rot, tilt, psi])
-    ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
-    cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.array([[cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-                     [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-                     [sc, ss, cb]])
 
 
 def peak_position(image):

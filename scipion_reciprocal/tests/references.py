@@ -1,0 +1,12 @@
+"""Independent reference computations shared by tests."""
+import numpy as np
+
+
+def relion_euler_matrix(rot, tilt, psi):
+    """RELION's Euler_angles2matrix, written out term by term as in RELION's euler.cpp."""
+    a, b, g = np.radians([rot, tilt, psi])
+    ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
+    cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
+    return np.array([[cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
+                     [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
+                     [sc, ss, cb]])
