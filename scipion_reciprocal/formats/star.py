@@ -1,22 +1,29 @@
-"""Read and write RELION STAR files (3.0, 3.1, 4 and 5 styles).
+"""Read and write RELION STAR files (3.0, 3.1, 4 and 5 styles) with the ``starfile`` package.
 
 Blocks are named without the ``data_`` prefix (``'optics'``, ``'particles'``,
 ``''`` for RELION 3.0's bare ``data_``); columns and keys are named without the
-leading underscore (``'rlnImageName'``), as the ``starfile`` package does.
-Loop blocks are DataFrames, key-value blocks are dicts.
+leading underscore (``'rlnImageName'``), as ``starfile`` does. Loop blocks are
+DataFrames, key-value blocks are dicts.
+
+``starfile`` parses and formats the blocks. This module adds what it leaves out:
+the ``# version`` line, atomic writes, file and group names kept as text,
+RELION's exponent notation for tiny and huge numbers, quoting of any text, and
+errors that name the file, the block and the line.
 """
 
-import csv
+import linecache
+import os
 import re
-from dataclasses import dataclass
-from io import StringIO
+import shlex
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import starfile
 
 from ._atomic import atomic_path
-from ._fixedwidth import float_matrix, int_matrix, join_rows, text_matrix
 from .errors import StarError
 
 __all__ = [
@@ -47,15 +54,18 @@ _STRING_SUFFIXES = ('Name', 'Image', 'Zernike')
 # that the match starts its line is checked afterwards.
 _VERSION_RE = re.compile(r'#[ \t]*version[ \t]+(\d+)[ \t]*(?:\n|$)')
 _DATA_RE = re.compile(r'data_(\S*)')
-_KEY_VALUE_RE = re.compile(r"_(\S+)\s+(\"[^\"]*\"(?!\S)|'(?:[^']|'(?=\S))*'(?!\S)|\S+)\s*(#.*)?$")
-# A double-quoted string, a single-quoted one (may contain ' not followed by a space), a comment.
-_LEXEME_RE = re.compile(r"""(?<!\S)(?:"[^"\n]*"(?!\S)|'(?:[^'\n]|'(?=\S))*'(?!\S)|#[^\n]*)""")
-_TOKEN_RE = re.compile(r'(?<!\S)"(?:[^"\n]|"")*"(?!\S)|\S+')
-_INT_RE = re.compile(r'[-+]?\d+$')
+# '_label value  # comment': the value "double quoted", 'single quoted' (as in STAR, a quote
+# followed by a non-blank does not close it) or bare.
+_KEY_VALUE_RE = re.compile(r"""_(\S+)\s+("[^"]*"(?!\S)|'(?:[^']|'(?=\S))*'(?!\S)|\S+)\s*(#.*)?$""")
+# One value of a loop row (a quoted string, a bare word) or a comment to the end of the line.
+_FIELD_RE = re.compile(r"""(?<!\S)(?:"[^"\n]*"|'(?:[^'\n]|'(?=\S))*')(?!\S)|(?<!\S)#.*|\S+""")
+# A quoted loop value, or a quote character inside a bare value (see _starfile_copy).
+_QUOTED_RE = re.compile(r"""(?<!\S)(?:"([^"\n]*)"|'((?:[^'\n]|'(?=\S))*)')(?!\S)|'""")
 _CUT_NUMBER_RE = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)?([eE][-+]?)?$')
-_NEEDS_QUOTES = r'\s|^$|^[#_"\']|^data_|^loop_'
+_NEEDS_QUOTES = re.compile(r'\s|^$|#|^[_"\']|^data_|^loop_')
+_FIXED_RE = re.compile(r'%\.(\d+)f')
 # The same test on all values joined by NUL: any of these substrings means some value needs quotes.
-_QUOTE_MARKS = (' ', '\t', '\n', '\r', '\x0b', '\x0c', '\0\0', '\0#', '\0_', '\0"', "\0'",
+_QUOTE_MARKS = (' ', '\t', '\n', '\r', '\x0b', '\x0c', '#', '\0\0', '\0_', '\0"', "\0'",
                 '\0data_', '\0loop_')
 
 
@@ -90,10 +100,16 @@ class ParticlesStar:
 
 @dataclass
 class _Block:
+    """Where a block lies in the text and what its header declares."""
+
     name: str
-    start: int      # offset of the 'data_' line
-    body: int       # offset just after the 'data_' line
-    end: int        # offset of the next 'data_' line or end of text
+    start: int                  # offset of the data_ line
+    end: int                    # offset of the next data_ line, or the end of the text
+    kind: str = 'empty'         # 'loop', 'pairs' (key-value) or 'empty'
+    labels: list = field(default_factory=list)
+    rows: int = None            # loop: offset of the first line after the labels
+    fixes: list = field(default_factory=list)   # (start, end, text) for starfile's copy
+    requoted: bool = False      # loop values re-quoted in starfile's copy
 
 
 def is_string_label(label):
@@ -110,7 +126,8 @@ def read_star(path, blocks=None):
     ----------
     path : str or os.PathLike
     blocks : iterable of str, optional
-        Names of the blocks to parse (others are skipped); all when None.
+        Names of the blocks to return (blocks after the last of them are not
+        parsed); all when None.
 
     Returns
     -------
@@ -124,20 +141,26 @@ def read_star(path, blocks=None):
     """
     path = Path(path)
     text = _read_text(path)
-    found = _find_blocks(path, text)
-    wanted = None
+    outline = _outline(path, text)
+    chosen = outline
     if blocks is not None:
-        wanted = [b[5:] if b.startswith('data_') else b for b in blocks]
-        missing = [b for b in wanted if b not in {blk.name for blk in found}]
+        wanted = {b[5:] if b.startswith('data_') else b for b in blocks}
+        missing = sorted(wanted - {b.name for b in outline})
         if missing:
-            present = ', '.join(f'data_{b.name}' for b in found)
+            present = ', '.join(f'data_{b.name}' for b in outline)
             raise StarError(path, f"no data_{missing[0]} block (blocks present: {present})")
-    parsed = {}
-    for block in found:
-        if wanted is None or block.name in wanted:
-            parsed[block.name] = _parse_block(path, text, block)
+        chosen = [b for b in outline if b.name in wanted]
+    parsed = outline[:outline.index(chosen[-1]) + 1] if chosen else []
+    contents = _read_with_starfile(path, text, [b for b in parsed if b.kind != 'empty'])
+    result = {}
+    for block in chosen:
+        content = contents.get(block.name, {})
+        if block.kind == 'loop':
+            _check_loop(path, text, block, content)
+            _restore_na_texts(text, block, content)
+        result[block.name] = content
     version = next((m.group(1) for m in _VERSION_RE.finditer(text) if _starts_line(text, m)), None)
-    return StarDocument(blocks=parsed, version=version, path=path)
+    return StarDocument(blocks=result, version=version, path=path)
 
 
 def read_particles_star(path):
@@ -188,180 +211,283 @@ def _starts_line(text, match):
     return not text[line_start:match.start()].strip(' \t')
 
 
-def _find_blocks(path, text):
+def _lines(text, start, end):
+    """Yield (offset, line without its line end) for the lines between two offsets."""
+    while start < end:
+        nl = text.find('\n', start, end)
+        nl = end if nl < 0 else nl
+        yield start, text[start:nl]
+        start = nl + 1
+
+
+# ---------------------------------------- the outline: blocks and headers, checked
+
+def _outline(path, text):
+    """The blocks of the text with their headers, in file order."""
     starts = [m for m in _DATA_RE.finditer(text) if _starts_line(text, m)]
     if not starts:
         reason = 'empty file' if not text.strip() else 'no data_ block'
         raise StarError(path, f'{reason}: not a STAR file')
+    line_starts = [text.rfind('\n', 0, m.start()) + 1 for m in starts] + [len(text)]
     blocks, seen = [], set()
     for i, m in enumerate(starts):
         name = m.group(1)
         if name in seen:
-            line = _line_number(text, m.start())
-            raise StarError(path, f'duplicate block data_{name} (line {line})')
+            raise StarError(path, f'duplicate block data_{name} '
+                                  f'(line {_line_number(text, m.start())})')
         seen.add(name)
-        nl = text.find('\n', m.end())
-        body = len(text) if nl < 0 else nl + 1
-        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
-        blocks.append(_Block(name, m.start(), body, end))
+        block = _Block(name, line_starts[i], line_starts[i + 1])
+        _read_header(path, text, block)
+        blocks.append(block)
     return blocks
 
 
-def _significant_lines(text, start, end):
-    """Yield (offset, stripped line) for non-blank, non-comment lines."""
-    pos = start
-    while pos < end:
-        nl = text.find('\n', pos, end)
-        nl = end if nl < 0 else nl
-        line = text[pos:nl].strip()
-        if line and not line.startswith('#'):
-            yield pos, line
-        pos = nl + 1
-
-
-def _parse_block(path, text, block):
-    lines = _significant_lines(text, block.body, block.end)
-    first = next(lines, None)
-    if first is None:
-        return {}
-    if first[1].startswith('loop_'):
-        return _parse_loop(path, text, block, lines)
-    return _parse_key_values(path, text, block, [first, *lines])
-
-
-def _parse_key_values(path, text, block, lines):
-    values = {}
-    for offset, line in lines:
-        where = f'data_{block.name}, line {_line_number(text, offset)}'
+def _read_header(path, text, block):
+    """Fill in the kind, labels and first row of a block; check key-value lines."""
+    body = text.find('\n', block.start, block.end)
+    body = block.end if body < 0 else body + 1
+    in_loop = False
+    for offset, raw in _lines(text, body, block.end):
+        line = raw.strip()
+        if in_loop:
+            # Like starfile, the labels are the '_' lines right after loop_.
+            if line.startswith('_'):
+                block.labels.append(line.split()[0][1:])
+                continue
+            block.rows = offset
+            break
+        if not line or line.startswith('#'):
+            continue
         if line.startswith('loop_'):
-            raise StarError(path, f'{where}: a loop after key-value pairs in the same block')
+            if block.labels:
+                raise StarError(path, f'data_{block.name}, line {_line_number(text, offset)}: '
+                                      f'a loop after key-value pairs in the same block')
+            block.kind, in_loop = 'loop', True
+            continue
         m = _KEY_VALUE_RE.match(line)
         if not line.startswith('_') or m is None:
-            raise StarError(path, f'{where}: expected "_label value", found {line[:60]!r}')
-        key, raw = m.group(1), m.group(2)
-        if len(raw) > 1 and raw[0] in '"\'' and raw[-1] == raw[0]:
-            values[key] = raw[1:-1]
-        else:
-            values[key] = raw if is_string_label(key) else _numericise(raw)
-    return values
+            raise StarError(path, f'data_{block.name}, line {_line_number(text, offset)}: '
+                                  f'expected "_label value", found {line[:60]!r}')
+        block.kind = 'pairs'
+        block.labels.append(m.group(1))
+        _check_pair_for_starfile(block, offset, raw, line, m)
+    if in_loop:
+        block.rows = block.end if block.rows is None else block.rows
+        if not block.labels:
+            raise StarError(path, f'data_{block.name}: loop_ is not followed by column labels')
+        dup = pd.Index(block.labels)[pd.Index(block.labels).duplicated()]
+        if len(dup):
+            raise StarError(path, f'data_{block.name}: column _{dup[0]} is declared twice')
 
 
-def _numericise(value):
-    if _INT_RE.match(value):
-        return int(value)
-    if '_' not in value:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+def _check_pair_for_starfile(block, offset, raw, line, match):
+    """Note a key-value line that starfile would misread, with the line it reads right.
 
-
-def _parse_loop(path, text, block, lines):
-    columns, data_start = [], block.end
-    for offset, line in lines:
-        if not line.startswith('_'):
-            data_start = offset
-            break
-        columns.append(line.split()[0][1:])
-    where = f'data_{block.name}'
-    if not columns:
-        raise StarError(path, f'{where}: loop_ without column labels')
-    dup = pd.Index(columns)[pd.Index(columns).duplicated()]
-    if len(dup):
-        raise StarError(path, f'{where}: column _{dup[0]} is declared twice')
-    first_line = _line_number(text, data_start)
-    chunk = text[data_start:block.end]
-    if '#' in chunk or "'" in chunk:
-        chunk = _LEXEME_RE.sub(_normalise_lexeme, chunk)
-    first_row = next(_data_lines(chunk), (0, ''))[1]
-    # Quoted values are text (STAR), as are file and group names even when they look numeric.
-    text_cols = {i for i, token in enumerate(_TOKEN_RE.findall(first_row)) if token[0] == '"'}
-    text_cols |= {i for i, c in enumerate(columns) if is_string_label(c)}
-    try:
-        df = pd.read_csv(StringIO(chunk), sep=r'\s+', header=None, index_col=False,
-                         dtype={i: str for i in text_cols if i < len(columns)},
-                         keep_default_na=False, na_values=[''], quotechar='"', engine='c')
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    except pd.errors.ParserError as exc:
-        m = re.search(r'Expected (\d+) fields in line (\d+), saw (\d+)', str(exc))
-        if m is None:
-            raise StarError(path, f'{where}: cannot parse the loop ({exc})'.strip()) from None
-        # pandas counts lines from the start of the chunk, blank lines included.
-        line, n_fields = first_line + int(m.group(2)) - 1, int(m.group(3))
-        if n_fields == len(columns):
-            # The first row set pandas' expectation and is the wrong one.
-            line, n_fields = first_line, int(m.group(1))
-        raise StarError(path, f'{where}, line {line}: {n_fields} fields instead of '
-                              f'{len(columns)}') from None
-    if df.shape[1] != len(columns):
-        raise StarError(path, f'{where} (line {first_line}): rows have {df.shape[1]} fields but '
-                              f'the loop declares {len(columns)} columns')
-    df.columns = columns
-    _check_short_rows(path, where, df, chunk, first_line)
-    # A file cut inside a number ("1.5e") ends without a newline: then a text column that is
-    # numeric but for its last value is a truncated numeric column.
-    cut = block.end == len(text) and not text.endswith('\n')
-    for i, col in enumerate(columns):
-        if i in text_cols:
-            df[col] = df[col].fillna('')
-        elif df[col].dtype == object:
-            df[col] = _maybe_numeric(path, where, df[col], cut)
-    return df
-
-
-def _normalise_lexeme(match):
-    """Drop a comment; turn 'single quoted' into "double quoted" (pandas knows one quote)."""
-    lexeme = match.group(0)
-    if lexeme[0] == '#':
-        return ''
-    if lexeme[0] == "'":
-        return '"' + lexeme[1:-1].replace('"', '""') + '"'
-    return lexeme
-
-
-def _data_lines(chunk):
-    """Yield (line index in chunk, stripped line) for the non-blank lines."""
-    pos, index = 0, 0
-    while pos < len(chunk):
-        nl = chunk.find('\n', pos)
-        nl = len(chunk) if nl < 0 else nl
-        line = chunk[pos:nl].strip()
-        if line:
-            yield index, line
-        pos, index = nl + 1, index + 1
-
-
-def _check_short_rows(path, where, df, chunk, first_line):
-    """Raise if a row has fewer fields than columns (pandas pads those with NaN)."""
-    suspects = set(np.flatnonzero(df.iloc[:, -1].isna().to_numpy()).tolist())
-    if not suspects:
+    starfile splits '_label value' lines with shlex, which refuses a comment after
+    the value (``_rlnTitle 'a title'  # note``: "too many values to unpack") and a bare
+    value with a quote or a backslash (``_rlnNote it's``: "No closing quotation";
+    ``a\\b`` reads as ``ab``). Such lines are given to starfile re-quoted for shlex.
+    """
+    if not any(ch in line for ch in '#"\'\\'):
         return
-    # A quoted "" in the last column also reads as NaN: count the fields of those rows.
-    last = max(suspects)
-    for row, (index, line) in enumerate(_data_lines(chunk)):
-        if row in suspects:
-            n_fields = len(_TOKEN_RE.findall(line))
-            if n_fields != df.shape[1]:
-                raise StarError(path, f'{where}, line {first_line + index}: {n_fields} fields '
-                                      f'instead of {df.shape[1]} (truncated or corrupt row)')
+    key, raw_value = match.group(1), match.group(2)
+    value = raw_value
+    if len(raw_value) > 1 and raw_value[0] in '"\'' and raw_value[-1] == raw_value[0]:
+        value = raw_value[1:-1]
+    try:
+        if shlex.split(line) == [f'_{key}', value]:
+            return
+    except ValueError:
+        pass
+    block.fixes.append((offset, offset + len(raw), f'_{key} {shlex.quote(value)}'))
+
+
+# ---------------------------------------- parsing with starfile
+
+def _read_with_starfile(path, text, blocks):
+    """Block name -> content of the (non-empty) blocks given, parsed by starfile."""
+    if not blocks:
+        return {}
+    as_text = sorted({label for b in blocks for label in b.labels if is_string_label(label)})
+    copy, apostrophe = _starfile_copy(text, blocks)
+    source = path
+    try:
+        if copy is not None:
+            with tempfile.NamedTemporaryFile('w', suffix='.star', delete=False,
+                                             encoding='utf-8') as fh:
+                fh.write(copy)
+            source = fh.name
+        # starfile reads lines through linecache, which does not look at the file again
+        # while it holds lines of it (left there by a read that failed, say).
+        linecache.checkcache(str(Path(source)))
+        # read_n_blocks stops starfile after the last block wanted; it also keeps it from
+        # failing on an empty block at the end of the file (it returns no block there).
+        parsed = starfile.read(source, read_n_blocks=len(blocks), always_dict=True,
+                               parse_as_string=as_text)
+    except (ValueError, TypeError, IndexError) as exc:  # pandas' ParserError is a ValueError
+        # starfile clears the line cache only when it succeeds: a stale copy would be read
+        # again after the file is rewritten.
+        linecache.clearcache()
+        for block in blocks:
+            if block.kind == 'loop':
+                _check_fields(path, text, block)
+        reason = f'{type(exc).__name__}: {str(exc).strip()}'
+        raise StarError(path, f'cannot be read ({reason})') from None
+    finally:
+        if source is not path:
+            os.unlink(source)
+    # starfile files an empty block under its own name with the content of the next block
+    # and never returns that next block: its contents are right and in order, its names
+    # are not; the outline's names are.
+    contents = list(parsed.values())
+    kinds = ['loop' if isinstance(c, pd.DataFrame) else 'pairs' for c in contents]
+    if kinds != [b.kind for b in blocks]:
+        raise StarError(path, f'starfile found blocks {kinds} where the file has '
+                              f'{[b.kind for b in blocks]}')
+    for block, content in zip(blocks, contents):
+        if block.requoted:
+            for col in content.columns[content.dtypes == object]:
+                content[col] = content[col].str.replace(apostrophe, "'", regex=False)
+    return {b.name: c for b, c in zip(blocks, contents)}
+
+
+def _starfile_copy(text, blocks):
+    """The text as starfile must see it to read it right, or None if it can read the file.
+
+    starfile turns every ' of a loop into " before pandas splits the rows, so that a
+    row ``1 'say "hi" now' it's`` reads as ``1``, a broken ``"say "hi" now"`` and
+    ``it"s``. In loops with a ', quoted values are given to starfile as pandas reads
+    them (``"say ""hi"" now"``) and every ' inside a value as a character absent from
+    the file, turned back into ' after. starfile also fails on a loop without rows
+    followed by a comment, such as the ``# version`` line of the next block ("No
+    columns to parse from file"): those comments are blanked. Key-value lines are
+    fixed as :func:`_check_pair_for_starfile` says. Line numbers are unchanged.
+
+    Returns
+    -------
+    (str or None, str or None)
+        The text for starfile, and the character that stands for '.
+    """
+    fixes = [fix for b in blocks for fix in b.fixes]
+    apostrophe = None
+
+    def requote(m):
+        if m.group(0) == "'":
+            return apostrophe
+        value = m.group(1) if m.group(1) is not None else m.group(2)
+        return '"' + value.replace('"', '""').replace("'", apostrophe) + '"'
+
+    for block in (b for b in blocks if b.kind == 'loop'):
+        if next(_data_lines(text, block), None) is None:
+            rows = text[block.rows:block.end]
+            if rows.strip():
+                fixes.append((block.rows, block.end, re.sub(r'[^\n]', '', rows)))
+        elif text.find("'", block.rows, block.end) >= 0:
+            if apostrophe is None:
+                apostrophe = next(c for c in map(chr, range(0xE000, 0xF900)) if c not in text)
+            block.requoted = True
+            fixes.append((block.rows, block.end,
+                          _QUOTED_RE.sub(requote, text[block.rows:block.end])))
+    if not fixes:
+        return None, None
+    pieces, pos = [], 0
+    for start, end, new in sorted(fixes):
+        pieces += [text[pos:start], new]
+        pos = end
+    pieces.append(text[pos:])
+    return ''.join(pieces), apostrophe
+
+
+# ---------------------------------------- checks of what starfile returned
+
+def _check_loop(path, text, block, df):
+    """Raise StarError for rows starfile read without complaint but wrongly.
+
+    A row with too few fields comes back padded with NaN (so the last column is NaN);
+    a quote left open joins lines into one row (so there are fewer rows than lines);
+    a file cut inside a number leaves text (``4.5e``) in a numeric column.
+    """
+    if len(df) and len(df.columns):
+        suspects = np.flatnonzero(df.iloc[:, -1].isna().to_numpy())
+        if len(suspects):
+            _check_fields(path, text, block, rows=set(suspects.tolist()))
+    if text.find('"', block.rows, block.end) >= 0 or block.requoted:
+        n_lines = sum(1 for _ in _data_lines(text, block))
+        if n_lines != len(df):
+            _check_fields(path, text, block)
+            raise StarError(path, f'data_{block.name}: {len(df)} rows read from {n_lines} lines '
+                                  f'(a quote not closed?)')
+    if block.end == len(text) and not text.endswith('\n') and len(df) > 1:
+        for col in df.columns[df.dtypes == object]:
+            last, head = df[col].iloc[-1], df[col].iloc[:-1]
+            if (isinstance(last, str) and not is_string_label(col) and _CUT_NUMBER_RE.match(last)
+                    and not (pd.to_numeric(head, errors='coerce').isna() & head.notna()).any()):
+                raise StarError(path, f'data_{block.name}: last row has {last!r} in numeric '
+                                      f'column _{col} (truncated file?)')
+
+
+def _restore_na_texts(text, block, df):
+    """Put back text values that pandas, under starfile, turned into NaN.
+
+    starfile has pandas read ``nan``, ``NaN`` and ``<NA>`` as missing, quoted or not,
+    so a text column with the value ``nan`` comes back with NaN there. In a text
+    column NaN can only come from such a value: it is taken again from the row.
+    """
+    positions = [i for i, col in enumerate(df.columns) if df[col].dtype == object]
+    missing = {}
+    for i in positions:
+        for row in np.flatnonzero(df.iloc[:, i].isna().to_numpy()).tolist():
+            missing.setdefault(row, []).append(i)
+    if not missing:
+        return
+    last = max(missing)
+    for row, (_, line) in enumerate(_data_lines(text, block)):
+        if row in missing:
+            tokens = [t for t in _FIELD_RE.findall(line) if t[0] != '#']
+            for i in missing[row]:
+                token = tokens[i]
+                quoted = len(token) > 1 and token[0] in '"\'' and token[-1] == token[0]
+                df.iat[row, i] = token[1:-1] if quoted else token
         if row == last:
             return
 
 
-def _maybe_numeric(path, where, series, cut):
-    """Convert a text column to numbers when every value is one."""
-    numbers = pd.to_numeric(series, errors='coerce')
-    bad = numbers.isna() & series.notna() & ~series.astype(str).str.lower().isin(['nan', '<na>'])
-    n_bad = int(bad.sum())
-    if n_bad == 0:
-        return numbers
-    last = series.iloc[-1]
-    if cut and n_bad == 1 and bad.iloc[-1] and len(series) > 1 and _CUT_NUMBER_RE.match(last):
-        raise StarError(path, f'{where}: last row has {last!r} in numeric column '
-                              f'_{series.name} (truncated file?)')
-    return series.fillna('')
+def _data_lines(text, block):
+    """Yield (line number, line) for the rows of a loop: lines not blank nor comments."""
+    number = _line_number(text, block.rows)
+    for _, raw in _lines(text, block.rows, block.end):
+        line = raw.strip()
+        if line and not line.startswith('#'):
+            yield number, line
+        number += 1
+
+
+def _check_fields(path, text, block, rows=None):
+    """Raise StarError at the first row (of ``rows``, indices; all when None) whose
+    number of fields is not the number of columns."""
+    ncols, first, bad, counts = len(block.labels), None, None, set()
+    last = max(rows) if rows else None
+    for index, (number, line) in enumerate(_data_lines(text, block)):
+        if rows is not None:
+            if index > last:
+                break
+            if index not in rows:
+                continue
+        n_fields = sum(1 for token in _FIELD_RE.findall(line) if token[0] != '#')
+        first = number if first is None else first
+        counts.add(n_fields)
+        if n_fields != ncols and bad is None:
+            bad = number, n_fields
+            if rows is not None:
+                break
+    if bad is None:
+        return
+    where = f'data_{block.name}'
+    if rows is None and len(counts) == 1:
+        raise StarError(path, f'{where} (line {first}): rows have {bad[1]} fields but the loop '
+                              f'declares {ncols} columns')
+    tail = ' (truncated or corrupt row)' if bad[1] < ncols else ''
+    raise StarError(path, f'{where}, line {bad[0]}: {bad[1]} fields instead of {ncols}{tail}')
 
 
 # ------------------------------------------------------------------ writing
@@ -384,122 +510,104 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
 
     Notes
     -----
-    Text values containing spaces (or empty, or starting with ``#``, ``_`` or a
-    quote) are written between double quotes (single if they contain one).
+    Values are separated by tabs. Text values containing spaces or ``#`` (or
+    empty, or starting with ``_``, a quote, ``data_`` or ``loop_``) are written
+    between double quotes (single if they contain one).
     """
     if not isinstance(blocks, dict):
         raise TypeError(f'{path}: blocks must be a dict name -> DataFrame or dict')
-    sci_format = _sci_format(float_format)
-    with atomic_path(path) as tmp, open(tmp, 'wb') as fh:
-        for name, block in blocks.items():
-            name = name[5:] if name.startswith('data_') else name
-            if any(ch.isspace() for ch in name):
-                raise ValueError(f'{path}: block name {name!r} contains whitespace')
-            head = f'\n# version {version}\n\n' if version else '\n'
-            fh.write(f'{head}data_{name}\n\n'.encode())
-            if isinstance(block, pd.DataFrame):
-                _write_loop(fh, path, name, block, float_format, sci_format)
-            elif isinstance(block, dict):
-                _write_key_values(fh, path, name, block, float_format, sci_format)
-            else:
-                raise TypeError(f'{path}: block data_{name} is a {type(block).__name__}, '
-                                f'expected a DataFrame or a dict')
-            fh.write(b'\n')
+    parts = []
+    for name, block in blocks.items():
+        name = name[5:] if name.startswith('data_') else name
+        if any(ch.isspace() for ch in name):
+            raise ValueError(f'{path}: block name {name!r} contains whitespace')
+        if isinstance(block, pd.DataFrame):
+            block = _loop_as_text(path, name, block, float_format)
+        elif isinstance(block, dict):
+            block = _pairs_as_text(path, name, block, float_format)
+        else:
+            raise TypeError(f'{path}: block data_{name} is a {type(block).__name__}, '
+                            f'expected a DataFrame or a dict')
+        # Values come quoted already: quote_character='' keeps starfile from quoting them
+        # again (it quotes only values with a space, not those with '#' or a leading '_').
+        written = starfile.to_string({name: block}, float_format=float_format, sep='\t',
+                                     na_rep='nan', quote_character='')
+        parts.append(f'\n# version {version}\n\n' if version else '\n')
+        # From the data_ line on: starfile's first line says when it was written, which
+        # would make two runs of the simulator write different files.
+        parts.append(written[written.index('\ndata_') + 1:])
+    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8', newline='\n') as fh:
+        fh.write(''.join(parts))
 
 
-_ROWS_PER_CHUNK = 100_000
-
-
-def _sci_format(float_format):
-    m = re.fullmatch(r'%\.(\d+)f', float_format)
-    return f'%.{m.group(1)}e' if m else None
-
-
-def _write_loop(fh, path, name, df, float_format, sci_format):
+def _loop_as_text(path, name, df, float_format):
+    """The loop with text quoted and floats formatted; integers stay integers."""
     bad = [c for c in df.columns
            if not isinstance(c, str) or not c or any(ch.isspace() for ch in c)]
     if bad:
         raise ValueError(f'{path}: data_{name} has an invalid column name {bad[0]!r}')
-    header = 'loop_\n' + ''.join(f'_{c} #{i}\n' for i, c in enumerate(df.columns, 1))
-    fh.write(header.encode())
-    if df.empty:
-        return
-    columns = [_column_for_output(path, name, df[c]) for c in df.columns]
-    if sci_format is None:
-        out = pd.DataFrame(dict(enumerate(columns)))
-        fh.write(out.to_csv(sep='\t', header=False, index=False, float_format=float_format,
-                            na_rep='nan', quoting=csv.QUOTE_NONE, lineterminator='\n').encode())
-        return
-    decimals = int(float_format[2:-1])
-    for start in range(0, len(df), _ROWS_PER_CHUNK):
-        rows = slice(start, start + _ROWS_PER_CHUNK)
-        fh.write(join_rows([_column_matrix(c[rows], decimals, sci_format) for c in columns]))
+    if df.columns.has_duplicates:
+        raise ValueError(f'{path}: data_{name} has the column '
+                         f'{df.columns[df.columns.duplicated()][0]!r} twice')
+    columns = {}
+    for col in df.columns:
+        series = df[col]
+        kind = series.dtype.kind
+        if kind == 'b' or (kind in 'iu' and not series.hasnans):
+            columns[col] = series.to_numpy(dtype=np.int64)
+        elif kind in 'fiu':
+            columns[col] = _format_floats(series.to_numpy(dtype=np.float64, na_value=np.nan),
+                                          float_format)
+        else:
+            values = series.to_numpy(dtype=object)
+            texts = ['' if missing else str(v)
+                     for v, missing in zip(values.tolist(), pd.isna(values).tolist())]
+            joined = '\0' + '\0'.join(texts) + '\0'
+            if any(mark in joined for mark in _QUOTE_MARKS):
+                texts = [_quote(path, name, col, t) for t in texts]
+            columns[col] = texts
+    return pd.DataFrame(columns, columns=df.columns)
 
 
-def _column_for_output(path, name, series):
-    """Numbers as a numpy array (int64 or float64), text as quoted ``str`` objects."""
-    kind = series.dtype.kind
-    if kind in 'biu' and not series.hasnans:
-        return series.to_numpy(dtype=np.int64)
-    if kind in 'fiu':
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    return _quote(path, name, series).to_numpy(dtype=object)
+def _pairs_as_text(path, name, values, float_format):
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (bool, np.bool_, int, np.integer)):
+            out[key] = str(int(value))
+        elif isinstance(value, (float, np.floating)):
+            out[key] = _format_floats(np.array([value], dtype=np.float64), float_format)[0]
+        else:
+            out[key] = _quote(path, name, key, '' if pd.isna(value) else str(value))
+    return out
 
 
-def _column_matrix(values, decimals, sci_format):
-    if values.dtype.kind == 'i':
-        return int_matrix(values)
-    if values.dtype.kind == 'f':
+def _format_floats(values, float_format):
+    """Floats as text; with ``'%.Nf'``, tiny and huge values in ``'%.Ne'`` like RELION."""
+    m = _FIXED_RE.fullmatch(float_format)
+    if m is not None:
         magnitude = np.abs(values)
         with np.errstate(invalid='ignore'):
             extreme = (magnitude != 0) & ((magnitude < 1e-3) | (magnitude >= 1e5))
-        return float_matrix(values, decimals, sci_format, extreme)
-    try:
-        encoded = np.asarray(values, dtype='S')
-    except UnicodeEncodeError:
-        encoded = np.asarray(pd.Series(values).str.encode('utf-8').to_numpy(), dtype='S')
-    return text_matrix(encoded)
+        extreme &= magnitude < np.inf
+        if extreme.any():
+            formats = np.where(extreme, f'%.{m.group(1)}e', float_format).tolist()
+            return [f % v for f, v in zip(formats, values.tolist())]
+    return [float_format % v for v in values.tolist()]
 
 
-def _quote(path, name, series):
-    text = series.where(series.notna(), '').astype(str)
-    joined = '\0' + '\0'.join(text) + '\0'
-    if not any(mark in joined for mark in _QUOTE_MARKS):
+def _quote(path, name, label, text):
+    """A text value, quoted where STAR needs it."""
+    if not _NEEDS_QUOTES.search(text):
         return text
-    needs = text.str.contains(_NEEDS_QUOTES, regex=True)
-    if not needs.any():
-        return text
-    unwritable = text.str.contains(r'[\t\n\r]', regex=True)
-    if unwritable.any():
-        raise ValueError(f'{path}: data_{name} column _{series.name}: value '
-                         f'{text[unwritable].iloc[0]!r} contains a tab or a line break')
-    has_double = text.str.contains('"', regex=False)
-    both = needs & has_double & text.str.contains("'", regex=False)
-    if both.any():
-        raise ValueError(f'{path}: data_{name} column _{series.name}: value '
-                         f'{text[both].iloc[0]!r} contains both quote characters')
-    quoted = text.where(~needs, '"' + text + '"')
-    return quoted.where(~(needs & has_double), "'" + text + "'")
-
-
-def _write_key_values(fh, path, name, values, float_format, sci_format):
-    if not values:
-        return
-    width = max(len(k) for k in values) + 4
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, (bool, np.bool_)):
-            text = str(int(value))
-        elif isinstance(value, (int, np.integer)):
-            text = str(value)
-        elif isinstance(value, (float, np.floating)):
-            extreme = sci_format and np.isfinite(value) and value != 0 and (
-                abs(value) < 1e-3 or abs(value) >= 1e5)
-            text = (sci_format if extreme else float_format) % value
-        else:
-            text = _quote(path, name, pd.Series([value], name=key)).iloc[0]
-        lines.append(f'_{key:<{width}} {text}\n')
-    fh.write(''.join(lines).encode())
+    if any(ch in text for ch in '\t\n\r'):
+        raise ValueError(f'{path}: data_{name} column _{label}: value {text!r} contains a tab '
+                         f'or a line break')
+    if '"' not in text:
+        return f'"{text}"'
+    if "'" in text:
+        raise ValueError(f'{path}: data_{name} column _{label}: value {text!r} contains both '
+                         f'quote characters')
+    return f"'{text}'"
 
 
 # ------------------------------------------------------------------ particles and optics

@@ -11,7 +11,6 @@ import pytest
 import starfile
 from hypothesis import given, settings, strategies as st
 
-from scipion_reciprocal.formats._fixedwidth import float_matrix, int_matrix, text_matrix
 from scipion_reciprocal.formats.errors import FormatError, StarError
 from scipion_reciprocal.formats.star import (
     format_image_names, merge_optics, parse_image_names, read_particles_star, read_star,
@@ -148,9 +147,10 @@ def test_written_text_is_relion_style(tmp_path):
     assert text.index('data_optics') < text.index('data_particles')
     assert '_rlnImageName #1\n_rlnNote #2\n_rlnClassNumber #3\n_rlnDefocusU #4\n' in text
     rows = text.split('_rlnDefocusU #4\n')[1].strip().splitlines()
-    # aligned columns: text left, numbers right; tiny values in exponent notation like RELION
-    assert rows == ['"000001@a b.mrcs" \'say "hi" now\' 1 10000.500000',
-                    '000002@c.mrcs     ""             2 1.250000e-05']
+    # tab-separated values; tiny values in exponent notation like RELION
+    assert [row.split('\t') for row in rows] == [
+        ['"000001@a b.mrcs"', '\'say "hi" now\'', '1', '10000.500000'],
+        ['000002@c.mrcs', '""', '2', '1.250000e-05']]
     assert '"a b"' in text
     back = read_star(out).blocks['particles']
     assert back['rlnImageName'].tolist() == df['rlnImageName'].tolist()
@@ -168,6 +168,19 @@ def test_tricky_text_round_trips_exactly(tmp_path):
     back = read_star(out).blocks
     assert back['t']['rlnNote'].tolist() == loop['rlnNote'].tolist()
     assert back['kv'] == {f'rlnK{i}': t for i, t in enumerate(TRICKY_TEXTS[:-1])} | {'rlnK12': 5}
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
+                      .filter(lambda t: not ('"' in t and "'" in t)), min_size=1, max_size=8))
+def test_text_with_quotes_and_comments_round_trips(tmp_path_factory, texts):
+    # 'a b' keeps the column text whatever the other values are ('nan', '5', "it's", '#', ...)
+    loop = pd.DataFrame({'rlnNote': ['a b', *texts, 'nan', '<NA>'], 'rlnN': range(len(texts) + 3)})
+    out = tmp_path_factory.mktemp('quotes') / 'q.star'
+    write_star(out, {'t': loop})
+    back = read_star(out).blocks['t']
+    assert back['rlnNote'].tolist() == loop['rlnNote'].tolist()
+    assert back['rlnN'].tolist() == loop['rlnN'].tolist()
 
 
 @pytest.mark.parametrize('bad, reason', [('tab\there', 'a tab or a line break'),
@@ -222,36 +235,79 @@ def test_round_trip_property(tmp_path_factory, floats, ints, texts):
         pd.testing.assert_series_equal(back['rlnT'], pd.to_numeric(df['rlnT']))
 
 
-def _rows(matrix):
-    return [row.tobytes().decode() for row in matrix]
+def test_numbers_are_written_like_relion(tmp_path):
+    out = tmp_path / 'numbers.star'
+    values = [0.0, 1.5, -1.5, 99999.999999, 12.25, -0.0004, 2.5e-7, 123456.7, np.nan, np.inf,
+              -np.inf]
+    ints = [0, -7, 42, np.iinfo(np.int64).min, 1, 2, 3, 4, 5, 6, 7]
+    write_star(out, {'n': pd.DataFrame({'rlnF': values, 'rlnI': ints}),
+                     'kv': {'rlnTiny': 1.950925e-05, 'rlnFlag': True, 'rlnCount': np.int64(3)}})
+    text = out.read_text()
+    rows = [row.split('\t') for row in text.split('_rlnI #2\n')[1].split('\n\n')[0].splitlines()]
+    assert [r[0] for r in rows] == [
+        '0.000000', '1.500000', '-1.500000', '99999.999999', '12.250000', '-4.000000e-04',
+        '2.500000e-07', '1.234567e+05', 'nan', 'inf', '-inf']
+    assert [r[1] for r in rows] == [str(i) for i in ints]
+    assert '_rlnTiny\t\t\t1.950925e-05\n_rlnFlag\t\t\t1\n_rlnCount\t\t\t3\n' in text
+    back = read_star(out).blocks
+    assert back['n']['rlnI'].dtype == np.int64 and back['n']['rlnI'].tolist() == ints
+    np.testing.assert_array_equal(back['n']['rlnF'].to_numpy(),
+                                  [0.0, 1.5, -1.5, 99999.999999, 12.25, -0.0004, 2.5e-7, 123456.7,
+                                   np.nan, np.inf, -np.inf])
+    assert back['kv'] == {'rlnTiny': 1.950925e-05, 'rlnFlag': 1, 'rlnCount': 3}
 
 
-def test_fixed_width_numbers():
-    values = np.array([0.0, 1.5, -1.5, 99999.999999, 12.25, -0.0004, 2.5e-7, 123456.7, np.nan,
-                       np.inf, -np.inf])
-    extreme = (np.abs(values) < 1e-3) & (values != 0) | (np.abs(values) >= 1e5)
-    assert _rows(float_matrix(values, 6, '%.6e', extreme)) == [
-        '     0.000000', '     1.500000', '    -1.500000', ' 99999.999999', '    12.250000',
-        '-4.000000e-04', ' 2.500000e-07', ' 1.234567e+05', '          nan', '          inf',
-        '         -inf']
-    assert _rows(float_matrix(np.array([3.0, -0.25]), 2)) == [' 3.00', '-0.25']
-    assert _rows(int_matrix(np.array([0, -7, 42, np.iinfo(np.int64).min]))) == [
-        '                   0', '                  -7', '                  42',
-        '-9223372036854775808']
-    assert _rows(text_matrix(np.array([b'ab', b'"c d"']))) == ['ab   ', '"c d"']
+def test_other_float_format(tmp_path):
+    out = tmp_path / 'g.star'
+    write_star(out, {'n': pd.DataFrame({'rlnF': [1e-7, 2.5]})}, float_format='%.3g')
+    assert out.read_text().split('_rlnF #1\n')[1].split() == ['1e-07', '2.5']
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=30),
-       st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=30))
-def test_fixed_width_matches_printf(floats, ints):
-    x = np.array(floats)
-    got = np.array([float(r) for r in _rows(float_matrix(x, 6))])
-    # same value as '%.6f' up to the rounding of x * 1e6 in binary
-    want = np.array([float('%.6f' % v) for v in x])
-    assert np.all(np.abs(got - want) <= 1e-6 + 1e-15 * np.abs(x))
-    assert [r.strip() for r in _rows(int_matrix(np.array(ints, dtype=np.int64)))] == [
-        str(i) for i in ints]
+def test_hand_written_quirks_that_starfile_misreads(tmp_path):
+    """Comments after key-value pairs, quotes inside values, loops without rows followed by
+    comments, empty blocks: all read as STAR says (starfile alone fails on each)."""
+    path = tmp_path / 'quirks.star'
+    path.write_text(
+        "data_empty_first\n\n"
+        "data_kv\n_rlnA 'quoted'  # note\n_rlnB it's\n_rlnC a\\b\n_rlnD 'it's here'\n"
+        "data_no_rows\nloop_\n_rlnX #1\n# a comment, then the next block\n"
+        "data_t\nloop_\n_rlnNote #1\n_rlnN #2\n"
+        "'say \"hi\" now' 1\nit's 2\n\"it's\" 3\n'#x' 4\n\n"
+        "data_empty_last\n")
+    doc = read_star(path)
+    assert list(doc.blocks) == ['empty_first', 'kv', 'no_rows', 't', 'empty_last']
+    assert doc.blocks['empty_first'] == {} and doc.blocks['empty_last'] == {}
+    assert doc.blocks['kv'] == {'rlnA': 'quoted', 'rlnB': "it's", 'rlnC': 'a\\b',
+                                'rlnD': "it's here"}
+    assert list(doc.blocks['no_rows'].columns) == ['rlnX'] and len(doc.blocks['no_rows']) == 0
+    assert doc.blocks['t']['rlnNote'].tolist() == ['say "hi" now', "it's", "it's", '#x']
+    assert doc.blocks['t']['rlnN'].tolist() == [1, 2, 3, 4]
+    assert read_star(path, blocks=['kv']).blocks == {'kv': doc.blocks['kv']}
+    back = round_trip(doc, tmp_path)
+    assert_blocks_equal(doc.blocks, back.blocks)
+
+
+def test_unclosed_quote(tmp_path):
+    path = tmp_path / 'open_quote.star'
+    path.write_text('data_t\nloop_\n_rlnNote #1\n_rlnN #2\n"abc 1\ndef" 2\nx 3\n')
+    with pytest.raises(StarError, match=r'open_quote\.star: data_t'):
+        read_star(path)
+
+
+def test_file_rewritten_after_an_error_is_read_again(tmp_path):
+    path = tmp_path / 'again.star'
+    path.write_text('data_x\nloop_\n_rlnA #1\n_rlnB #2\n1 2\n3 4 5\n')
+    with pytest.raises(StarError, match='3 fields instead of 2'):
+        read_star(path)
+    path.write_text('data_x\nloop_\n_rlnA #1\n_rlnB #2\n1 2\n3 4\n')
+    assert read_star(path).blocks['x']['rlnB'].tolist() == [2, 4]
+
+
+def test_written_files_do_not_depend_on_the_clock(tmp_path):
+    blocks = {'optics': {'rlnVoltage': 300.0}, 'p': pd.DataFrame({'rlnImageName': ['1@a.mrcs']})}
+    write_star(tmp_path / 'a.star', blocks)
+    text = (tmp_path / 'a.star').read_text()
+    assert text.startswith('\n# version 30001\n\ndata_optics\n') and 'Created' not in text
 
 
 # ------------------------------------------------------------------ particles and optics
