@@ -106,3 +106,6 @@ def test_project_window_shows_plugin_section(xserver, demo_project):
         assert png.stat().st_size > 20000
     finally:
         window.root.destroy()
+        # The project window switched matplotlib to TkAgg; later tests draw headless.
+        from pyworkflow.gui.plotter import Plotter
+        Plotter.setBackend("Agg")
