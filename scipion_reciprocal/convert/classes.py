@@ -14,9 +14,11 @@ CLASSIFICATION_COLUMNS = {"class": "classId", "index": "_index", "stack": "_file
                           "y": "_coordinate._y", "id": "id"}
 
 
-def class_items(classes):
-    """Every item of every enabled class, all attributes, sorted by item id."""
-    items = read_class_items(classes.getFileName())
+def class_items(classes, attributes=None):
+    """Every item of every enabled class, sorted by item id: all attributes, or those of
+    ``attributes`` the items have."""
+    items = read_class_items(classes.getFileName(), attributes,
+                             skip_missing=attributes is not None)
     return items.sort_values("id", kind="stable").reset_index(drop=True)
 
 

@@ -6,6 +6,7 @@ RELION -> Scipion creates Scipion objects (that is what a Scipion set is) with t
 projection alignment and acquisition of every row.
 """
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,10 @@ _ACQ_ATTRS = {"_acquisition._voltage": "rlnVoltage",
 _EXTRA_RELION_ATTRS = ("rlnClassNumber", "rlnMaxValueProbDistribution",
                        "rlnNrOfSignificantSamples", "rlnLogLikeliContribution",
                        "rlnImageOriginalName", "rlnRandomSubset")
+#: Item attributes :func:`items_to_relion` reads (to read no others from a large set).
+ITEM_ATTRIBUTES = (["_filename", "_index", "_coordinate._x", "_coordinate._y",
+                    "_coordinate._micName", "_micId", "_transform._matrix"]
+                   + list(_CTF_ATTRS) + list(_ACQ_ATTRS) + ["_" + c for c in _EXTRA_RELION_ATTRS])
 _OPTICS_KEYS = ["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
                 "rlnImagePixelSize", "rlnImageSize"]
 
@@ -78,7 +83,7 @@ def particles_table(particles, with_ctf=True, with_alignment=True, stack_paths=N
     """
     if with_ctf and missing_ctf_error(particles):
         raise ConversionError(missing_ctf_error(particles))
-    items = read_set_items(particles.getFileName())
+    items = read_set_items(particles.getFileName(), ITEM_ATTRIBUTES, skip_missing=True)
     if items.empty:
         raise ConversionError("%s is empty" % describe(particles))
     return items_to_relion(items, particles, with_ctf=with_ctf,
@@ -116,7 +121,7 @@ def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths
             out[column] = (items[attr].astype(float).fillna(0.0).to_numpy() if attr in items
                            else 0.0)
     if with_alignment and "_transform._matrix" in items:
-        matrices = np.array([eval_matrix(m) for m in items["_transform._matrix"]])
+        matrices = parse_matrices(items["_transform._matrix"])
         angles, origins = relion_from_scipion_matrices(matrices)
         out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = angles.T
         out["rlnOriginXAngst"] = origins[:, 0] * pixel_size
@@ -147,10 +152,23 @@ def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths
     return out.drop(columns=_OPTICS_KEYS), optics
 
 
-def eval_matrix(text):
-    """Parse Scipion's stored matrix text ``'[[1.0, 0.0, ...], ...]'`` without ``eval``."""
-    cleaned = text.replace("[", " ").replace("]", " ").replace(",", " ")
-    return np.array(cleaned.split(), dtype=float).reshape(4, 4)
+def parse_matrices(texts, chunk=100_000):
+    """Parse many stored matrix texts: an (n, 4, 4) array (numpy parses a chunk at a time)."""
+    texts = pd.Series(texts, dtype=object)
+    if texts.isna().any():
+        raise ConversionError("%d particles have no transformation matrix" % texts.isna().sum())
+    texts = texts.tolist()
+    matrices = np.empty((len(texts), 4, 4))
+    for start in range(0, len(texts), chunk):
+        part = texts[start:start + chunk]
+        joined = ",".join(part).translate({ord("["): None, ord("]"): None})
+        with warnings.catch_warnings():  # text that is not numbers: too few values, checked below
+            warnings.simplefilter("ignore", DeprecationWarning)
+            values = np.fromstring(joined, sep=",")
+        if values.size != 16 * len(part):
+            raise ConversionError("transformation matrices are not all 4x4 lists of numbers")
+        matrices[start:start + len(part)] = values.reshape(-1, 4, 4)
+    return matrices
 
 
 def _image_size(particles):

@@ -3,10 +3,14 @@
 A subset of a million particles made through the Scipion API builds a million Python
 objects; copying the rows with one ``INSERT ... SELECT`` keeps every attribute as it is and
 takes seconds.  The caller then wraps the file in a Scipion set object, copies the set-level
-information (sampling rate, acquisition...) and registers it as an output.
+information (sampling rate, acquisition...) and registers it as an output.  Classes are
+added the same way: the caller appends a few through the Scipion API, the others are copies
+of their rows (:func:`copy_class_rows`), then :func:`fill_classes` copies their items.
 """
+import json
 import sqlite3
 from contextlib import closing
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +26,48 @@ def _table_sql(conn, name):
     return row[0]
 
 
-def _load_ids(conn, ids):
-    conn.execute("CREATE TEMP TABLE wanted (id INTEGER PRIMARY KEY)")
-    conn.executemany("INSERT OR IGNORE INTO wanted VALUES (?)",
-                     ((int(i),) for i in np.asarray(ids).ravel()))
+def _new_file_pragmas(conn):
+    """No rollback journal, no fsync: for files the caller writes from scratch (a failed
+    step removes or rewrites them)."""
+    conn.execute("PRAGMA main.journal_mode = OFF")
+    conn.execute("PRAGMA main.synchronous = OFF")
 
 
-def _copy_items(conn, source_prefix, target_prefix):
-    """Create <target_prefix>Classes/Objects like the source's and copy the wanted items."""
+def _create_members(conn):
+    conn.execute("DROP TABLE IF EXISTS temp.members")
+    conn.execute("CREATE TEMP TABLE members (class INTEGER, id INTEGER, PRIMARY KEY (class, id))"
+                 " WITHOUT ROWID")
+
+
+def _add_members(conn, member_class, ids):
+    """Add the (class, item id) pairs of one class to ``temp.members``."""
+    ids = np.asarray(ids, dtype=np.int64).ravel().tolist()
+    try:  # one JSON text parsed by SQLite: several times faster than one insert per id
+        conn.execute("INSERT OR IGNORE INTO temp.members SELECT ?, value FROM json_each(?)",
+                     (int(member_class), json.dumps(ids)))
+    except sqlite3.OperationalError:  # SQLite built without JSON functions
+        conn.executemany("INSERT OR IGNORE INTO temp.members VALUES (?, ?)",
+                         zip(repeat(int(member_class)), ids))
+
+
+def _copy_items(conn, source_prefix, target_prefix, member_class=0, schemas=None):
+    """Create <target_prefix>Classes/Objects like the source's and copy the member items."""
     for table in ("Classes", "Objects"):
-        sql = _table_sql(conn, source_prefix + table)
-        conn.execute(sql.replace("CREATE TABLE %s%s" % (source_prefix, table),
+        key = source_prefix + table
+        if schemas is None or key not in schemas:
+            sql = _table_sql(conn, key)
+            if schemas is not None:
+                schemas[key] = sql
+        else:
+            sql = schemas[key]
+        conn.execute(sql.replace("CREATE TABLE %s" % key,
                                  "CREATE TABLE main.%s%s" % (target_prefix, table), 1))
     # Names are qualified: the attached source may hold tables of the same name.
     conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses" % (target_prefix, source_prefix))
     return conn.execute(
-        "INSERT INTO main.%sObjects SELECT o.* FROM src.%sObjects o JOIN wanted w ON o.id = w.id "
-        "WHERE o.enabled = 1 ORDER BY o.id" % (target_prefix, source_prefix)).rowcount
+        "INSERT INTO main.%sObjects SELECT * FROM src.%sObjects WHERE enabled = 1 AND id IN "
+        "(SELECT id FROM temp.members WHERE class = ?) ORDER BY id"
+        % (target_prefix, source_prefix), (member_class,)).rowcount
 
 
 def write_item_subset(source_file, target_file, ids, source_prefix=""):
@@ -51,11 +80,31 @@ def write_item_subset(source_file, target_file, ids, source_prefix=""):
     if target_file.exists():
         raise FileExistsError("%s already exists" % target_file)
     with closing(sqlite3.connect(str(target_file))) as conn:
+        _new_file_pragmas(conn)
         conn.execute("ATTACH DATABASE ? AS src", ("file:%s?mode=ro" % Path(source_file).resolve(),))
         conn.execute(_table_sql(conn, "Properties").replace("CREATE TABLE Properties",
                                                             "CREATE TABLE main.Properties", 1))
-        _load_ids(conn, ids)
+        _create_members(conn)
+        _add_members(conn, 0, ids)
         count = _copy_items(conn, source_prefix, "")
+        conn.commit()
+    return count
+
+
+def copy_class_rows(classes_file, copies):
+    """Add classes to a SetOfClasses file as copies of classes it holds.
+
+    ``copies`` maps a new class id to the id of the class whose row (representative,
+    acquisition, every column but the id) it copies.  The set's ``_size`` property is
+    updated; items are added with :func:`fill_classes`.  Returns the number of classes.
+    """
+    with closing(sqlite3.connect(str(classes_file))) as conn:
+        columns = ", ".join('"%s"' % row[1] for row in conn.execute("PRAGMA table_info(Objects)")
+                            if row[1] != "id")
+        conn.executemany("INSERT INTO Objects (id, %s) SELECT ?, %s FROM Objects WHERE id = ?"
+                         % (columns, columns), ((int(new), int(old)) for new, old in copies.items()))
+        count = conn.execute("SELECT COUNT(*) FROM Objects").fetchone()[0]
+        conn.execute("UPDATE Properties SET value = ? WHERE key = '_size'", (str(count),))
         conn.commit()
     return count
 
@@ -66,21 +115,26 @@ def fill_classes(classes_file, items_file, class_members):
     ``class_members`` maps class id -> (items prefix in ``items_file``, item ids), the
     prefix selecting a class's table when ``items_file`` is itself a SetOfClasses
     (``'Class003_'``, or ``''`` for a plain set).  Each class gets
-    ``ClassNNN_Classes``/``ClassNNN_Objects`` tables and its ``_size`` column is set.
+    ``ClassNNN_Classes``/``ClassNNN_Objects`` tables and its ``_size`` column is set.  The
+    file is written without journal (see :func:`_new_file_pragmas`): fill the classes of a
+    set the caller has just created.
     """
     with closing(sqlite3.connect(str(classes_file))) as conn:
+        _new_file_pragmas(conn)
         conn.execute("ATTACH DATABASE ? AS src", ("file:%s?mode=ro" % Path(items_file).resolve(),))
         size_column = conn.execute(
             "SELECT column_name FROM Classes WHERE label_property = '_size'").fetchone()
         if size_column is None:
             raise SetTableError("%s: not a SetOfClasses file (no _size column)" % classes_file)
-        for class_id, (items_prefix, ids) in class_members.items():
-            conn.execute("DROP TABLE IF EXISTS temp.wanted")
-            _load_ids(conn, ids)
+        _create_members(conn)
+        for class_id, (_, ids) in class_members.items():
+            _add_members(conn, class_id, ids)
+        schemas = {}
+        for class_id, (items_prefix, _) in class_members.items():
             prefix = "Class%03d_" % int(class_id)
             for table in ("Classes", "Objects"):
                 conn.execute("DROP TABLE IF EXISTS main.%s%s" % (prefix, table))
-            count = _copy_items(conn, items_prefix, prefix)
+            count = _copy_items(conn, items_prefix, prefix, int(class_id), schemas)
             conn.execute('UPDATE main.Objects SET "%s" = ? WHERE id = ?' % size_column[0],
                          (count, int(class_id)))
         conn.commit()

@@ -35,10 +35,12 @@ def read_set_properties(path):
         return dict(conn.execute("SELECT key, value FROM Properties").fetchall())
 
 
-def _read_items(conn, prefix, attributes, enabled_only, path):
+def _read_items(conn, prefix, attributes, enabled_only, path, skip_missing=False):
     mapping = dict(conn.execute("SELECT label_property, column_name FROM %sClasses" % prefix))
     missing = [a for a in attributes or () if a not in mapping]
-    if missing:
+    if missing and skip_missing:
+        attributes = [a for a in attributes if a in mapping]
+    elif missing:
         raise SetTableError("%s: set items have no attribute(s) %s" % (path, ", ".join(missing)))
     labels = attributes if attributes is not None else [a for a in mapping if a != "self"]
     selected = ", ".join(["id", "enabled"] + ['"%s"' % mapping[a] for a in labels])
@@ -50,20 +52,22 @@ def _read_items(conn, prefix, attributes, enabled_only, path):
     return table
 
 
-def read_set_items(path, attributes=None, enabled_only=True):
+def read_set_items(path, attributes=None, enabled_only=True, skip_missing=False):
     """Items of a set file as a DataFrame: ``id``, ``enabled`` and one column per attribute.
 
     ``attributes`` limits the columns (labels like ``'_filename'``); None reads them all.
+    With ``skip_missing``, attributes the items lack are left out instead of raising.
     """
     with _connect(path) as conn:
-        return _read_items(conn, "", attributes, enabled_only, path)
+        return _read_items(conn, "", attributes, enabled_only, path, skip_missing)
 
 
-def read_class_items(path, attributes=None, enabled_only=True):
+def read_class_items(path, attributes=None, enabled_only=True, skip_missing=False):
     """All items of a SetOfClasses file with a ``classId`` column (one query per class).
 
     Classes that are disabled are skipped; classes with no items give no rows (use
-    :func:`read_set_items` on the same file to list every class).
+    :func:`read_set_items` on the same file to list every class).  With ``skip_missing``,
+    attributes the items lack are left out instead of raising.
     """
     with _connect(path) as conn:
         tables = [name for (name,) in conn.execute(
@@ -74,7 +78,8 @@ def read_class_items(path, attributes=None, enabled_only=True):
             match = _CLASS_TABLE.match(name)
             if not match or int(match.group(1)) not in enabled:
                 continue
-            items = _read_items(conn, "Class%s_" % match.group(1), attributes, enabled_only, path)
+            items = _read_items(conn, "Class%s_" % match.group(1), attributes, enabled_only, path,
+                                skip_missing)
             items.insert(0, "classId", int(match.group(1)))
             frames.append(items)
     if not frames:

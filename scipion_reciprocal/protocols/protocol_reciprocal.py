@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,11 +12,11 @@ from pyworkflow.protocol import params
 
 from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_items,
                                class_representatives)
-from ..convert.particles import items_to_relion
-from ..convert.set_subsets import fill_classes, write_item_subset
+from ..convert.particles import ITEM_ATTRIBUTES, items_to_relion
+from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
+from ..convert.star_rows import write_fixed_star
 from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
 from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, SUMMARY_TXT, write_results)
-from ..formats.star import write_particles_star
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
@@ -29,7 +30,10 @@ REGISTER_CHOICES = ["consensus and all subsets", "consensus and intersections",
                     "consensus only"]
 RESULTS_DIR = "results"
 INPUTS_DIR = "inputs"
-SUBSETS_FILE = "subsets.json"
+SUBSETS_FILE = "subsets.npz"
+#: Item attributes read from the input sets: those of the STAR files and of the matching keys.
+READ_ATTRIBUTES = list(dict.fromkeys(
+    ITEM_ATTRIBUTES + [a for a in CLASSIFICATION_COLUMNS.values() if a.startswith("_")]))
 
 
 class ProtReciprocalAnalysis(EMProtocol):
@@ -92,16 +96,9 @@ class ProtReciprocalAnalysis(EMProtocol):
     # --------------------------- STEPS functions ----------------------------
     def analysisStep(self):
         os.makedirs(self._getExtraPath(INPUTS_DIR), exist_ok=True)
-        classifications = []
-        for name, classes in self._namedInputs():
-            items = class_items(classes)
-            self._writeInputStar(name, classes, items)
-            clf = classification_from_dataframe(
-                items, name, key=KEYS[self.matchKey.get()], columns=CLASSIFICATION_COLUMNS,
-                pixel_size=classes.getImages().getSamplingRate(), class_ids=class_ids(classes),
-                kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D")
-            clf.source = StarTable.open(self._inputStar(name))
-            classifications.append(clf)
+        classifications = [self._readClassification(name, classes)
+                           for name, classes in self._namedInputs()]
+        start = time.time()
         try:
             result = reciprocal_analysis(
                 classifications, min_confidence=self.minConfidence.get() or None,
@@ -111,18 +108,24 @@ class ProtReciprocalAnalysis(EMProtocol):
             raise RuntimeError(str(error)) from error
         for warning in result.warnings:
             self.warning(warning)
+        self.info("Matrices, statistics and consensus groups computed (%.1f s)" % (time.time() - start))
+        start = time.time()
         outdir = self._getExtraPath(RESULTS_DIR)
         written = write_results(result, outdir)
-        self.info("Wrote %d tables, %d per-class and %d intersection STAR files to %s" % (
-            len(written["tables"]), len(written["per_class"]), len(written["intersections"]), outdir))
+        self.info("Wrote %d tables, %d per-class and %d intersection STAR files to %s (%.1f s)" % (
+            len(written["tables"]), len(written["per_class"]), len(written["intersections"]), outdir,
+            time.time() - start))
+        start = time.time()
         histories, maps = self._historiesAndMaps()
         save_plots(result, outdir, histories=histories, maps=maps)
+        self.info("Plots drawn (%.1f s)" % (time.time() - start))
         self._writeSubsets(result)
 
     def createOutputStep(self):
         subsets = self._readSubsets()
         inputs = dict(self._namedInputs())
         register = self.registerSubsets.get()
+        start, registered = time.time(), 0
         for subset in subsets["subsets"]:
             if register == 2 or (register == 1 and subset["kind"] == "class"):
                 continue
@@ -138,7 +141,11 @@ class ProtReciprocalAnalysis(EMProtocol):
             particles.write()
             self._defineOutputs(**{"outputParticles_%s" % subset["name"]: particles})
             self._defineSourceRelation(self.inputClassifications, particles)
+            registered += 1
+        self.info("%d particle subsets registered (%.1f s)" % (registered, time.time() - start))
+        start = time.time()
         self._createConsensus(subsets, inputs)
+        self.info("Consensus classes registered (%.1f s)" % (time.time() - start))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -194,13 +201,29 @@ class ProtReciprocalAnalysis(EMProtocol):
             named.append((name, classes))
         return named
 
+    def _readClassification(self, name, classes):
+        """Read a SetOfClasses (SQL), write it as STAR and return its Classification."""
+        start = time.time()
+        items = class_items(classes, READ_ATTRIBUTES)
+        self._writeInputStar(name, classes, items)
+        # Only the columns the matching needs stay in memory with the classification.
+        keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values()) if c in items.columns]]
+        clf = classification_from_dataframe(
+            keys, name, key=KEYS[self.matchKey.get()], columns=CLASSIFICATION_COLUMNS,
+            pixel_size=classes.getImages().getSamplingRate(), class_ids=class_ids(classes),
+            kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D")
+        clf.source = StarTable.open(self._inputStar(name))
+        clf.source.close()  # mapped again when the subsets are written, one job at a time
+        self.info("%s: %d particles in %d classes, read and written as STAR (%.1f s)"
+                  % (name, len(items), items["classId"].nunique(), time.time() - start))
+        return clf
+
     def _writeInputStar(self, name, classes, items):
         """The classification as RELION STAR: the verbatim source of the subset STAR files."""
         images = classes.getImages()
         table, optics = items_to_relion(items, images, with_ctf=images.hasCTF())
         table["rlnClassNumber"] = items["classId"].to_numpy()  # this classification's class
-        write_particles_star(self._inputStar(name), table.drop(columns=["scipionId"]), optics)
-        self.info("%s: %d particles in %d classes" % (name, len(table), items["classId"].nunique()))
+        write_fixed_star(self._inputStar(name), table.drop(columns=["scipionId"]), optics)
 
     def _inputStar(self, name):
         return self._getExtraPath(INPUTS_DIR, "%s.star" % name)
@@ -222,27 +245,42 @@ class ProtReciprocalAnalysis(EMProtocol):
         return histories, maps
 
     def _writeSubsets(self, result):
-        """Persist what createOutputStep needs: subsets as Scipion ids (JSON)."""
-        ids = {c.name: np.asarray(c.ids) for c in result.classifications}
+        """Persist what createOutputStep needs: the subsets' and consensus groups' Scipion ids
+        (numpy arrays) and what they are (JSON text), in one .npz file."""
+        ids = {c.name: np.asarray(c.ids, dtype=np.int64) for c in result.classifications}
         first = result.names[0]
-        subsets = [{"name": s.name, "kind": s.kind, "job": s.source_job,
-                    "class": int(s.classes[s.source_job]),
-                    "ids": ids[s.source_job][s.rows[s.source_job]].astype(int).tolist()}
-                   for s in result.subsets]
+        arrays, subsets = {}, []
+        for i, s in enumerate(result.subsets):
+            subsets.append({"name": s.name, "kind": s.kind, "job": s.source_job,
+                            "class": int(s.classes[s.source_job])})
+            arrays["subset%d" % i] = ids[s.source_job][s.rows[s.source_job]]
         groups = result.consensus[result.consensus["kept"].astype(bool)]
-        members = result.assignments[result.assignments["group"] > 0]
-        consensus = [{"group": int(g.group), "class": int(getattr(g, "class_%s" % first)),
-                      "ids": ids[first][members.loc[members["group"] == g.group,
-                                                    "row_%s" % first]].astype(int).tolist()}
-                     for g in groups.itertuples()]
-        with open(self._getExtraPath(SUBSETS_FILE), "w") as handle:
-            json.dump({"first": first, "subsets": subsets, "consensus": consensus}, handle)
+        members = result.assignments[result.assignments["group"].isin(groups["group"])]
+        arrays["consensus_group"] = members["group"].to_numpy(dtype=np.int64)
+        arrays["consensus_id"] = ids[first][members["row_%s" % first].to_numpy()]
+        consensus = [{"group": int(g), "class": int(c)}
+                     for g, c in zip(groups["group"], groups["class_%s" % first])]
+        info = json.dumps({"first": first, "subsets": subsets, "consensus": consensus})
+        np.savez(self._getExtraPath(SUBSETS_FILE), info=np.array(info), **arrays)
 
     def _readSubsets(self):
-        with open(self._getExtraPath(SUBSETS_FILE)) as handle:
-            return json.load(handle)
+        """The subsets and consensus groups written by :meth:`_writeSubsets`, with their ids."""
+        with np.load(self._getExtraPath(SUBSETS_FILE)) as saved:
+            subsets = json.loads(str(saved["info"]))
+            for i, subset in enumerate(subsets["subsets"]):
+                subset["ids"] = saved["subset%d" % i]
+            order = np.argsort(saved["consensus_group"], kind="stable")
+            groups, members = saved["consensus_group"][order], saved["consensus_id"][order]
+        for group in subsets["consensus"]:
+            first, last = np.searchsorted(groups, [group["group"], group["group"] + 1])
+            group["ids"] = members[first:last]
+        return subsets
 
     def _createConsensus(self, subsets, inputs):
+        """The consensus SetOfClasses: one class per kept group, holding the group's items of
+        the first classification. The first group of each class of that classification is
+        appended through the Scipion API (with the class's representative); the other groups
+        copy its row, then every group's items are copied by SQL."""
         if not subsets["consensus"]:
             self.warning("No consensus group reaches the minimum size: no consensus output.")
             return
@@ -251,14 +289,22 @@ class ProtReciprocalAnalysis(EMProtocol):
         is3D = isinstance(source, emobj.SetOfClasses3D)
         create = self._createSetOfClasses3D if is3D else self._createSetOfClasses2D
         consensus = create(images, suffix="_consensus")
+        templates = {}  # class of the first classification -> its first group
         for group in subsets["consensus"]:
+            if group["class"] in templates:
+                continue
+            templates[group["class"]] = group["group"]
             cls = (emobj.Class3D if is3D else emobj.Class2D)(objId=group["group"])
             representative = source[group["class"]].getRepresentative()
             if representative is not None:
                 cls.setRepresentative(representative.clone())
             consensus.append(cls)
         consensus.write()
-        consensus.close()  # release Scipion's connection before the items are added by SQL
+        consensus.close()  # release Scipion's connection before classes and items are added by SQL
+        size = copy_class_rows(consensus.getFileName(),
+                               {g["group"]: templates[g["class"]] for g in subsets["consensus"]
+                                if g["group"] != templates[g["class"]]})
+        consensus._size.set(size)  # the rows added by SQL are classes of the set
         fill_classes(consensus.getFileName(), source.getFileName(),
                      {g["group"]: ("Class%03d_" % g["class"], g["ids"]) for g in subsets["consensus"]})
         self._defineOutputs(outputConsensus=consensus)

@@ -1,0 +1,455 @@
+"""Benchmark of the reciprocal analysis protocol on Scipion sets (issue 3, "Speed and memory").
+
+Compares, on the same data and in the same run, the command line (``scipion-reciprocal
+reciprocal`` on RELION STAR files) with ``ProtReciprocalAnalysis`` launched through Scipion's
+real launch path (``project.launchProtocol(prot, wait=True)``) on four SetOfClasses3D of a real
+Scipion project. Target: protocol within 3x of the command line.
+
+Input: the STAR files of ``bench_reciprocal.py`` (N particles x 4 jobs x 8 classes, cached under
+``benchmarks/output/data_NxJxK``). The Scipion sets are built once (cached under
+``benchmarks/output/protocol_NxJxK``) without creating a Scipion object per particle:
+
+1. a small RELION project holds the first rows of every job (at least ``--small`` rows, and
+   enough for every class to have particles) and a ``run_it025_model.star``;
+2. ``ProtImportRelionClassifications`` imports it in a new Scipion project (the real protocol,
+   through the Scipion API): one SetOfParticles and one SetOfClasses3D per job, with CTF,
+   transform, acquisition, coordinates and the RELION extra attributes;
+3. for every particle of the full STAR file, the values the import stores (same conversion:
+   standardised defocus, ``json.dumps`` of the 4x4 transform, rounded coordinates...) are
+   computed with numpy; the rows computed for the imported particles are checked equal, column
+   by column, to those the import wrote;
+4. the rows of the particle set's ``Objects`` table are replaced by all N rows (bulk
+   ``executemany``), each class's ``ClassNNN_Objects`` table by that class's rows (``INSERT ...
+   SELECT`` from the particle set), and the sizes updated (``_size`` of every class row, the
+   particle set's ``Properties`` and its ``_size`` in the project database, through the
+   project's mapper).
+
+Then each in its own process: (a) what ``scipion-reciprocal reciprocal --class3d_dir ... --jobs
+85,86,87,88`` does, stage by stage; (b) ``ProtReciprocalAnalysis`` on the four sets with the
+same options (default registration: consensus + intersection subsets). Printed: stage times,
+peak memory of each process (the protocol's is its ``pw_protocol_run`` process), the ratio
+protocol / command line, and whether both wrote the same tables. Usage::
+
+    python benchmarks/bench_reciprocal_protocol.py                    # 1,000,000 x 4 x 8
+    python benchmarks/bench_reciprocal_protocol.py --particles 100000
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import bench_reciprocal  # noqa: E402  (STAR generation and stage clock)
+
+PROJECT = 'reciprocal_bench'
+OPTIONS = {'min_overlap': 10, 'min_fraction': 0.1, 'min_group_size': 10}  # protocol defaults
+SAME_TABLES = ('counts_matrix.csv', 'fraction_matrix.csv', 'jaccard_matrix.csv', 'agreement.csv',
+               'consensus_groups.csv', 'class_stability.csv', 'pysankey_input.csv')
+STAR_COLUMNS = {'rlnImageName': 'text', 'rlnClassNumber': 'int', 'rlnCoordinateX': 'float',
+                'rlnCoordinateY': 'float', 'rlnDefocusU': 'float', 'rlnDefocusV': 'float',
+                'rlnDefocusAngle': 'float', 'rlnPhaseShift': 'float', 'rlnAngleRot': 'float',
+                'rlnAngleTilt': 'float', 'rlnAnglePsi': 'float', 'rlnOriginXAngst': 'float',
+                'rlnOriginYAngst': 'float', 'rlnMaxValueProbDistribution': 'float',
+                'rlnNrOfSignificantSamples': 'int', 'rlnLogLikeliContribution': 'float'}
+CHUNK = 100_000
+
+
+def configure(home):
+    """Point Scipion at the benchmark's own home (before pyworkflow is imported)."""
+    from scipion_reciprocal import scipion_setup
+    scipion_setup.configure(home=home, force=True)
+
+
+# ---------------------------------------------------------------------- RELION folders
+
+def job_names(n_jobs):
+    return [f'job{85 + j:03d}' for j in range(n_jobs)]
+
+
+def write_model(path, counts):
+    """A minimal ``run_it025_model.star``: 3D, one row per class (maps absent)."""
+    import pandas as pd
+    from scipion_reciprocal.formats.star import write_star
+    job = path.parent.name
+    write_star(path, {'model_general': {'rlnReferenceDimensionality': 3,
+                                        'rlnNrClasses': len(counts)},
+                      'model_classes': pd.DataFrame({
+                          'rlnReferenceImage': [f'Class3D/{job}/run_it025_class{k:03d}.mrc'
+                                                for k in range(1, len(counts) + 1)],
+                          'rlnClassDistribution': counts / counts.sum(),
+                          'rlnEstimatedResolution': np.full(len(counts), 8.0)})})
+
+
+def prepare_relion(paths, folder, n_classes, min_small):
+    """RELION projects: ``relion`` (links to the full files) and ``relion_small`` (first rows).
+
+    Returns the number of rows of the small files.
+    """
+    from scipion_reciprocal.formats.star_table import StarTable
+    labels = []
+    for path in paths:
+        with StarTable.open(path) as table:
+            labels.append(table.read_raw(['rlnClassNumber'])['rlnClassNumber'])
+    # Enough rows for every class of every job to have particles in the small import.
+    first_full = [max(np.flatnonzero(lab == k)[0] for k in range(1, n_classes + 1)) + 1
+                  for lab in labels]
+    n_small = max(min_small, *first_full)
+    for name, path, lab in zip(job_names(len(paths)), paths, labels):
+        counts = np.bincount(lab, minlength=n_classes + 1)[1:].astype(float)
+        for project, rows in (('relion', None), ('relion_small', n_small)):
+            job_dir = folder / project / 'Class3D' / name
+            job_dir.mkdir(parents=True, exist_ok=True)
+            data = job_dir / 'run_it025_data.star'
+            if data.exists() or data.is_symlink():
+                data.unlink()
+            if rows is None:
+                data.symlink_to(path.resolve())
+            else:
+                with StarTable.open(path) as table, open(path, 'rb') as src, \
+                        open(data, 'wb') as dst:
+                    src.seek(len(table.header))
+                    dst.write(table.header + b''.join(src.readline() for _ in range(rows)))
+            write_model(job_dir / 'run_it025_model.star', counts)
+    return n_small
+
+
+# ---------------------------------------------------------------------- Scipion sets
+
+def item_values(star_path, project_dir, pixel_size):
+    """Per-particle attribute values as ProtImportRelionClassifications stores them."""
+    from scipion_reciprocal.core.geometry import scipion_matrices_from_relion
+    from scipion_reciprocal.formats.star import parse_image_names
+    from scipion_reciprocal.formats.star_table import StarTable
+    with StarTable.open(star_path) as table:
+        raw = table.read_raw(list(STAR_COLUMNS), kinds=STAR_COLUMNS)
+    indices, paths = parse_image_names(raw['rlnImageName'].astype(str))
+    unique, inverse = np.unique(paths.astype(str), return_inverse=True)
+    full = np.array([os.path.join(project_dir, p) for p in unique], dtype=object)[inverse]
+    # CTFModel.setStandardDefocus: defocusU >= defocusV, 0 <= angle < 180, ratio U/V.
+    du, dv, angle = raw['rlnDefocusU'], raw['rlnDefocusV'], raw['rlnDefocusAngle']
+    swap = dv > du
+    du, dv = np.where(swap, dv, du), np.where(swap, du, dv)
+    angle = np.where(swap, angle + 90.0, angle)
+    angle = np.where(angle >= 180.0, angle - 180.0, np.where(angle < 0.0, angle + 180.0, angle))
+    origins = np.column_stack([raw['rlnOriginXAngst'], raw['rlnOriginYAngst']]) / pixel_size
+    matrices = scipion_matrices_from_relion(
+        np.column_stack([raw['rlnAngleRot'], raw['rlnAngleTilt'], raw['rlnAnglePsi']]), origins)
+    return {
+        '_index': indices, '_filename': full,
+        '_ctfModel._defocusU': du, '_ctfModel._defocusV': dv, '_ctfModel._defocusAngle': angle,
+        '_ctfModel._defocusRatio': np.where(dv > 0.1, du / np.where(dv > 0.1, dv, 1.0), -1.0),
+        '_ctfModel._phaseShift': raw['rlnPhaseShift'],
+        '_transform._matrix': matrices,  # formatted chunk by chunk (json, as pwem's Matrix)
+        '_coordinate._x': np.rint(raw['rlnCoordinateX']).astype(int),
+        '_coordinate._y': np.rint(raw['rlnCoordinateY']).astype(int),
+        '_classId': raw['rlnClassNumber'], '_rlnClassNumber': raw['rlnClassNumber'],
+        '_rlnMaxValueProbDistribution': raw['rlnMaxValueProbDistribution'],
+        '_rlnNrOfSignificantSamples': raw['rlnNrOfSignificantSamples'],
+        '_rlnLogLikeliContribution': raw['rlnLogLikeliContribution'],
+    }
+
+
+def matrix_json(matrices):
+    """``json.dumps(m.tolist())`` of every 4x4 matrix (one json call for the chunk)."""
+    text = json.dumps(matrices.tolist())[3:-3]
+    return ['[[' + part + ']]' for part in text.split(']], [[')]
+
+
+def row_chunks(columns, table_columns, constants, start, stop):
+    """Rows ``start:stop`` as tuples in the order of the table's columns."""
+    n = stop - start
+    seqs = []
+    for name, label in table_columns:
+        if name == 'id':
+            seqs.append(range(start + 1, stop + 1))
+        elif label == '_transform._matrix':
+            seqs.append(matrix_json(columns[label][start:stop]))
+        elif label in columns:
+            seqs.append(columns[label][start:stop].tolist())
+        else:
+            seqs.append(repeat(constants[name], n))
+    return zip(*seqs)
+
+
+def table_layout(conn, prefix=''):
+    """[(column, attribute label)] of an items table, in table order."""
+    labels = {c: l for l, c in conn.execute(f'SELECT label_property, column_name FROM {prefix}Classes')}
+    names = [r[1] for r in conn.execute(f'PRAGMA table_info({prefix}Objects)')]
+    return [(n, labels.get(n, n)) for n in names]
+
+
+def fill_job(particles_file, classes_file, star_path, project_dir, pixel_size):
+    """Replace the imported rows by every particle of ``star_path`` (see the module doc)."""
+    values = item_values(star_path, project_dir, pixel_size)
+    n = len(values['_index'])
+    with closing(sqlite3.connect(particles_file)) as conn:
+        conn.execute('PRAGMA synchronous = OFF')
+        layout = table_layout(conn)
+        api = conn.execute('SELECT * FROM Objects ORDER BY id').fetchall()
+        constants = dict(zip([c for c, _ in layout], api[0]))
+        mine = list(row_chunks(values, layout, constants, 0, len(api)))
+        for row_api, row_mine in zip(api, mine):
+            for (column, label), a, b in zip(layout, row_api, row_mine):
+                if column != 'creation' and a != b:
+                    raise AssertionError(f'{particles_file}: {label} of particle {row_api[0]}: '
+                                         f'import stored {a!r}, bulk rows give {b!r}')
+        conn.execute('DELETE FROM Objects')
+        insert = 'INSERT INTO Objects VALUES (%s)' % ', '.join('?' * len(layout))
+        for start in range(0, n, CHUNK):
+            conn.executemany(insert, row_chunks(values, layout, constants, start,
+                                                min(start + CHUNK, n)))
+        conn.execute("UPDATE Properties SET value = ? WHERE key = '_size'", (str(n),))
+        conn.commit()
+        class_column = dict((l, c) for c, l in layout)['_classId']
+    with closing(sqlite3.connect(classes_file)) as conn:
+        conn.execute('PRAGMA synchronous = OFF')
+        conn.execute('ATTACH DATABASE ? AS src', (str(Path(particles_file).resolve()),))
+        size_column = conn.execute(
+            "SELECT column_name FROM Classes WHERE label_property = '_size'").fetchone()[0]
+        for (class_id,) in conn.execute('SELECT id FROM Objects').fetchall():
+            prefix = f'Class{class_id:03d}_'
+            if table_layout(conn, prefix) != layout:
+                raise AssertionError(f'{classes_file}: {prefix}Objects differs from the particles')
+            conn.execute(f'DELETE FROM {prefix}Objects')
+            count = conn.execute(f'INSERT INTO {prefix}Objects SELECT * FROM src.Objects '
+                                 f'WHERE "{class_column}" = ? ORDER BY id', (class_id,)).rowcount
+            conn.execute(f'UPDATE Objects SET "{size_column}" = ? WHERE id = ?', (count, class_id))
+        conn.commit()
+    return n
+
+
+def build_sets(folder, n_jobs, n_small, rebuild):
+    """A Scipion project with one SetOfClasses3D per job, filled with every particle."""
+    stamp = folder / 'scipion_sets.json'
+    if stamp.exists() and not rebuild:
+        return json.loads(stamp.read_text())
+    from pyworkflow.project import Manager
+
+    from scipion_reciprocal.protocols import ProtImportRelionClassifications
+    manager = Manager()
+    if manager.hasProject(PROJECT):
+        manager.deleteProject(PROJECT)
+    project = manager.createProject(PROJECT)
+    os.chdir(project.getPath())
+    names = job_names(n_jobs)
+    t = time.perf_counter()
+    prot = project.newProtocol(ProtImportRelionClassifications, objLabel='import (small)',
+                               relionDir=str(folder / 'relion_small'), jobs=','.join(names))
+    project.launchProtocol(prot, wait=True)
+    prot = project.getProtocol(prot.getObjId())
+    if not prot.isFinished():
+        sys.exit(f'import failed: {prot.getErrorMessage()}')
+    print(f'  imported the first {n_small} particles of every job through the Scipion API in '
+          f'{time.perf_counter() - t:.1f} s', flush=True)
+    for name in names:
+        t = time.perf_counter()
+        particles = getattr(prot, f'outputParticles_{name}')
+        classes = getattr(prot, f'outputClasses_{name}')
+        star = folder / 'relion' / 'Class3D' / name / 'run_it025_data.star'
+        n = fill_job(particles.getFileName(), classes.getFileName(), star,
+                     str(folder / 'relion_small'), particles.getSamplingRate())
+        particles._size.set(n)  # the set's size as the project database holds it
+        project.mapper.store(particles)
+        project.mapper.commit()
+        print(f'  {name}: {n} particles written into {classes.getFileName()} by SQL in '
+              f'{time.perf_counter() - t:.1f} s', flush=True)
+    # Read back through the Scipion API: sizes of the sets and of their classes.
+    prot = project.getProtocol(prot.getObjId())
+    for name in names:
+        classes = getattr(prot, f'outputClasses_{name}')
+        total = sum(cls.getSize() for cls in classes.iterItems())
+        if total != classes.getImages().getSize():
+            sys.exit(f'{name}: classes hold {total} particles, the set {classes.getImages().getSize()}')
+    info = {'project': PROJECT, 'import_id': prot.getObjId(), 'jobs': names, 'small_rows': n_small}
+    stamp.write_text(json.dumps(info))
+    return info
+
+
+# ---------------------------------------------------------------------- the two runs
+
+def run_cli(folder, names, outdir):
+    """What ``scipion-reciprocal reciprocal`` does, stage by stage (commands/reciprocal.py)."""
+    from scipion_reciprocal.core import relion_jobs
+    from scipion_reciprocal.core.reciprocal import (classifications_from_relion,
+                                                    reciprocal_analysis)
+    from scipion_reciprocal.core.reciprocal_io import write_results, write_subsets
+    from scipion_reciprocal.plotting.reciprocal import save_plots
+    clock = bench_reciprocal.Clock()
+    classifications = classifications_from_relion(
+        ','.join(names), jobs_dir=folder / 'relion' / 'Class3D', key='image')
+    clock.lap('read (image name + class columns)')
+    result = reciprocal_analysis(classifications, min_confidence=None, tolerance=10.0,
+                                 **OPTIONS)
+    clock.lap('matrices + agreement + stability + consensus')
+    write_results(result, outdir, subsets=False)
+    clock.lap('tables (CSV, summary)')
+    written = write_subsets(result, outdir)
+    clock.lap('subset STAR files')
+    histories = {c.name: relion_jobs.read_job_history(c.job_dir) for c in classifications}
+    maps = {c.name: relion_jobs.class_maps(c.job_dir) for c in classifications}
+    save_plots(result, outdir, histories, maps)
+    clock.lap('plots')
+    return {'stages': clock.stages,
+            'files': len(written['per_class']) + len(written['intersections'])}
+
+
+STEP_LINE = re.compile(r'(STARTED|FINISHED): (\w+), step \d+, time (\S+ \S+)')
+TIMED_LINE = re.compile(r'^(.*) \((\d+\.\d+) s\)$')
+
+
+def run_protocol(info, outdir_cli):
+    """Launch ProtReciprocalAnalysis on the four sets and read its log."""
+    from datetime import datetime
+
+    from pyworkflow.project import Manager
+
+    from scipion_reciprocal.protocols import ProtReciprocalAnalysis
+    project = Manager().loadProject(info['project'])
+    os.chdir(project.getPath())
+    imported = project.getProtocol(info['import_id'])
+    prot = project.newProtocol(ProtReciprocalAnalysis, objLabel='reciprocal (benchmark)',
+                               minOverlap=OPTIONS['min_overlap'],
+                               minFraction=OPTIONS['min_fraction'],
+                               minGroupSize=OPTIONS['min_group_size'])
+    for name in info['jobs']:
+        prot.inputClassifications.append(imported)
+        prot.inputClassifications[-1].setExtended(f'outputClasses_{name}')
+    start = time.perf_counter()
+    project.launchProtocol(prot, wait=True)
+    wall = time.perf_counter() - start
+    prot = project.getProtocol(prot.getObjId())
+    log = Path(prot.getLogPaths()[0]).read_text()
+    log = re.sub(r'\x1b\[[0-9;]*m', '', log)
+    if not prot.isFinished():
+        sys.exit(f'protocol failed: {prot.getErrorMessage()}\n{log[-3000:]}')
+    steps, times = [], {}
+    for kind, step, stamp in STEP_LINE.findall(log):
+        times.setdefault(step, {})[kind] = datetime.fromisoformat(stamp)
+    for step, t in times.items():
+        steps.append((step, (t['FINISHED'] - t['STARTED']).total_seconds()))
+    timed = [(m.group(1), float(m.group(2))) for m in map(TIMED_LINE.match, log.splitlines()) if m]
+    outputs = dict(prot.iterOutputAttributes())
+    results = Path(prot._getExtraPath('results'))
+    same = {name: (results / name).read_bytes() == (outdir_cli / name).read_bytes()
+            for name in SAME_TABLES}
+    star_files = sorted(p.name for p in results.glob('*/*.star'))
+    cli_files = sorted(p.name for p in outdir_cli.glob('*/*.star'))
+    return {'wall': wall, 'steps': steps, 'timed': timed, 'outputs': len(outputs),
+            'consensus_classes': outputs['outputConsensus'].getSize()
+            if 'outputConsensus' in outputs else 0,
+            'same_tables': same, 'same_star_names': star_files == cli_files,
+            'star_files': len(star_files), 'run_dir': prot.getWorkingDir()}
+
+
+def child(args):
+    """Run one side in this process and print its figures as JSON (own peak memory)."""
+    folder = Path(args.folder)
+    configure(folder / 'scipion')
+    info = json.loads((folder / 'scipion_sets.json').read_text())
+    outdir_cli = folder / 'result_cli'
+    start = time.perf_counter()
+    if args.child == 'cli':
+        out = run_cli(folder, info['jobs'], outdir_cli)
+        out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:
+        out = run_protocol(info, outdir_cli)
+        out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out['launcher_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out['process_wall'] = time.perf_counter() - start
+    print(json.dumps(out))
+
+
+def in_child(stage, folder):
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, '--child', stage, '--folder', str(folder)],
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f'{stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}')
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out['wall_with_startup'] = wall
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--particles', type=int, default=1_000_000)
+    parser.add_argument('--jobs', type=int, default=4)
+    parser.add_argument('--classes', type=int, default=8)
+    parser.add_argument('--small', type=int, default=200,
+                        help='particles per job imported through the Scipion API (at least)')
+    parser.add_argument('--rebuild', action='store_true', help='rebuild the cached Scipion sets')
+    parser.add_argument('--workdir', default=str(HERE / 'output'))
+    parser.add_argument('--child', choices=('cli', 'protocol'), help=argparse.SUPPRESS)
+    parser.add_argument('--folder', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    work = Path(args.workdir).resolve()
+    size = f'{args.particles}x{args.jobs}x{args.classes}'
+    print(f'input: {args.particles} particles x {args.jobs} jobs x {args.classes} classes; '
+          f'{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}', flush=True)
+    paths = bench_reciprocal.generate(work / f'data_{size}', args.particles, args.classes,
+                                      args.jobs)
+    folder = work / f'protocol_{size}'
+    stamp = folder / 'scipion_sets.json'
+    if args.rebuild or not stamp.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        t = time.perf_counter()
+        n_small = prepare_relion(paths, folder, args.classes, args.small)
+        configure(folder / 'scipion')
+        build_sets(folder, args.jobs, n_small, rebuild=True)
+        print(f'  Scipion sets built in {time.perf_counter() - t:.1f} s (cached in {folder})')
+    else:
+        print(f'  Scipion sets cached in {folder} (--rebuild to build them again)')
+    for p in paths:  # both sides read the STAR files from the page cache
+        with open(p, 'rb') as fh:
+            while fh.read(1 << 24):
+                pass
+    shutil.rmtree(folder / 'result_cli', ignore_errors=True)
+
+    cli = in_child('cli', folder)
+    print('\ncommand line (scipion-reciprocal reciprocal, same calls)')
+    for name, wall, cpu in cli['stages']:
+        print(f'  {name:<48} {wall:7.2f} s wall {cpu:7.2f} s CPU')
+    print(f'  {"process, start to end (imports included)":<48} {cli["wall_with_startup"]:7.2f} s'
+          f'   peak RSS {cli["peak_rss_mb"]:.0f} MB; {cli["files"]} subset STAR files')
+
+    prot = in_child('protocol', folder)
+    print(f'\nprotocol (ProtReciprocalAnalysis launched with project.launchProtocol, wait=True), '
+          f'{prot["run_dir"]}')
+    for name, seconds in prot['steps']:
+        print(f'  step {name:<43} {seconds:7.2f} s')
+    for text, seconds in prot['timed']:
+        print(f'    {text[:60]:<60} {seconds:7.2f} s')
+    print(f'  {"launchProtocol(wait=True)":<48} {prot["wall"]:7.2f} s'
+          f'   peak RSS {prot["peak_rss_mb"]:.0f} MB (launcher {prot["launcher_rss_mb"]:.0f} MB)')
+    print(f'  {prot["outputs"]} outputs registered, consensus with {prot["consensus_classes"]} '
+          f'classes; {prot["star_files"]} subset STAR files')
+    same = all(prot['same_tables'].values())
+    print(f'\nsame tables as the command line ({", ".join(SAME_TABLES)}): {same}'
+          + ('' if same else f' {prot["same_tables"]}'))
+    print(f'same subset STAR file names: {prot["same_star_names"]}')
+    ratio = prot['wall'] / cli['wall_with_startup']
+    print(f'protocol / command line: {prot["wall"]:.1f} s / {cli["wall_with_startup"]:.1f} s = '
+          f'{ratio:.2f}x (target <= 3x)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
