@@ -49,14 +49,19 @@ class ProtTrainParticleClassifier(ProtClassifierBase):
                        label="Train, validation, test fractions",
                        help="Shuffled, stratified split; the test set is only used for the "
                             "final report.")
-        group.addParam("seed", params.IntParam, default=0, label="Random seed")
+        group.addParam("seed", params.IntParam, default=0, label="Random seed",
+                       help="Seed of the split, the augmentation and the weights: the same seed "
+                            "gives the same model.")
         group.addParam("epochs", params.IntParam, default=20, label="Epochs",
                        help="Maximum number of passes over the training set.")
         group.addParam("patience", params.IntParam, default=3, label="Early stopping patience",
                        help="Stop when the validation loss has not improved for this many "
                             "epochs; the best epoch's weights are kept.")
-        group.addParam("learningRate", params.FloatParam, default=1e-3, label="Learning rate")
-        group.addParam("batchSize", params.IntParam, default=64, label="Batch size")
+        group.addParam("learningRate", params.FloatParam, default=1e-3, label="Learning rate",
+                       help="Initial Adam learning rate; it decays along a cosine over the epochs.")
+        group.addParam("batchSize", params.IntParam, default=64, label="Batch size",
+                       help="Images per training step. Larger is faster on a GPU and needs more "
+                            "memory.")
         self._defineGpuParams(form)
         self._defineThreadsParam(form)
 

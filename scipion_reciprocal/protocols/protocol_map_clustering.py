@@ -76,7 +76,8 @@ class ProtMapClustering(EMProtocol):
                        help="resolution: where the FSC crosses the threshold (relative to "
                             "Nyquist). mean: mean FSC up to the resolution limit.")
         group.addParam("fscThreshold", params.FloatParam, default=0.143,
-                       condition="similarity == 1 and fscMode == 0", label="FSC threshold")
+                       condition="similarity == 1 and fscMode == 0", label="FSC threshold",
+                       help="0.143 (half-map convention) or 0.5 (map against map).")
         group.addParam("fscMaxResolution", params.FloatParam, default=0.0,
                        condition="similarity == 1 and fscMode == 1",
                        label="Mean FSC up to (Å)", help="0: up to Nyquist.")
@@ -90,7 +91,8 @@ class ProtMapClustering(EMProtocol):
                        help="silhouette: the k with the best mean silhouette. elbow: the "
                             "largest jump of the merge heights.")
         group.addParam("maxClusters", params.IntParam, default=10, condition="nClusters == 0",
-                       label="Largest k tried")
+                       label="Largest k tried",
+                       help="Automatic choice tries k = 2 .. this (at most the number of maps - 1).")
 
     # --------------------------- INSERT steps functions ---------------------
     def _insertAllSteps(self):
