@@ -287,12 +287,6 @@ def test_hand_written_quirks_that_starfile_misreads(tmp_path):
     assert_blocks_equal(doc.blocks, back.blocks)
 
 
-def test_unclosed_quote(tmp_path):
-    path = tmp_path / 'open_quote.star'
-    path.write_text('data_t\nloop_\n_rlnNote #1\n_rlnN #2\n"abc 1\ndef" 2\nx 3\n')
-    with pytest.raises(StarError, match=r'open_quote\.star: data_t'):
-        read_star(path)
-
 
 def test_file_rewritten_after_an_error_is_read_again(tmp_path):
     path = tmp_path / 'again.star'
@@ -494,12 +488,6 @@ def test_missing_file(tmp_path):
     assert err.value.path == str(path)
 
 
-def test_empty_file(tmp_path):
-    path = tmp_path / 'empty.star'
-    path.write_text('\n\n')
-    with pytest.raises(StarError, match=r'empty\.star: empty file: not a STAR file'):
-        read_star(path)
-
 
 def test_binary_file(tmp_path):
     path = tmp_path / 'binary.star'
@@ -542,40 +530,9 @@ def test_text_after_numbers_in_last_row_is_text(tmp_path):
     assert read_star(path).blocks['x']['rlnB'].tolist() == ['2.5', '4.5e']
 
 
-def test_row_with_extra_field(tmp_path):
-    path = tmp_path / 'extra.star'
-    path.write_text('data_x\nloop_\n_rlnA #1\n_rlnB #2\n1 2\n\n# note\n3 4 5\n6 7\n')
-    with pytest.raises(StarError, match=r'extra\.star: data_x, line 8: 3 fields instead of 2'):
-        read_star(path)
 
 
-def test_first_row_short(tmp_path):
-    path = tmp_path / 'short.star'
-    path.write_text('data_x\nloop_\n_rlnA #1\n_rlnB #2\n_rlnC #3\n1 2\n3 4 5\n')
-    with pytest.raises(StarError, match=r'short\.star: data_x, line 6: 2 fields instead of 3'):
-        read_star(path)
 
-
-def test_all_rows_too_long(tmp_path):
-    path = tmp_path / 'long.star'
-    path.write_text('data_x\nloop_\n_rlnA #1\n1 2\n3 4\n')
-    with pytest.raises(StarError, match=r'long\.star: data_x \(line 4\): rows have 2 fields but '
-                                        r'the loop declares 1 columns'):
-        read_star(path)
-
-
-def test_bad_key_value_line(tmp_path):
-    path = tmp_path / 'kv.star'
-    path.write_text('data_general\n_rlnA 1\n_rlnB\n')
-    with pytest.raises(StarError, match=r'kv\.star: data_general, line 3: expected "_label value"'):
-        read_star(path)
-
-
-def test_duplicate_block(tmp_path):
-    path = tmp_path / 'dup.star'
-    path.write_text('data_a\n_rlnA 1\ndata_a\n_rlnA 2\n')
-    with pytest.raises(StarError, match=r'dup\.star: duplicate block data_a \(line 3\)'):
-        read_star(path)
 
 
 # ------------------------------------------------------------------ real RELION 3.1 files
@@ -660,3 +617,37 @@ def test_real_particles_subset_written_for_relion(tmp_path):
     pd.testing.assert_frame_equal(back.optics, ps.optics)
     pd.testing.assert_frame_equal(back.particles, subset.reset_index(drop=True),
                                   check_exact=False, rtol=1e-6, atol=5e-7)
+
+
+#: Malformed files: (file name, content, expected error message).
+MALFORMED = [
+    pytest.param('open_quote.star', 'data_t\nloop_\n_rlnNote #1\n_rlnN #2\n"abc 1\ndef" 2\nx 3\n',
+                 r'open_quote\.star: data_t',
+                 id='unclosed_quote'),
+    pytest.param('empty.star', '\n\n',
+                 r'empty\.star: empty file: not a STAR file',
+                 id='empty_file'),
+    pytest.param('extra.star', 'data_x\nloop_\n_rlnA #1\n_rlnB #2\n1 2\n\n# note\n3 4 5\n6 7\n',
+                 r'extra\.star: data_x, line 8: 3 fields instead of 2',
+                 id='row_with_extra_field'),
+    pytest.param('short.star', 'data_x\nloop_\n_rlnA #1\n_rlnB #2\n_rlnC #3\n1 2\n3 4 5\n',
+                 r'short\.star: data_x, line 6: 2 fields instead of 3',
+                 id='first_row_short'),
+    pytest.param('long.star', 'data_x\nloop_\n_rlnA #1\n1 2\n3 4\n',
+                 r'long\.star: data_x \(line 4\): rows have 2 fields but ' r'the loop declares 1 columns',
+                 id='all_rows_too_long'),
+    pytest.param('kv.star', 'data_general\n_rlnA 1\n_rlnB\n',
+                 r'kv\.star: data_general, line 3: expected "_label value"',
+                 id='bad_key_value_line'),
+    pytest.param('dup.star', 'data_a\n_rlnA 1\ndata_a\n_rlnA 2\n',
+                 r'dup\.star: duplicate block data_a \(line 3\)',
+                 id='duplicate_block'),
+]
+
+
+@pytest.mark.parametrize('name, text, message', MALFORMED)
+def test_malformed_file_error_names_file_and_reason(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(StarError, match=message):
+        read_star(path)
