@@ -187,7 +187,8 @@ def row_chunks(columns, table_columns, constants, start, stop):
 
 def table_layout(conn, prefix=''):
     """[(column, attribute label)] of an items table, in table order."""
-    labels = {c: l for l, c in conn.execute(f'SELECT label_property, column_name FROM {prefix}Classes')}
+    query = f'SELECT label_property, column_name FROM {prefix}Classes'
+    labels = {column: label for label, column in conn.execute(query)}
     names = [r[1] for r in conn.execute(f'PRAGMA table_info({prefix}Objects)')]
     return [(n, labels.get(n, n)) for n in names]
 
@@ -273,7 +274,8 @@ def build_sets(folder, n_jobs, n_small, rebuild):
         classes = getattr(prot, f'outputClasses_{name}')
         total = sum(cls.getSize() for cls in classes.iterItems())
         if total != classes.getImages().getSize():
-            sys.exit(f'{name}: classes hold {total} particles, the set {classes.getImages().getSize()}')
+            sys.exit(f'{name}: the classes hold {total} particles, the set '
+                     f'{classes.getImages().getSize()}')
     info = {'project': PROJECT, 'import_id': prot.getObjId(), 'jobs': names, 'small_rows': n_small}
     stamp.write_text(json.dumps(info))
     return info
@@ -320,6 +322,10 @@ def run_protocol(info, outdir_cli):
     from scipion_reciprocal.protocols import ProtReciprocalAnalysis
     project = Manager().loadProject(info['project'])
     os.chdir(project.getPath())
+    # Runs of earlier benchmarks take GBs (subset sets, STAR files): keep only the new one.
+    earlier = [run for run in project.getRuns() if isinstance(run, ProtReciprocalAnalysis)]
+    if earlier:
+        project.deleteProtocol(*earlier)
     imported = project.getProtocol(info['import_id'])
     prot = project.newProtocol(ProtReciprocalAnalysis, objLabel='reciprocal (benchmark)',
                                minOverlap=OPTIONS['min_overlap'],
@@ -355,6 +361,16 @@ def run_protocol(info, outdir_cli):
             'star_files': len(star_files), 'run_dir': prot.getWorkingDir()}
 
 
+def peak_rss_mb():
+    """This process's peak resident memory since it started (VmHWM: unlike ru_maxrss, it does
+    not include the parent's memory at fork time)."""
+    with open('/proc/self/status') as fh:
+        for line in fh:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args):
     """Run one side in this process and print its figures as JSON (own peak memory)."""
     folder = Path(args.folder)
@@ -364,11 +380,13 @@ def child(args):
     start = time.perf_counter()
     if args.child == 'cli':
         out = run_cli(folder, info['jobs'], outdir_cli)
-        out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out['peak_rss_mb'] = peak_rss_mb()
     else:
         out = run_protocol(info, outdir_cli)
+        # The protocol runs in a grandchild (pw_protocol_run.py, started through a shell):
+        # the largest descendant waited for.
         out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        out['launcher_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out['launcher_rss_mb'] = peak_rss_mb()
     out['process_wall'] = time.perf_counter() - start
     print(json.dumps(out))
 

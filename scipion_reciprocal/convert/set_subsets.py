@@ -51,19 +51,18 @@ def _add_members(conn, member_class, ids):
 
 
 def _copy_items(conn, source_prefix, target_prefix, member_class=0, schemas=None):
-    """Create <target_prefix>Classes/Objects like the source's and copy the member items."""
+    """Create <target_prefix>Classes/Objects like the source's and copy the member items
+    (``schemas`` caches the source tables' SQL between calls)."""
+    schemas = {} if schemas is None else schemas
     for table in ("Classes", "Objects"):
         key = source_prefix + table
-        if schemas is None or key not in schemas:
-            sql = _table_sql(conn, key)
-            if schemas is not None:
-                schemas[key] = sql
-        else:
-            sql = schemas[key]
-        conn.execute(sql.replace("CREATE TABLE %s" % key,
-                                 "CREATE TABLE main.%s%s" % (target_prefix, table), 1))
+        if key not in schemas:
+            schemas[key] = _table_sql(conn, key)
+        conn.execute(schemas[key].replace("CREATE TABLE %s" % key,
+                                          "CREATE TABLE main.%s%s" % (target_prefix, table), 1))
     # Names are qualified: the attached source may hold tables of the same name.
-    conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses" % (target_prefix, source_prefix))
+    conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses"
+                 % (target_prefix, source_prefix))
     return conn.execute(
         "INSERT INTO main.%sObjects SELECT * FROM src.%sObjects WHERE enabled = 1 AND id IN "
         "(SELECT id FROM temp.members WHERE class = ?) ORDER BY id"
@@ -102,7 +101,8 @@ def copy_class_rows(classes_file, copies):
         columns = ", ".join('"%s"' % row[1] for row in conn.execute("PRAGMA table_info(Objects)")
                             if row[1] != "id")
         conn.executemany("INSERT INTO Objects (id, %s) SELECT ?, %s FROM Objects WHERE id = ?"
-                         % (columns, columns), ((int(new), int(old)) for new, old in copies.items()))
+                         % (columns, columns),
+                         [(int(new), int(old)) for new, old in copies.items()])
         count = conn.execute("SELECT COUNT(*) FROM Objects").fetchone()[0]
         conn.execute("UPDATE Properties SET value = ? WHERE key = '_size'", (str(count),))
         conn.commit()

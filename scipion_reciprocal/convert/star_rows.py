@@ -32,9 +32,10 @@ def write_fixed_star(path, particles, optics, version="30001"):
             columns = [_Column(table[c]) for c in table.columns]
             for start in range(0, len(table), ROWS_PER_BLOCK):
                 stop = min(start + ROWS_PER_BLOCK, len(table))
+                space = np.full((stop - start, 1), _SPACE, np.uint8)
                 parts = []
                 for column in columns:
-                    parts += [column.text(start, stop), np.full((stop - start, 1), _SPACE, np.uint8)]
+                    parts += [column.text(start, stop), space]
                 parts[-1] = np.full((stop - start, 1), ord("\n"), np.uint8)
                 fh.write(np.hstack(parts).tobytes())
             fh.write(b"\n")
@@ -68,9 +69,11 @@ class _Column:
             texts = [_star_text(str(v)) for v in uniques.tolist()] + [_star_text("")]
             self._table = _text_matrix(texts)
             return
-        top = float(np.abs(self._values).max(initial=0))
-        digits = len("%.*f" % (DECIMALS, top)) if kind == "f" else len("%d" % top)
-        negative = np.signbit(self._values).any() if kind == "f" else (self._values < 0).any()
+        top = np.abs(self._values).max(initial=0)
+        if kind == "f":
+            digits, negative = len("%.*f" % (DECIMALS, top)), np.signbit(self._values).any()
+        else:
+            digits, negative = len(str(int(top))), (self._values < 0).any()
         self._width = max([digits + int(negative)] + [len(t) for t in self._odd_texts])
 
     def text(self, start, stop):

@@ -108,13 +108,14 @@ class ProtReciprocalAnalysis(EMProtocol):
             raise RuntimeError(str(error)) from error
         for warning in result.warnings:
             self.warning(warning)
-        self.info("Matrices, statistics and consensus groups computed (%.1f s)" % (time.time() - start))
+        self.info("Matrices, statistics and consensus groups computed (%.1f s)"
+                  % (time.time() - start))
         start = time.time()
         outdir = self._getExtraPath(RESULTS_DIR)
         written = write_results(result, outdir)
-        self.info("Wrote %d tables, %d per-class and %d intersection STAR files to %s (%.1f s)" % (
-            len(written["tables"]), len(written["per_class"]), len(written["intersections"]), outdir,
-            time.time() - start))
+        self.info("Wrote %d tables, %d per-class and %d intersection STAR files to %s (%.1f s)"
+                  % (len(written["tables"]), len(written["per_class"]),
+                     len(written["intersections"]), outdir, time.time() - start))
         start = time.time()
         histories, maps = self._historiesAndMaps()
         save_plots(result, outdir, histories=histories, maps=maps)
@@ -207,7 +208,8 @@ class ProtReciprocalAnalysis(EMProtocol):
         items = class_items(classes, READ_ATTRIBUTES)
         self._writeInputStar(name, classes, items)
         # Only the columns the matching needs stay in memory with the classification.
-        keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values()) if c in items.columns]]
+        keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
+                      if c in items.columns]]
         clf = classification_from_dataframe(
             keys, name, key=KEYS[self.matchKey.get()], columns=CLASSIFICATION_COLUMNS,
             pixel_size=classes.getImages().getSamplingRate(), class_ids=class_ids(classes),
@@ -306,6 +308,7 @@ class ProtReciprocalAnalysis(EMProtocol):
                                 if g["group"] != templates[g["class"]]})
         consensus._size.set(size)  # the rows added by SQL are classes of the set
         fill_classes(consensus.getFileName(), source.getFileName(),
-                     {g["group"]: ("Class%03d_" % g["class"], g["ids"]) for g in subsets["consensus"]})
+                     {g["group"]: ("Class%03d_" % g["class"], g["ids"])
+                      for g in subsets["consensus"]})
         self._defineOutputs(outputConsensus=consensus)
         self._defineSourceRelation(self.inputClassifications, consensus)
