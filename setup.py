@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["scipion_reciprocal", "scipion_reciprocal.*"]),
     package_data={"scipion_reciprocal": ["protocols.conf", "workflows/*.json.template",
-                                         "backends/**/*.py", "hosts.conf.example"]},
+                                         "backends/**/*.py", "cluster/hosts.conf.*"]},
     include_package_data=True,
     install_requires=[
         "scipion-pyworkflow>=3.11",

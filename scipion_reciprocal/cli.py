@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "scipion_reciprocal.commands.install_backend",
     "scipion_reciprocal.commands.reciprocal",
     "scipion_reciprocal.commands.mapclust",
+    "scipion_reciprocal.commands.hosts_conf",
 )
 
 

@@ -83,8 +83,8 @@ def write_hosts_conf(path, queues=None, force=False):
     text = slurm_hosts_conf(queues)
     if path.exists() and path.read_text() != text:
         if not force:
-            raise FileExistsError("%s exists; use force to replace it (the old one is kept "
-                                  "as %s.bak)" % (path, path.name))
+            raise FileExistsError("%s exists; replace it with --force (force=True); the old "
+                                  "one is kept as %s.bak" % (path, path.name))
         shutil.copyfile(path, str(path) + ".bak")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

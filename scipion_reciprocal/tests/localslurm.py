@@ -24,11 +24,17 @@ PARTITION = "debug"
 N_GPUS = 2
 
 
+def program(name):
+    """Full path of a SLURM/munge program (daemons live in /usr/sbin), or None."""
+    return shutil.which(name, path=os.pathsep.join(
+        [os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"]))
+
+
 def unavailable():
     """Why a local SLURM cannot be started here, or None."""
     if os.name != "posix" or os.geteuid() != 0:
         return "a local SLURM needs root (slurmd starts jobs as their user)"
-    missing = [p for p in PROGRAMS if shutil.which(p) is None]
+    missing = [p for p in PROGRAMS if program(p) is None]
     if missing:
         return ("SLURM/munge not installed (missing %s; Debian: apt-get install slurmctld "
                 "slurmd slurm-client munge)" % ", ".join(missing))
@@ -132,8 +138,8 @@ class LocalSlurm:
         return env
 
     def _run(self, *command, check=True, timeout=30):
-        out = subprocess.run(command, env=self._env(), capture_output=True, text=True,
-                             timeout=timeout)
+        out = subprocess.run((program(command[0]) or command[0],) + command[1:],
+                             env=self._env(), capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise SlurmStartError("%s failed (%d): %s" % (" ".join(command), out.returncode,
                                                           (out.stderr or out.stdout).strip()))
@@ -170,6 +176,17 @@ class LocalSlurm:
             if field.startswith("JobState="):
                 return field.split("=", 1)[1]
         return ""
+
+    def final_state(self, job_id, timeout=60):
+        """The job's state once it has ended (the run's status can be written a moment before
+        its process exits); '' if SLURM no longer knows the job."""
+        deadline = time.time() + timeout
+        state = self.job_state(job_id)
+        while state in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED") \
+                and time.time() < deadline:
+            time.sleep(0.5)
+            state = self.job_state(job_id)
+        return state
 
     def cancel(self, job_id):
         self._run("scancel", str(job_id))

@@ -88,6 +88,20 @@ class TestSlurmHostsConf(unittest.TestCase):
             write_hosts_conf(target, {"two words": {}}, force=True)
 
 
+    def test_command_writes_the_scipion_hosts_conf(self):
+        from scipion_reciprocal.cli import main
+        target = Path(tempfile.mkdtemp(prefix="hosts-")) / "hosts.conf"
+        self.assertEqual(main(["hosts-conf", "--queue", "short", "--queue", "long",
+                               "--time", "2-00:00:00", "-o", str(target)]), 0)
+        queues = HostConfig.load(str(target))["localhost"].getQueueSystem().queues
+        self.assertEqual({name: dict((p[0], p[1]) for p in params)
+                          for name, params in queues.items()},
+                         {"short": {"JOB_MEMORY": "16G", "JOB_TIME": "2-00:00:00"},
+                          "long": {"JOB_MEMORY": "16G", "JOB_TIME": "2-00:00:00"}})
+        self.assertEqual(main(["hosts-conf", "--queue", "x", "-o", str(target)]), 1)
+        self.assertEqual(main(["hosts-conf", "--memory", "4G"]), 2)
+
+
 class TestSlurmQueue(BaseTest):
     """Reciprocal analysis, classifier training and a cancelled job, submitted with sbatch."""
 
@@ -105,6 +119,7 @@ class TestSlurmQueue(BaseTest):
         os.environ.update(cls.slurm.environ)  # sbatch/squeue/scancel run from this process
         # The throw-away home's hosts.conf (SCIPION_HOSTS), read when the project is created.
         cls.hostsFile = Path(pw.Config.SCIPION_HOSTS)
+        assert Path(pw.Config.SCIPION_HOME).resolve() in cls.hostsFile.resolve().parents, cls.hostsFile
         cls._previousHosts = cls.hostsFile.read_text() if cls.hostsFile.exists() else None
         write_hosts_conf(cls.hostsFile, {PARTITION: QUEUE_PARAMS}, force=True)
         setupTestProject(cls)
@@ -140,6 +155,9 @@ class TestSlurmQueue(BaseTest):
         prot.setQueueParams((PARTITION, values))
 
     def _submit(self, prot):
+        host = self.proj.getHostConfig(prot.getHostName())
+        self.assertEqual(host.getQueueSystem().getName(), "SLURM")  # the home's hosts.conf
+        self.assertEqual(list(host.getQueueSystem().queues), [PARTITION])
         self.proj.launchProtocol(prot)  # as the form's Execute: returns once sbatch answered
         self.assertTrue(prot.useQueueForProtocol())
         self.assertEqual(len(prot.getJobIds()), 1, prot.getErrorMessage())
@@ -180,7 +198,7 @@ class TestSlurmQueue(BaseTest):
 
     def _assertFinishedThroughSlurm(self, run, jobId, options):
         self.assertEqual(run.getStatus(), STATUS_FINISHED, self._logs(run))
-        self.assertEqual(self.slurm.job_state(jobId), "COMPLETED")
+        self.assertEqual(self.slurm.final_state(jobId), "COMPLETED")
         files = self._jobFiles(run)
         script = files[".job"].read_text().splitlines()
         for option in options:
@@ -268,7 +286,7 @@ class TestSlurmQueue(BaseTest):
         self.assertEqual(run.getStatus(), STATUS_FAILED)
         self.assertIn("JOB ID %d not found running on the queue engine" % jobId,
                       run.getErrorMessage())
-        self.assertEqual(self.slurm.job_state(jobId), "CANCELLED")
+        self.assertEqual(self.slurm.final_state(jobId), "CANCELLED")
         # SLURM's own reason, in the job's error log next to the protocol's logs.
         self.assertRegex(self._jobFiles(run)[".err"].read_text(),
                          r"\*\*\* JOB %d ON \S+ CANCELLED AT " % jobId)
@@ -279,10 +297,7 @@ class TestSlurmQueue(BaseTest):
     def test_stop_in_the_project_cancels_the_slurm_job(self):
         prot, jobId = self._submitSleeper("stopped by the user")
         self.proj.stopProtocol(self._refresh(prot))  # the GUI's Stop: runs CANCEL_COMMAND
-        deadline = time.time() + 60
-        while self.slurm.job_state(jobId) not in ("CANCELLED", "") and time.time() < deadline:
-            time.sleep(0.5)
-        self.assertEqual(self.slurm.job_state(jobId), "CANCELLED")
+        self.assertEqual(self.slurm.final_state(jobId), "CANCELLED")
         run = self._refresh(prot)
         self.assertEqual(run.getStatus(), STATUS_ABORTED)
         self.assertRegex(self._jobFiles(run)[".err"].read_text(),
