@@ -14,14 +14,15 @@ from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_items,
                                class_representatives)
 from ..convert.particles import ITEM_ATTRIBUTES, items_to_relion
 from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
+from ..convert.star_source import COMPARED_ATTRIBUTES, matching_star_table
 from ..convert.star_rows import write_fixed_star
 from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
 from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, SUMMARY_TXT, write_results)
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
-from .protocol_import_relion_classes import (ProtImportRelionClassifications, classMapsFile,
-                                             historyFile)
+from .protocol_import_relion_classes import (JOBS_FILE, ProtImportRelionClassifications,
+                                             classMapsFile, historyFile)
 
 KEYS = ["image", "original", "coordinates"]
 KEY_LABELS = ["image location (index@stack)", "original image name",
@@ -32,8 +33,9 @@ RESULTS_DIR = "results"
 INPUTS_DIR = "inputs"
 SUBSETS_FILE = "subsets.npz"
 #: Item attributes read from the input sets: those of the STAR files and of the matching keys.
-READ_ATTRIBUTES = list(dict.fromkeys(
-    ITEM_ATTRIBUTES + [a for a in CLASSIFICATION_COLUMNS.values() if a.startswith("_")]))
+KEY_ATTRIBUTES = list(dict.fromkeys(
+    [a for a in CLASSIFICATION_COLUMNS.values() if a.startswith("_")] + list(COMPARED_ATTRIBUTES)))
+READ_ATTRIBUTES = list(dict.fromkeys(ITEM_ATTRIBUTES + KEY_ATTRIBUTES))
 
 
 class ProtReciprocalAnalysis(EMProtocol):
@@ -96,8 +98,9 @@ class ProtReciprocalAnalysis(EMProtocol):
     # --------------------------- STEPS functions ----------------------------
     def analysisStep(self):
         os.makedirs(self._getExtraPath(INPUTS_DIR), exist_ok=True)
-        classifications = [self._readClassification(name, classes)
-                           for name, classes in self._namedInputs()]
+        classifications = [self._readClassification(name, classes, pointer)
+                           for (name, classes), pointer in zip(self._namedInputs(),
+                                                               self.inputClassifications)]
         start = time.time()
         try:
             result = reciprocal_analysis(
@@ -202,11 +205,17 @@ class ProtReciprocalAnalysis(EMProtocol):
             named.append((name, classes))
         return named
 
-    def _readClassification(self, name, classes):
-        """Read a SetOfClasses (SQL), write it as STAR and return its Classification."""
+    def _readClassification(self, name, classes, pointer):
+        """Read a SetOfClasses (SQL) and return its Classification, whose ``source`` is the
+        STAR file the subset STAR files copy rows from: the RELION job's own file when the
+        set was imported from it unchanged, otherwise the set written as STAR."""
         start = time.time()
-        items = class_items(classes, READ_ATTRIBUTES)
-        self._writeInputStar(name, classes, items)
+        imported = self._importedSource(name, classes, pointer)
+        if imported is not None:
+            (source, items), how = imported, "RELION rows kept"
+        else:
+            items = class_items(classes, READ_ATTRIBUTES)
+            source, how = self._writeInputStar(name, classes, items), "converted to STAR"
         # Only the columns the matching needs stay in memory with the classification.
         keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
                       if c in items.columns]]
@@ -214,18 +223,53 @@ class ProtReciprocalAnalysis(EMProtocol):
             keys, name, key=KEYS[self.matchKey.get()], columns=CLASSIFICATION_COLUMNS,
             pixel_size=classes.getImages().getSamplingRate(), class_ids=class_ids(classes),
             kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D")
-        clf.source = StarTable.open(self._inputStar(name))
-        clf.source.close()  # mapped again when the subsets are written, one job at a time
-        self.info("%s: %d particles in %d classes, read and written as STAR (%.1f s)"
-                  % (name, len(items), items["classId"].nunique(), time.time() - start))
+        clf.source = source
+        self.info("%s: subset STAR files copy the rows of %s" % (name, source.path))
+        self.info("%s: %d particles in %d classes read, %s (%.1f s)"
+                  % (name, len(items), items["classId"].nunique(), how, time.time() - start))
         return clf
 
+    def _importedSource(self, name, classes, pointer):
+        """(StarTable, key items) when ``classes`` is an output of the RELION import whose
+        rows are still those of the job's STAR file (see :mod:`..convert.star_source`),
+        else None (and why, in the log)."""
+        star, project_dir = self._importedStarFile(pointer)
+        if star is None:
+            return None
+        items = class_items(classes, KEY_ATTRIBUTES)
+        table, reason = matching_star_table(star, items, project_dir)
+        if table is None:
+            self.info("%s: the RELION rows cannot be copied (%s): converting the set" % (name, reason))
+            return None
+        return table, items
+
+    @staticmethod
+    def _importedStarFile(pointer):
+        """(STAR file, RELION project folder) of a classification imported by
+        ProtImportRelionClassifications, else (None, None)."""
+        source, extended = pointer.getObjValue(), pointer.getExtended() or ""
+        if not isinstance(source, ProtImportRelionClassifications) \
+                or not extended.startswith("outputClasses_"):
+            return None, None
+        jobs_file = source._getExtraPath(JOBS_FILE)
+        if not os.path.exists(jobs_file):
+            return None, None
+        with open(jobs_file) as handle:
+            jobs = {job["job"]: job["data"] for job in json.load(handle)}
+        star = jobs.get(extended[len("outputClasses_"):])
+        return star, os.path.abspath(source.relionDir.get())
+
     def _writeInputStar(self, name, classes, items):
-        """The classification as RELION STAR: the verbatim source of the subset STAR files."""
+        """Write the classification as RELION STAR, the verbatim source of the subset STAR
+        files, and return its StarTable (closed: mapped again when the subsets are written,
+        one job at a time)."""
         images = classes.getImages()
         table, optics = items_to_relion(items, images, with_ctf=images.hasCTF())
         table["rlnClassNumber"] = items["classId"].to_numpy()  # this classification's class
         write_fixed_star(self._inputStar(name), table.drop(columns=["scipionId"]), optics)
+        source = StarTable.open(self._inputStar(name))
+        source.close()
+        return source
 
     def _inputStar(self, name):
         return self._getExtraPath(INPUTS_DIR, "%s.star" % name)

@@ -12,6 +12,7 @@ import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.core.relion_jobs import find_iteration_file
 from scipion_reciprocal.protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
 from scipion_reciprocal.simulate.dataset import build_demo_project
 from scipion_reciprocal.tests.realdata import REALDATA
@@ -127,6 +128,32 @@ class TestReciprocalProtocols(BaseTest):
         self.assertEqual(indices, scipion)
         self.assertTrue(self._results("pysankey_input.csv").exists())
         self.assertTrue(self._results("plots", "sankey.html").exists())
+
+    def test_star_subsets_of_imported_sets_copy_the_relion_rows(self):
+        source = find_iteration_file(self.relion / "Class3D" / "job085")
+        rows = [line for line in source.read_text().splitlines() if "@" in line]
+        classes = starfile.read(source, always_dict=True)["particles"]["rlnClassNumber"]
+        star = self._results("per_class", "job085_class2.star").read_text()
+        self.assertEqual([line for line in star.splitlines() if "@" in line],
+                         [row for row, k in zip(rows, classes) if k == 2])
+        self.assertTrue(star.startswith(source.read_text().split("data_particles")[0]))
+        self.assertFalse(os.path.exists(self.analysis._getExtraPath("inputs", "job085.star")))
+
+    def test_sets_not_imported_from_relion_are_converted(self):
+        prot = self.newProtocol(ProtReciprocalAnalysis, minOverlap=5, minFraction=0.05,
+                                minGroupSize=5, registerSubsets=2)
+        connect_many(prot.inputClassifications, self.analysis, ["outputConsensus"])
+        connect_many(prot.inputClassifications, self.imported, ["outputClasses_job086"])
+        self.launchProtocol(prot)
+        name = "run%d" % self.analysis.getObjId()
+        self.assertTrue(os.path.exists(prot._getExtraPath("inputs", "%s.star" % name)))
+        consensus = read_class_items(self.analysis.outputConsensus.getFileName(), ["_index"])
+        group = int(consensus["classId"].iloc[0])
+        star = Path(prot._getExtraPath("results", "per_class", "%s_class%d.star" % (name, group)))
+        particles = starfile.read(star, always_dict=True)["particles"]
+        self.assertEqual(sorted(int(n.split("@")[0]) for n in particles["rlnImageName"]),
+                         sorted(consensus.loc[consensus["classId"] == group, "_index"]))
+        self.assertTrue((particles["rlnClassNumber"] == group).all())
 
     def test_viewers_render_saved_plots(self):
         viewer = ReciprocalAnalysisViewer(project=self.proj, protocol=self.analysis)

@@ -1,0 +1,82 @@
+"""A RELION STAR file as the verbatim source of the rows of a Scipion set.
+
+A set of classes imported from a RELION job holds, item by item, the rows of the job's
+``run_itNNN_data.star`` (item id ``k`` is row ``k - 1``).  When that still holds (same number
+of rows, every item's image and class those of its row) the subset STAR files can copy the
+job's own rows, byte for byte, instead of converting every particle back from Scipion: the
+rows RELION wrote, with all their columns, and no per-particle conversion.
+"""
+import os
+
+import numpy as np
+
+from ..core import particle_keys as pk
+from ..formats.errors import FormatError
+from ..formats.star_table import StarTable
+
+#: Item attributes :func:`matching_star_table` compares with the STAR rows.
+COMPARED_ATTRIBUTES = ("_index", "_filename")
+_COMPARED_COLUMNS = {"rlnImageName": "text", "rlnClassNumber": "int"}
+
+
+def matching_star_table(star_path, items, project_dir):
+    """The STAR table of ``star_path`` when its rows are ``items``, in order.
+
+    Parameters
+    ----------
+    star_path : path
+        A RELION particles STAR file (``data_optics`` + ``data_particles``, or 3.0).
+    items : pandas.DataFrame
+        Items of a Scipion set sorted by id: ``id``, ``classId``, ``_index``, ``_filename``
+        (as :func:`..convert.classes.class_items` reads them).
+    project_dir : path
+        The folder the STAR file's image names are relative to (the RELION project).
+
+    Returns
+    -------
+    table, reason : StarTable or None, str or None
+        The table (closed: it maps its file again when a subset is written) and None when
+        item ``k`` is row ``k - 1`` with the same image and class, for every item and row;
+        otherwise None and why not.
+    """
+    try:
+        table = StarTable.open(star_path)
+    except (OSError, FormatError) as error:
+        return None, "%s cannot be read (%s)" % (star_path, error)
+    try:
+        reason = _difference(table, items, project_dir)
+    finally:
+        table.close()
+    return (None, reason) if reason else (table, None)
+
+
+def _difference(table, items, project_dir):
+    """Why the rows of ``table`` are not ``items`` in order, or None when they are."""
+    ids = items["id"].to_numpy()
+    if len(ids) != len(table) or not np.array_equal(ids, np.arange(1, len(table) + 1)):
+        return "%s has %d rows, the set %d items (ids %s)" % (
+            table.path, len(table), len(ids), "1..N" if len(ids) else "none")
+    missing = [c for c in _COMPARED_COLUMNS if c not in table.columns]
+    if missing:
+        return "%s has no %s" % (table.path, ", ".join(missing))
+    columns = table.read_raw(list(_COMPARED_COLUMNS), kinds=_COMPARED_COLUMNS)
+    if not np.array_equal(columns["rlnClassNumber"], items["classId"].to_numpy()):
+        return "classes of %s differ from those of the set" % table.path
+    if not _same_images(columns["rlnImageName"], items, project_dir):
+        return "image names of %s differ from those of the set" % table.path
+    return None
+
+
+def _same_images(names, items, project_dir):
+    """Whether ``index@stack`` names (stacks relative to ``project_dir``) are the items'."""
+    try:
+        rows = pk.location_keys(names)
+    except ValueError:
+        return False
+    stored = pk.location_keys_from_parts(items["_index"].fillna(0).to_numpy(),
+                                         items["_filename"].astype(str).to_numpy())
+    if not np.array_equal(rows.index, stored.index):
+        return False
+    paths = np.array([pk.normalise_path(os.path.join(str(project_dir), label))
+                      for label in rows.labels], dtype=object)
+    return bool((paths[rows.codes] == stored.labels[stored.codes]).all())
