@@ -10,6 +10,7 @@ The SLURM part skips, with the reason, where munge/slurmctld/slurmd are not inst
 start (scripts/test.sh installs them when it runs as root with apt-get).
 """
 import os
+import re
 import tempfile
 import time
 import unittest
@@ -49,7 +50,6 @@ class TestSlurmHostsConf(unittest.TestCase):
         self.assertEqual(host.getCheckCommand() % {"JOB_ID": 42}, "squeue -h -j 42 -o %T")
         self.assertEqual(host.getCancelCommand() % {"JOB_ID": 42}, "scancel 42")
         self.assertEqual(host.getSubmitPrefix(), "scipion")
-        import re
         done = host.getJobDoneRegex()
         for state, ended in (("CANCELLED", True), ("TIMEOUT", True), ("COMPLETED", True),
                              ("OUT_OF_MEMORY", True), ("COMPLETING", False), ("RUNNING", False),
@@ -119,8 +119,17 @@ class TestSlurmQueue(BaseTest):
         os.environ.update(cls.slurm.environ)  # sbatch/squeue/scancel run from this process
         # The throw-away home's hosts.conf (SCIPION_HOSTS), read when the project is created.
         cls.hostsFile = Path(pw.Config.SCIPION_HOSTS)
-        assert Path(pw.Config.SCIPION_HOME).resolve() in cls.hostsFile.resolve().parents, cls.hostsFile
         cls._previousHosts = cls.hostsFile.read_text() if cls.hostsFile.exists() else None
+        try:
+            cls._setUpProject()
+        except BaseException:
+            cls.tearDownClass()  # stop the daemons and put the hosts.conf back
+            raise
+
+    @classmethod
+    def _setUpProject(cls):
+        assert Path(pw.Config.SCIPION_HOME).resolve() in cls.hostsFile.resolve().parents, \
+            "%s is not in the Scipion home of the tests" % cls.hostsFile
         write_hosts_conf(cls.hostsFile, {PARTITION: QUEUE_PARAMS}, force=True)
         setupTestProject(cls)
         relion = Path(tempfile.mkdtemp(prefix="reciprocal-slurm-")) / "relion"
@@ -134,6 +143,7 @@ class TestSlurmQueue(BaseTest):
         if getattr(cls, "slurm", None) is None:
             return
         cls.slurm.stop()
+        cls.slurm = None
         for key, value in cls._previousEnv.items():
             if value is None:
                 os.environ.pop(key, None)
