@@ -11,6 +11,7 @@ start (scripts/test.sh installs them when it runs as root with apt-get).
 """
 import os
 import re
+import shutil
 import tempfile
 import time
 import unittest
@@ -132,7 +133,8 @@ class TestSlurmQueue(BaseTest):
             "%s is not in the Scipion home of the tests" % cls.hostsFile
         write_hosts_conf(cls.hostsFile, {PARTITION: QUEUE_PARAMS}, force=True)
         setupTestProject(cls)
-        relion = Path(tempfile.mkdtemp(prefix="reciprocal-slurm-")) / "relion"
+        cls._dataFolder = tempfile.mkdtemp(prefix="reciprocal-slurm-")
+        relion = Path(cls._dataFolder) / "relion"
         cls.dataset = build_demo_project(relion, seed=11, n_particles=N_PARTICLES, n_micrographs=4)
         cls.imported = cls.newProtocol(ProtImportRelionClassifications, relionDir=str(relion),
                                        jobs="85,86")
@@ -143,6 +145,10 @@ class TestSlurmQueue(BaseTest):
         if getattr(cls, "slurm", None) is None:
             return
         cls.slurm.stop()
+        if not os.environ.get("SCIPION_RECIPROCAL_KEEP_TEST_HOME"):
+            for folder in (cls.slurm.folder, getattr(cls, "_dataFolder", None)):
+                if folder:
+                    shutil.rmtree(folder, ignore_errors=True)
         cls.slurm = None
         for key, value in cls._previousEnv.items():
             if value is None:
