@@ -94,29 +94,11 @@ def fill_template(template, aliases):
     return template
 
 
-def run_template(name, project_name=None, schedule=False, log=print, **aliases):
-    """Create a Scipion project from a workflow template and run it.
+def create_project(name, project_name=None, **aliases):
+    """Create a Scipion project holding a template's protocols (saved, not run).
 
-    Parameters
-    ----------
-    name : str
-        A shipped template's name (``reciprocal_consensus_maps``), its Scipion id, or the path
-        of a ``.json.template`` file.
-    project_name : str, optional
-        Default: Scipion's generated name (``<template id>-<date>-<time>``). An existing
-        project of that name is replaced.
-    schedule : bool
-        False (default): launch the protocols one after the other, waiting for each, and raise
-        :class:`TemplateError` with the log tail of the first that fails.  True: hand them to
-        Scipion's scheduler (as ``python -m scipion template`` does) and return at once.
-    **aliases
-        Field values by alias (``relionDir="/data/relion"``, ``job1="085"``); fields not
-        given keep the template's default.
-
-    Returns
-    -------
-    pyworkflow.project.Project
-        The project, with its protocols finished (or scheduled).
+    ``name`` and ``aliases`` as in :func:`run_template`.  Returns the project; the working
+    directory is the project's folder (Scipion's project paths are relative).
     """
     template = fill_template(load_template(name), aliases)
     from pyworkflow.project import Manager
@@ -135,13 +117,65 @@ def run_template(name, project_name=None, schedule=False, log=print, **aliases):
         _restore_labels(project, created, workflow)
     finally:
         os.remove(workflow)
-    log("Project %s created from template %s" % (project_name, template.name))
-    for protocol in _dependency_order(project):
-        if schedule:
-            project.scheduleProtocol(protocol)
-        else:
-            _launch(project, protocol, log)
     return project
+
+
+def run_template(name, project_name=None, schedule=False, log=print, **aliases):
+    """Create a Scipion project from a workflow template and run it.
+
+    Parameters
+    ----------
+    name : str
+        A shipped template's name (``reciprocal_consensus_maps``), its Scipion id, or the path
+        of a ``.json.template`` file.
+    project_name : str, optional
+        Default: Scipion's generated name (``<template id>-<date>-<time>``). An existing
+        project of that name is replaced.
+    schedule : bool
+        False (default): launch the protocols one after the other, waiting for each, and raise
+        :class:`TemplateError` with the log tail of the first that fails.  True: hand each
+        protocol to Scipion's scheduler once (see :func:`schedule_project`) and return at once.
+    **aliases
+        Field values by alias (``relionDir="/data/relion"``, ``job1="085"``); fields not
+        given keep the template's default.
+
+    Returns
+    -------
+    pyworkflow.project.Project
+        The project, with its protocols finished (or scheduled).
+    """
+    project = create_project(name, project_name, **aliases)
+    log("Project %s created from template %s" % (project.getShortName(), name))
+    if schedule:
+        schedule_project(project)
+    else:
+        run_project(project, log)
+    return project
+
+
+def run_project(project, log=print):
+    """Launch the project's saved protocols in dependency order, waiting for each.
+
+    For a project made by ``python -m scipion template ... --noschedule``, or by
+    :func:`create_project`.  Raises :class:`TemplateError` with the log tail of the first
+    protocol that fails.
+    """
+    os.chdir(project.getPath())
+    for protocol in _dependency_order(project):
+        _launch(project, protocol, log)
+
+
+def schedule_project(project):
+    """Hand each saved protocol of the project to Scipion's scheduler, once.
+
+    Scipion's own ``schedule.py`` (what ``python -m scipion template`` runs) schedules the
+    workflow below every import protocol separately, so a protocol with inputs from two
+    imports (the classifier's training) gets two schedulers and runs twice at the same time.
+    This schedules every protocol once; each waits for its inputs as usual.
+    """
+    os.chdir(project.getPath())
+    for protocol in _dependency_order(project):
+        project.scheduleProtocol(protocol)
 
 
 def wait_for_runs(project, timeout=600, poll=2.0):
@@ -164,11 +198,12 @@ def wait_for_runs(project, timeout=600, poll=2.0):
 def _dependency_order(project):
     """The project's saved protocols, each after those it reads from or waits for."""
     graph = project.getRunsGraph(refresh=True)
-    runs = {run.getObjId(): run for run in project.getRuns()}
+    runs = {run.getObjId(): run for run in project.getRuns() if run.isSaved()}
     needs = {}
     for protId in runs:
         node = graph.getNode(str(protId))
-        parents = {parent.run.getObjId() for parent in node.getParents() if parent.run}
+        parents = {parent.run.getObjId() for parent in node.getParents()
+                   if parent.run and parent.run.getObjId() in runs}
         waits = {int(p) for p in runs[protId].getPrerequisites() if int(p) in runs}
         needs[protId] = parents | waits
     ordered, done = [], set()
@@ -221,3 +256,44 @@ def log_tail(protocol, lines=30):
         return []
     with open(path, errors="replace") as handle:
         return handle.readlines()[-lines:]
+
+
+def main(argv=None):
+    """``python -m scipion_reciprocal.workflows.templates``: list, run or continue templates."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m scipion_reciprocal.workflows.templates",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the shipped templates and their fields")
+    run = sub.add_parser("run", help="create a project from a template and run it")
+    run.add_argument("template")
+    run.add_argument("fields", nargs="*", metavar="alias=value")
+    run.add_argument("--project", help="project name (default: generated)")
+    run.add_argument("--schedule", action="store_true",
+                     help="hand the protocols to Scipion's scheduler and return")
+    cont = sub.add_parser("continue", help="run the saved protocols of an existing project "
+                                           "(e.g. made by 'scipion template ... --noschedule')")
+    cont.add_argument("project")
+    cont.add_argument("--schedule", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            for name in template_names():
+                print("%s  (python -m scipion template %s)" % (name, template_id(name)))
+                for alias, (label, default, _) in template_fields(name).items():
+                    print("    %s=%s  %s" % (alias, default, label))
+        elif args.command == "run":
+            aliases = dict(field.split("=", 1) for field in args.fields)
+            run_template(args.template, args.project, schedule=args.schedule, **aliases)
+        else:
+            scipion_setup.configure()
+            from pyworkflow.project import Manager
+            project = Manager().loadProject(args.project)
+            (schedule_project if args.schedule else run_project)(project)
+    except TemplateError as error:
+        parser.exit(1, "error: %s\n" % error)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The shipped workflow templates, run end to end on simulated data.
+
+Each template is run the way users run it, ``python -m scipion template ID --nogui alias=value``:
+Scipion creates the project and hands every protocol to its scheduler; the test waits for the
+runs and checks their outputs against the simulation's ground truth.  The classifier template has
+four import protocols, and Scipion's scheduler starts protocols fed by two imports twice (see
+``schedule_project``), so it is created with ``--noschedule`` and run with ``run_project``.
+The classifier template skips when the classifier (TensorFlow) environment is not installed.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from scipion_reciprocal.workflows import templates as wt
+
+PIXEL = 4.0
+JOBS = ("085", "086", "087")
+MIN_GROUP = 10
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    from scipion_reciprocal.simulate.dataset import build_demo_project
+    folder = Path(tempfile.mkdtemp(prefix="reciprocal-templates-"))
+    return build_demo_project(folder / "relion", seed=3, n_particles=60, n_micrographs=4,
+                              n_iterations=3)
+
+
+def run_cli(template, project_name, schedule=True, **aliases):
+    """``python -m scipion template ... --nogui``; return the project once its runs stopped."""
+    env = dict(os.environ)
+    # Scipion's template command starts ``python -m scipion ...``: the venv's python first.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    log = Path(os.environ["SCIPION_USER_DATA"]) / ("%s-template.log" % project_name)
+    command = [sys.executable, "-m", "scipion", "template", wt.template_id(template), "--nogui",
+               "project_name=%s" % project_name]
+    command += ["%s=%s" % item for item in aliases.items()] + ([] if schedule else ["--noschedule"])
+    with open(log, "w") as handle:  # the schedulers it starts keep writing here
+        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=120,
+                       check=True)
+    from pyworkflow.project import Manager
+    manager = Manager()
+    assert manager.hasProject(project_name), log.read_text()
+    project = manager.loadProject(project_name)
+    try:
+        if schedule:
+            statuses = wt.wait_for_runs(project, timeout=600, poll=5)
+        else:
+            assert {run.getStatus() for run in project.getRuns()} == {"saved"}
+            wt.run_project(project, log=lambda message: None)
+            statuses = {run.getObjLabel(): run.getStatus() for run in project.getRuns()}
+    finally:
+        stop_schedulers(project.getPath())
+    failed = {label: status for label, status in statuses.items() if status != "finished"}
+    assert not failed, (failed, [("".join(wt.log_tail(run)))
+                                 for run in project.getRuns() if not run.isFinished()])
+    return project
+
+
+def stop_schedulers(project_path):
+    """End the scheduler processes this test left for its project (after a failure)."""
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "pw_schedule_run" in args and str(project_path) in args:
+            try:
+                os.kill(int(pid), 15)
+            except OSError:
+                pass
+
+
+def runs_by_class(project):
+    return {run.getClassName(): run for run in project.getRuns()}
+
+
+def test_templates_are_listed_by_scipion(capsys):
+    from pyworkflow import Config
+    plugin = Config.getDomain().getPlugins()["scipion_reciprocal"]._pluginInstance
+    names = {template.name for template in plugin.getTemplates()}
+    assert {"reciprocal_consensus_maps", "classifier_train_pick"} <= names
+    assert set(wt.template_names()) == names
+    fields = wt.template_fields("reciprocal_consensus_maps")
+    assert list(fields) == ["relionDir", "job1", "job2", "job3", "minGroupSize", "lowpass",
+                            "clusters"]
+    assert fields["job1"] == ("First job (3 digits)", "085", 0)
+    wt.main(["list"])
+    listing = capsys.readouterr().out
+    assert "python -m scipion template scipion_reciprocal-classifier_train_pick" in listing
+    assert "    relionDir=/path/to/relion/project  RELION project folder" in listing
+
+
+def test_run_template_rejects_unknown_alias_and_bad_value(dataset):
+    with pytest.raises(wt.TemplateError, match="no field nosuch"):
+        wt.run_template("reciprocal_consensus_maps", nosuch=1)
+    with pytest.raises(wt.TemplateError, match=r"/no/such/folder.*relionDir"):
+        wt.run_template("reciprocal_consensus_maps", relionDir="/no/such/folder")
+    with pytest.raises(wt.TemplateError, match="No workflow template"):
+        wt.load_template("no_such_template")
+
+
+def test_reciprocal_template_from_scipion_command(dataset):
+    project = run_cli("reciprocal_consensus_maps", "tpl_reciprocal",
+                      relionDir=dataset.project_dir, job1=JOBS[0], job2=JOBS[1], job3=JOBS[2],
+                      minGroupSize=MIN_GROUP, lowpass=12, clusters=0)
+    runs = runs_by_class(project)
+    jobs = ["Class3D/job%s" % job for job in JOBS]
+    truth = pd.read_csv(dataset.truth_csv)
+
+    imported = runs["ProtImportRelionClassifications"]
+    for job in jobs:
+        classes = getattr(imported, "outputClasses_%s" % job.split("/")[1])
+        assert classes.getSize() == truth[job].nunique()
+        assert classes.getImages().getSize() == len(truth)
+
+    # Consensus groups: particles in the same class of all three jobs, groups >= MIN_GROUP.
+    groups = truth.groupby(jobs).size()
+    expected = sorted(groups[groups >= MIN_GROUP].tolist())
+    consensus = runs["ProtReciprocalAnalysis"].outputConsensus
+    assert len(expected) >= 2
+    assert sorted(cls.getSize() for cls in consensus.iterItems()) == expected
+
+    # Map clustering of the 3 + 4 + 3 class maps groups them by the state they show.
+    clustering = runs["ProtMapClustering"]
+    assert clustering.outputAlignedVolumes.getSize() == sum(truth[j].nunique() for j in jobs)
+    results = pd.read_csv(clustering._getExtraPath("results", "cluster_results.csv"))
+    dominant = {"%s_class%d" % (job.split("/")[1], cls): state for job in jobs
+                for cls, state in truth.groupby(job)["state"].agg(
+                    lambda s: s.value_counts().idxmax()).items()}
+    assert sorted(results["name"]) == sorted(dominant)
+    assert adjusted_rand_score([dominant[n] for n in results["name"]], results["cluster"]) == 1.0
+    assert clustering.outputClasses.getSize() == truth["state"].nunique()
+    assert clustering.outputAverages.getSize() == truth["state"].nunique()
+
+
+def test_classifier_template_from_scipion_command(dataset):
+    from scipion_reciprocal import Plugin
+    from scipion_reciprocal.convert.set_tables import read_set_items
+    from scipion_reciprocal.protocols.protocol_classifier_classify import SCORE_ATTRIBUTE
+
+    missing = Plugin.validateBackend("classifier")
+    if missing:
+        pytest.skip(missing[0])
+    threshold = 0.5
+    project = run_cli("classifier_train_pick", "tpl_classifier", schedule=False,
+                      goodStar=dataset.good_star, badStar=dataset.bad_star,
+                      particlesStar=dataset.picked_star,
+                      micsDir=dataset.micrograph_paths[0].parent, micsPattern="*.mrc",
+                      pixelSize=PIXEL, voltage=300, cs=2.7, ampContrast=0.1, box=32, epochs=8,
+                      threshold=threshold, pickThreshold=0.5)
+    runs = runs_by_class(project)
+    imports = {run.starFile.get(): run for run in project.getRuns()
+               if run.getClassName() == "ProtImportParticles"}
+    rows = lambda star: sum(1 for line in open(star) if "@" in line)  # noqa: E731
+    for star in (dataset.good_star, dataset.bad_star, dataset.picked_star):
+        assert imports[str(star)].outputParticles.getSize() == rows(star)
+
+    train = runs["ProtTrainParticleClassifier"]
+    assert train.goodParticles.get().getFileName() == \
+        imports[str(dataset.good_star)].outputParticles.getFileName()
+    model = train.outputModel
+    assert model.getBox() == 32 and os.path.exists(model.getModelFile())
+
+    classify = runs["ProtClassifyParticles"]
+    good = read_set_items(classify.outputGood.getFileName(), [SCORE_ATTRIBUTE])
+    bad = read_set_items(classify.outputBad.getFileName(), [SCORE_ATTRIBUTE])
+    assert len(good) + len(bad) == rows(dataset.picked_star)
+    assert (good[SCORE_ATTRIBUTE] >= threshold).all() and (bad[SCORE_ATTRIBUTE] < threshold).all()
+    assert set(good["id"]).isdisjoint(bad["id"])
+
+    coordinates = runs["ProtPickMicrographs"].outputCoordinates
+    micrographs = runs["ProtImportMicrographs"].outputMicrographs
+    assert micrographs.getSize() == len(dataset.micrograph_paths)
+    assert coordinates.getSize() > 0
+    assert {c.getMicId() for c in coordinates.iterItems()} <= {m.getObjId() for m in micrographs}
