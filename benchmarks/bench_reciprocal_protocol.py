@@ -297,7 +297,8 @@ def link_import_source(folder, names, full):
         if not first_rows.exists():  # the small file written by prepare_relion
             first_rows.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(data, first_rows)
-        target = folder / 'relion' / 'Class3D' / name / 'run_it025_data.star' if full else first_rows
+        full_file = folder / 'relion' / 'Class3D' / name / 'run_it025_data.star'
+        target = full_file if full else first_rows
         if data.exists() or data.is_symlink():
             data.unlink()
         data.symlink_to(target.resolve())
@@ -492,7 +493,8 @@ def main(argv=None):
     print(f'same subset STAR file names: {prot["same_star_names"]}')
     ratio = prot['wall'] / cli['wall_with_startup']
     print(f'protocol / command line: {prot["wall"]:.1f} s / {cli["wall_with_startup"]:.1f} s = '
-          f'{ratio:.2f}x (target <= 3x); peak memory {prot["peak_rss_mb"]:.0f} MB (target < 2000 MB)')
+          f'{ratio:.2f}x (target <= 3x); peak memory {prot["peak_rss_mb"]:.0f} MB '
+          f'(target < 2000 MB)')
     return 0
 
 

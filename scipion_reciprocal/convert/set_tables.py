@@ -12,6 +12,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 _CLASS_TABLE = re.compile(r"^Class(\d+)_Objects$")
@@ -35,21 +36,44 @@ def read_set_properties(path):
         return dict(conn.execute("SELECT key, value FROM Properties").fetchall())
 
 
-def _read_items(conn, prefix, attributes, enabled_only, path, skip_missing=False):
-    mapping = dict(conn.execute("SELECT label_property, column_name FROM %sClasses" % prefix))
+def _column(values, kind):
+    """One column of fetched values as a numpy array: float64 for ``Float`` attributes (NULL
+    as NaN), int64 for ``Integer`` ones (float64 when some are NULL), otherwise the types
+    pandas infers (text and NULL as objects)."""
+    try:
+        if kind == "Float":
+            return np.array(values, dtype=np.float64)
+        if kind == "Integer":
+            try:
+                return np.array(values, dtype=np.int64)
+            except TypeError:  # NULL values
+                return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):  # values not of the declared type
+        pass
+    return pd.Series(values, dtype=object).infer_objects().to_numpy()
+
+
+def _read_columns(conn, prefix, attributes, enabled_only, path, skip_missing=False):
+    """{label: numpy array} of a table's items (``id``, ``enabled``, then ``attributes``)."""
+    mapping = {label: (column, kind) for label, column, kind in conn.execute(
+        "SELECT label_property, column_name, class_name FROM %sClasses" % prefix)}
     missing = [a for a in attributes or () if a not in mapping]
     if missing and skip_missing:
         attributes = [a for a in attributes if a in mapping]
     elif missing:
         raise SetTableError("%s: set items have no attribute(s) %s" % (path, ", ".join(missing)))
     labels = attributes if attributes is not None else [a for a in mapping if a != "self"]
-    selected = ", ".join(["id", "enabled"] + ['"%s"' % mapping[a] for a in labels])
+    selected = ", ".join(["id", "enabled"] + ['"%s"' % mapping[a][0] for a in labels])
     query = "SELECT %s FROM %sObjects" % (selected, prefix)
     if enabled_only:
         query += " WHERE enabled = 1"
-    table = pd.read_sql_query(query + " ORDER BY id", conn)
-    table.columns = ["id", "enabled"] + list(labels)
-    return table
+    rows = conn.execute(query + " ORDER BY id").fetchall()
+    kinds = ["Integer", "Integer"] + [mapping[a][1] for a in labels]
+    values = zip(*rows) if rows else [()] * len(kinds)
+    # Free each column's Python objects as soon as it is converted.
+    del rows
+    return {label: _column(column, kind)
+            for label, column, kind in zip(["id", "enabled"] + list(labels), values, kinds)}
 
 
 def read_set_items(path, attributes=None, enabled_only=True, skip_missing=False):
@@ -57,9 +81,12 @@ def read_set_items(path, attributes=None, enabled_only=True, skip_missing=False)
 
     ``attributes`` limits the columns (labels like ``'_filename'``); None reads them all.
     With ``skip_missing``, attributes the items lack are left out instead of raising.
+    Numbers are float64 (``Float`` attributes, NULL as NaN) or int64 (``Integer`` ones
+    without NULL); text and other values are objects.
     """
     with _connect(path) as conn:
-        return _read_items(conn, "", attributes, enabled_only, path, skip_missing)
+        return pd.DataFrame(_read_columns(conn, "", attributes, enabled_only, path,
+                                          skip_missing))
 
 
 def read_class_items(path, attributes=None, enabled_only=True, skip_missing=False):
@@ -67,21 +94,31 @@ def read_class_items(path, attributes=None, enabled_only=True, skip_missing=Fals
 
     Classes that are disabled are skipped; classes with no items give no rows (use
     :func:`read_set_items` on the same file to list every class).  With ``skip_missing``,
-    attributes the items lack are left out instead of raising.
+    attributes the items lack are left out instead of raising.  Column types as
+    :func:`read_set_items`.
     """
     with _connect(path) as conn:
         tables = [name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        enabled = set(_read_items(conn, "", [], enabled_only, path)["id"])
-        frames = []
+        enabled = set(_read_columns(conn, "", [], enabled_only, path)["id"].tolist())
+        parts = []
         for name in tables:
             match = _CLASS_TABLE.match(name)
             if not match or int(match.group(1)) not in enabled:
                 continue
-            items = _read_items(conn, "Class%s_" % match.group(1), attributes, enabled_only, path,
-                                skip_missing)
-            items.insert(0, "classId", int(match.group(1)))
-            frames.append(items)
-    if not frames:
+            columns = _read_columns(conn, "Class%s_" % match.group(1), attributes, enabled_only,
+                                    path, skip_missing)
+            parts.append({"classId": np.full(len(columns["id"]), int(match.group(1))),
+                          **columns})
+    if not parts:
         raise SetTableError("%s: the set of classes holds no particles" % path)
-    return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({label: _concatenate([part[label] for part in parts])
+                         for label in parts[0]})
+
+
+def _concatenate(arrays):
+    """Columns of several tables as one (object when their types differ, as pandas would)."""
+    kinds = {a.dtype.kind for a in arrays}
+    if len(kinds) > 1 and not kinds <= {"i", "f"}:
+        arrays = [a.astype(object) for a in arrays]
+    return np.concatenate(arrays)

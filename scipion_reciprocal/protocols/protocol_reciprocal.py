@@ -32,10 +32,9 @@ REGISTER_CHOICES = ["consensus and all subsets", "consensus and intersections",
 RESULTS_DIR = "results"
 INPUTS_DIR = "inputs"
 SUBSETS_FILE = "subsets.npz"
-#: Item attributes read from the input sets: those of the STAR files and of the matching keys.
-KEY_ATTRIBUTES = list(dict.fromkeys(
-    [a for a in CLASSIFICATION_COLUMNS.values() if a.startswith("_")] + list(COMPARED_ATTRIBUTES)))
-READ_ATTRIBUTES = list(dict.fromkeys(ITEM_ATTRIBUTES + KEY_ATTRIBUTES))
+#: Roles of CLASSIFICATION_COLUMNS that each matching key reads.
+KEY_ROLES = {"image": ["index", "stack"], "original": ["original"],
+             "coordinates": ["micrograph", "x", "y"]}
 
 
 class ProtReciprocalAnalysis(EMProtocol):
@@ -214,7 +213,8 @@ class ProtReciprocalAnalysis(EMProtocol):
         if imported is not None:
             (source, items), how = imported, "RELION rows kept"
         else:
-            items = class_items(classes, READ_ATTRIBUTES)
+            attributes = list(dict.fromkeys(ITEM_ATTRIBUTES + self._keyAttributes()))
+            items = class_items(classes, attributes)
             source, how = self._writeInputStar(name, classes, items), "converted to STAR"
         # Only the columns the matching needs stay in memory with the classification.
         keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
@@ -236,12 +236,19 @@ class ProtReciprocalAnalysis(EMProtocol):
         star, project_dir = self._importedStarFile(pointer)
         if star is None:
             return None
-        items = class_items(classes, KEY_ATTRIBUTES)
+        items = class_items(classes, self._keyAttributes() + list(COMPARED_ATTRIBUTES))
         table, reason = matching_star_table(star, items, project_dir)
         if table is None:
-            self.info("%s: the RELION rows cannot be copied (%s): converting the set" % (name, reason))
+            self.info("%s: the RELION rows cannot be copied (%s): converting the set"
+                      % (name, reason))
             return None
         return table, items
+
+    def _keyAttributes(self):
+        """Item attributes the matching key (and the confidence filter, when on) reads."""
+        roles = KEY_ROLES[KEYS[self.matchKey.get()]] + (["confidence"] if self.minConfidence.get()
+                                                        else [])
+        return [CLASSIFICATION_COLUMNS[role] for role in roles]
 
     @staticmethod
     def _importedStarFile(pointer):

@@ -1,4 +1,4 @@
-"""A RELION job's STAR file as the verbatim row source of an imported set (convert/star_source.py)."""
+"""A RELION job's STAR file as the row source of an imported set (convert/star_source.py)."""
 import numpy as np
 import pandas as pd
 

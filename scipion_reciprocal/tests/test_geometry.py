@@ -49,8 +49,8 @@ def test_scipion_transform_matches_pwem_convention():
 def _random_angles(n, seed):
     """Random RELION angles, with exact and near gimbal locks (tilt 0, 180 and within 1e-7)."""
     rng = np.random.default_rng(seed)
-    angles = np.column_stack([rng.uniform(-180, 180, n), np.rad2deg(np.arccos(rng.uniform(-1, 1, n))),
-                              rng.uniform(-180, 180, n)])
+    tilts = np.rad2deg(np.arccos(rng.uniform(-1, 1, n)))
+    angles = np.column_stack([rng.uniform(-180, 180, n), tilts, rng.uniform(-180, 180, n)])
     angles[:8, 1] = [0.0, 180.0, 1e-7, 180.0 - 1e-7, 1e-3, 179.999, 1e-5, 90.0]
     return angles
 
