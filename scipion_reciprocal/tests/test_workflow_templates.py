@@ -66,7 +66,7 @@ def run_cli(template, project_name, schedule=True, **aliases):
 
 def stop_schedulers(project_path):
     """End the scheduler processes this test left for its project (after a failure)."""
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     for line in listing.splitlines():
         pid, _, args = line.strip().partition(" ")
         if "pw_schedule_run" in args and str(project_path) in args:
