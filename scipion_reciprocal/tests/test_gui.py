@@ -109,3 +109,187 @@ def test_project_window_shows_plugin_section(xserver, demo_project):
         # The project window switched matplotlib to TkAgg; later tests draw headless.
         from pyworkflow.gui.plotter import Plotter
         Plotter.setBackend("Agg")
+
+
+# ----------------------------------------------------------------- end to end (issue 7)
+def _plugin_classes(module, base):
+    import inspect
+    return sorted((obj for obj in vars(module).values()
+                   if inspect.isclass(obj) and issubclass(obj, base) and obj is not base),
+                  key=lambda cls: cls.__name__)
+
+
+@pytest.fixture(scope="module")
+def full_project(demo_project):
+    """The demo project plus the particle classifier chain (from its workflow template) when
+    the classifier environment is installed: a finished run of every non-RECOVAR protocol."""
+    from scipion_reciprocal import Plugin
+    from scipion_reciprocal.workflows import templates
+
+    from pyworkflow.project import Manager
+    project = Manager().loadProject(demo_project.project_path.name)
+    if not Plugin.validateBackend("classifier"):
+        data = demo_project.dataset
+        templates.add_template(
+            project, "classifier_train_pick", goodStar=data.good_star, badStar=data.bad_star,
+            particlesStar=data.picked_star, micsDir=data.micrograph_paths[0].parent,
+            pixelSize=data.particles.pixel_size, box=32, epochs=5)
+        templates.run_project(project, log=lambda message: None)
+    return project
+
+
+class _TkErrors:
+    """Collects exceptions raised in Tk callbacks (Tk only prints them)."""
+
+    def __init__(self, root):
+        self.errors = []
+        root.report_callback_exception = lambda *info: self.errors.append(info[1])
+
+
+def _run_nested(window, start, inspect, delay_ms=1500):
+    """Call ``start`` (which enters a nested Tk main loop, as the GUI's forms do), then after
+    ``delay_ms`` call ``inspect(new_toplevels)``, destroy those windows and leave the loop."""
+    import tkinter as tk
+    root = window.root
+    before = set(root.winfo_children())
+    seen = {}
+
+    def grab():
+        new = [w for w in root.winfo_children() if w not in before and isinstance(w, tk.Toplevel)]
+        try:
+            seen["result"] = inspect(new)
+        except Exception as error:  # reported after the loop ends
+            seen["error"] = error
+        finally:
+            for widget in new:
+                widget.destroy()
+            root.quit()
+
+    root.after(delay_ms, grab)
+    start()
+    if "error" in seen:
+        raise seen["error"]
+    return seen.get("result")
+
+
+def test_every_protocol_form_opens_from_the_tree(xserver, full_project):
+    from types import SimpleNamespace
+
+    from pwem.protocols import EMProtocol
+    from pyworkflow.gui.project import ProjectWindow
+
+    import scipion_reciprocal.protocols as plugin_protocols
+
+    window = ProjectWindow(full_project.getPath())
+    errors = _TkErrors(window.root)
+    try:
+        window.root.geometry("1600x1000+0+0")
+        window.root.deiconify()
+        view = window.getViewWidget()
+        tree = view.protTree
+        section = next(item for text, item in tree_texts(tree) if text == PROTOCOL_TREE_SECTION)
+        domain_protocols = window.project.getDomain().getProtocols()
+        items = {}
+        for _, item in tree_texts(tree, section):
+            name = item.split(".")[-1]
+            if name in domain_protocols:
+                items[name] = item
+        expected = {cls.__name__ for cls in _plugin_classes(plugin_protocols, EMProtocol)}
+        assert expected <= set(items), expected - set(items)
+        opened = {}
+        for name in sorted(expected):
+            tree.selection_set(items[name])
+            tree.focus(items[name])
+
+            def inspect(new, name=name):
+                titles = [w.title() for w in new]
+                assert len(new) == 1 and name in titles[0], titles
+                new[0].update()
+                if name == "ProtReciprocalAnalysis":
+                    screenshot(xserver, artifacts_dir() / "gui_form_reciprocal.png")
+                return titles[0]
+
+            opened[name] = _run_nested(
+                window, lambda: view._protocolItemClick(SimpleNamespace(widget=tree)), inspect)
+        assert set(opened) == expected
+        assert not errors.errors, errors.errors
+        assert (artifacts_dir() / "gui_form_reciprocal.png").stat().st_size > 20000
+    finally:
+        window.root.destroy()
+        from pyworkflow.gui.plotter import Plotter
+        Plotter.setBackend("Agg")
+
+
+def test_project_graph_and_every_viewer_render(xserver, full_project):
+    import matplotlib.pyplot as plt
+    from pyworkflow.gui.project import ProjectWindow
+    from pyworkflow.viewer import ProtocolViewer
+
+    import scipion_reciprocal.viewers as plugin_viewers
+
+    window = ProjectWindow(full_project.getPath())
+    errors = _TkErrors(window.root)
+    try:
+        window.root.geometry("1600x1000+0+0")
+        window.root.deiconify()
+        view = window.getViewWidget()
+        view.updateRunsGraph(True)
+        for _ in range(20):
+            window.root.update()
+            time.sleep(0.05)
+        graph = screenshot(xserver, artifacts_dir() / "gui_project_graph.png")
+        assert graph.stat().st_size > 20000
+        runs = [run for run in window.project.getRuns() if run.isFinished()]
+        rendered, untested = {}, []
+        for viewer_class in _plugin_classes(plugin_viewers, ProtocolViewer):
+            targets = [run for run in runs if isinstance(run, tuple(viewer_class._targets))]
+            if not targets:
+                untested.append(viewer_class.__name__)
+                continue
+            viewer = viewer_class(project=window.project, protocol=targets[0])
+            viewer.setProtocol(targets[0])
+            names = viewer.plotNames()
+            assert names, "%s: no plots for %s" % (viewer_class.__name__, targets[0])
+            for index in range(len(names)):
+                viewer.plot.set(index)
+                plotters = viewer._getVisualizeDict()["plot"]()
+                for plotter in plotters:
+                    plotter.show()
+                    window.root.update()
+                    assert plotter.getFigure().canvas.get_width_height()[0] > 100
+                    plt.close(plotter.getFigure())
+            rendered[viewer_class.__name__] = len(names)
+        # Every viewer of a protocol the project ran drew every plot; only RECOVAR's viewers
+        # (no RECOVAR run in this project) may be left.
+        assert all(name.startswith("Recovar") for name in untested), untested
+        assert {"ReciprocalAnalysisViewer", "MapClusteringViewer",
+                "RelionClassificationsViewer"} <= set(rendered)
+        from scipion_reciprocal import Plugin
+        if not Plugin.validateBackend("classifier"):
+            assert {"ClassifierTrainingViewer", "ClassifierScoresViewer",
+                    "ClassifierPickingViewer"} <= set(rendered), rendered
+
+        # One viewer as the user sees it: its form, then a plot window, on screen.
+        analysis = next(run for run in runs if run.getClassName() == "ProtReciprocalAnalysis")
+        viewer = plugin_viewers.ReciprocalAnalysisViewer(project=window.project,
+                                                         protocol=analysis)
+
+        def inspect(new):
+            assert len(new) == 1 and "Protocol Viewer" in new[0].title(), \
+                [w.title() for w in new]
+            viewer._visualizeParam("plot")
+            for _ in range(20):
+                window.root.update()
+                time.sleep(0.05)
+            shot = screenshot(xserver, artifacts_dir() / "gui_viewer_reciprocal.png")
+            plt.close("all")
+            return shot
+
+        shot = _run_nested(window, lambda: viewer.visualize(analysis, windows=window), inspect,
+                           delay_ms=2500)
+        assert shot.stat().st_size > 20000
+        assert not errors.errors, errors.errors
+    finally:
+        window.root.destroy()
+        from pyworkflow.gui.plotter import Plotter
+        Plotter.setBackend("Agg")

@@ -103,21 +103,35 @@ def create_project(name, project_name=None, **aliases):
     template = fill_template(load_template(name), aliases)
     from pyworkflow.project import Manager
 
+    if not project_name:
+        template.genProjectName()
+        project_name = template.projectName
+    manager = Manager()
+    if manager.hasProject(project_name):
+        manager.deleteProject(project_name)
+    project = manager.createProject(project_name, comment=template.description)
+    _load(project, template)
+    return project
+
+
+def add_template(project, name, **aliases):
+    """Add a template's protocols (saved, not run) to an existing project.
+
+    What the project window's "import workflow" does; :func:`run_project` then runs them.
+    Returns the new protocols in the template's order.
+    """
+    return _load(project, fill_template(load_template(name), aliases))
+
+
+def _load(project, template):
+    os.chdir(project.getPath())
     workflow = template.createTemplateFile()
     try:
-        if not project_name:
-            template.genProjectName()
-            project_name = template.projectName
-        manager = Manager()
-        if manager.hasProject(project_name):
-            manager.deleteProject(project_name)
-        project = manager.createProject(project_name, comment=template.description)
-        os.chdir(project.getPath())
         created = project.loadProtocols(workflow)
         _restore_labels(project, created, workflow)
     finally:
         os.remove(workflow)
-    return project
+    return list(created.values())
 
 
 def run_template(name, project_name=None, schedule=False, log=print, **aliases):
