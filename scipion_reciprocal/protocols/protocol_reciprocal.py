@@ -3,6 +3,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,7 @@ class ProtReciprocalAnalysis(EMProtocol):
                        default=1, label="Scipion outputs",
                        help="Which subsets become Scipion sets. STAR files are always written "
                             "for every per-class and kept intersection subset.")
+        form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ---------------------
     def _insertAllSteps(self):
@@ -125,30 +127,26 @@ class ProtReciprocalAnalysis(EMProtocol):
         self._writeSubsets(result)
 
     def createOutputStep(self):
+        """Register the subsets and the consensus classes.  Their items are copied by SQLite
+        in worker threads (it runs without the GIL); the Scipion objects are made and
+        registered in this thread, as each file is ready."""
         subsets = self._readSubsets()
         inputs = dict(self._namedInputs())
-        register = self.registerSubsets.get()
-        start, registered = time.time(), 0
-        for subset in subsets["subsets"]:
-            if register == 2 or (register == 1 and subset["kind"] == "class"):
-                continue
-            source = inputs[subset["job"]]
-            target = self._getExtraPath("subset_%s.sqlite" % subset["name"])
-            if os.path.exists(target):
-                os.remove(target)  # a resumed step rewrites it
-            write_item_subset(source.getFileName(), target, subset["ids"],
-                              source_prefix="Class%03d_" % subset["class"])
-            particles = emobj.SetOfParticles(filename=target)
-            particles.copyInfo(source.getImages())
-            particles.setObjLabel(subset["name"])
-            particles.write()
-            self._defineOutputs(**{"outputParticles_%s" % subset["name"]: particles})
-            self._defineSourceRelation(self.inputClassifications, particles)
-            registered += 1
-        self.info("%d particle subsets registered (%.1f s)" % (registered, time.time() - start))
+        chosen = [s for s in subsets["subsets"] if self._isRegistered(s)]
         start = time.time()
-        self._createConsensus(subsets, inputs)
-        self.info("Consensus classes registered (%.1f s)" % (time.time() - start))
+        with ThreadPoolExecutor(max(1, self.numberOfThreads.get())) as pool:
+            files = [pool.submit(self._writeSubsetFile, s, inputs[s["job"]]) for s in chosen]
+            consensus, fill_arguments = self._prepareConsensus(subsets, inputs)
+            filled = pool.submit(fill_classes, *fill_arguments) if consensus else None
+            for subset, written in zip(chosen, files):
+                self._registerSubset(subset, inputs[subset["job"]], written.result())
+            self.info("%d particle subsets registered (%.1f s)"
+                      % (len(chosen), time.time() - start))
+            if consensus:
+                filled.result()
+                self._defineOutputs(outputConsensus=consensus)
+                self._defineSourceRelation(self.inputClassifications, consensus)
+        self.info("Consensus classes registered; all outputs in %.1f s" % (time.time() - start))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -329,14 +327,38 @@ class ProtReciprocalAnalysis(EMProtocol):
             group["ids"] = members[first:last]
         return subsets
 
-    def _createConsensus(self, subsets, inputs):
-        """The consensus SetOfClasses: one class per kept group, holding the group's items of
-        the first classification. The first group of each class of that classification is
-        appended through the Scipion API (with the class's representative); the other groups
-        copy its row, then every group's items are copied by SQL."""
+    def _isRegistered(self, subset):
+        """Whether the form's choice makes ``subset`` a Scipion set."""
+        register = self.registerSubsets.get()
+        return register == 0 or (register == 1 and subset["kind"] != "class")
+
+    def _writeSubsetFile(self, subset, source):
+        """Write the set file of ``subset`` (items of its class in ``source``) by SQL."""
+        target = self._getExtraPath("subset_%s.sqlite" % subset["name"])
+        if os.path.exists(target):
+            os.remove(target)  # a resumed step rewrites it
+        write_item_subset(source.getFileName(), target, subset["ids"],
+                          source_prefix="Class%03d_" % subset["class"])
+        return target
+
+    def _registerSubset(self, subset, source, target):
+        particles = emobj.SetOfParticles(filename=target)
+        particles.copyInfo(source.getImages())
+        particles.setObjLabel(subset["name"])
+        particles.write()
+        self._defineOutputs(**{"outputParticles_%s" % subset["name"]: particles})
+        self._defineSourceRelation(self.inputClassifications, particles)
+
+    def _prepareConsensus(self, subsets, inputs):
+        """The consensus SetOfClasses, its classes made (items not yet added), and the
+        arguments of :func:`fill_classes` that adds them; (None, None) when no group is kept.
+
+        One class per kept group, holding the group's items of the first classification.
+        The first group of each class of that classification is appended through the
+        Scipion API (with the class's representative); the other groups copy its row."""
         if not subsets["consensus"]:
             self.warning("No consensus group reaches the minimum size: no consensus output.")
-            return
+            return None, None
         source = inputs[subsets["first"]]
         images = source.getImages()
         is3D = isinstance(source, emobj.SetOfClasses3D)
@@ -358,8 +380,6 @@ class ProtReciprocalAnalysis(EMProtocol):
                                {g["group"]: templates[g["class"]] for g in subsets["consensus"]
                                 if g["group"] != templates[g["class"]]})
         consensus._size.set(size)  # the rows added by SQL are classes of the set
-        fill_classes(consensus.getFileName(), source.getFileName(),
-                     {g["group"]: ("Class%03d_" % g["class"], g["ids"])
-                      for g in subsets["consensus"]})
-        self._defineOutputs(outputConsensus=consensus)
-        self._defineSourceRelation(self.inputClassifications, consensus)
+        members = {g["group"]: ("Class%03d_" % g["class"], g["ids"])
+                   for g in subsets["consensus"]}
+        return consensus, (consensus.getFileName(), source.getFileName(), members)
