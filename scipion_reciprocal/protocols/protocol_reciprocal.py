@@ -146,7 +146,7 @@ class ProtReciprocalAnalysis(EMProtocol):
                 filled.result()
                 self._defineOutputs(outputConsensus=consensus)
                 self._defineSourceRelation(self.inputClassifications, consensus)
-        self.info("Consensus classes registered; all outputs in %.1f s" % (time.time() - start))
+        self.info("Consensus classes registered, all outputs (%.1f s)" % (time.time() - start))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
