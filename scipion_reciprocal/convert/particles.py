@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
 from ..formats.star import format_image_names, merge_optics, write_particles_star
-from .set_tables import read_set_items
+from .set_tables import iter_class_items, read_set_items
 
 
 class ConversionError(ValueError):
@@ -99,6 +99,45 @@ def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths
     sampling rate, dimensions and acquisition (a SetOfParticles, or the images of a
     SetOfClasses).  Row order is kept.
     """
+    return split_optics(relion_columns(items, info, with_ctf, with_alignment, stack_paths))
+
+
+def class_items_to_relion(classes_file, info, attributes, with_ctf=True, keep=()):
+    """RELION (particles, optics) tables of every item of a SetOfClasses file, converted one
+    class at a time (only one class's raw rows and matrix texts in memory at once).
+
+    ``rlnClassNumber`` is the item's class in this set; rows are sorted by item id, and
+    a third table holds the item columns named in ``keep`` (those the items have), in the
+    same order.  Columns some classes cannot fill (coordinates...) are left out.
+    """
+    tables, kept = [], []
+    for items in iter_class_items(classes_file, attributes, skip_missing=True):
+        table = relion_columns(items, info, with_ctf=with_ctf)
+        table["rlnClassNumber"] = items["classId"].to_numpy()
+        tables.append(table)
+        kept.append(items[[c for c in keep if c in items.columns]])
+    ids = np.concatenate([t["scipionId"].to_numpy() for t in tables])
+    order = np.argsort(ids, kind="stable")
+    table = _sorted_concat(tables, order)
+    return (*split_optics(table), _sorted_concat(kept, order))
+
+
+def _sorted_concat(tables, order):
+    """Tables stacked (columns they all have), rows in ``order``; ``tables`` is emptied as
+    they are stacked, so that one copy of the rows is held at a time."""
+    columns = [c for c in tables[0].columns if all(c in t.columns for t in tables)]
+    stacked = {}
+    for column in columns:
+        stacked[column] = np.concatenate([t[column].to_numpy() for t in tables])[order]
+        for t in tables:
+            del t[column]
+    tables.clear()
+    return pd.DataFrame(stacked)
+
+
+def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=None):
+    """The particle columns of :func:`items_to_relion`, with the optics values of every row
+    (``rlnVoltage``... ``rlnImageSize``) not yet grouped (see :func:`split_optics`)."""
     pixel_size = float(info.getSamplingRate() or 0)
     if pixel_size <= 0:
         raise ConversionError("%s has no sampling rate" % describe(info))
@@ -141,7 +180,12 @@ def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths
         out[column] = values.fillna(default).to_numpy()
     out["rlnImagePixelSize"] = pixel_size
     out["rlnImageSize"] = _image_size(info)
+    return out
 
+
+def split_optics(out):
+    """(particles, optics): rows of equal optics values (``rlnVoltage``... ``rlnImageSize``)
+    form one optics group, numbered from 1 in order of first appearance."""
     groups = out.groupby(_OPTICS_KEYS, sort=False).ngroup() + 1
     out["rlnOpticsGroup"] = groups.to_numpy()
     optics = (out.drop_duplicates("rlnOpticsGroup")[["rlnOpticsGroup"] + _OPTICS_KEYS]

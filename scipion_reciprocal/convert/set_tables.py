@@ -112,23 +112,35 @@ def read_class_items(path, attributes=None, enabled_only=True, skip_missing=Fals
     attributes the items lack are left out instead of raising.  Column types as
     :func:`read_set_items`.
     """
+    parts = list(_class_columns(path, attributes, enabled_only, skip_missing))
+    return pd.DataFrame({label: _concatenate([part[label] for part in parts])
+                         for label in parts[0]})
+
+
+def iter_class_items(path, attributes=None, enabled_only=True, skip_missing=False):
+    """The items of :func:`read_class_items`, one DataFrame per class (to convert a large
+    set a class at a time)."""
+    for columns in _class_columns(path, attributes, enabled_only, skip_missing):
+        yield pd.DataFrame(columns)
+
+
+def _class_columns(path, attributes, enabled_only, skip_missing):
+    """{label: array} of the items of each enabled class, ``classId`` first."""
     with _connect(path) as conn:
         tables = [name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")]
         enabled = set(_read_columns(conn, "", [], enabled_only, path)["id"].tolist())
-        parts = []
+        found = False
         for name in tables:
             match = _CLASS_TABLE.match(name)
             if not match or int(match.group(1)) not in enabled:
                 continue
             columns = _read_columns(conn, "Class%s_" % match.group(1), attributes, enabled_only,
                                     path, skip_missing)
-            parts.append({"classId": np.full(len(columns["id"]), int(match.group(1))),
-                          **columns})
-    if not parts:
+            found = True
+            yield {"classId": np.full(len(columns["id"]), int(match.group(1))), **columns}
+    if not found:
         raise SetTableError("%s: the set of classes holds no particles" % path)
-    return pd.DataFrame({label: _concatenate([part[label] for part in parts])
-                         for label in parts[0]})
 
 
 def _concatenate(arrays):

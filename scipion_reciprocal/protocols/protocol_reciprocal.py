@@ -13,7 +13,7 @@ from pyworkflow.protocol import params
 
 from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_items,
                                class_representatives)
-from ..convert.particles import ITEM_ATTRIBUTES, items_to_relion
+from ..convert.particles import ITEM_ATTRIBUTES, class_items_to_relion
 from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_star_table
 from ..convert.star_rows import write_fixed_star
@@ -211,9 +211,8 @@ class ProtReciprocalAnalysis(EMProtocol):
         if imported is not None:
             (source, items), how = imported, "RELION rows kept"
         else:
-            attributes = list(dict.fromkeys(ITEM_ATTRIBUTES + self._keyAttributes()))
-            items = class_items(classes, attributes)
-            source, how = self._writeInputStar(name, classes, items), "converted to STAR"
+            source, items = self._writeInputStar(name, classes)
+            how = "converted to STAR"
         # Only the columns the matching needs stay in memory with the classification.
         keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
                       if c in items.columns]]
@@ -264,17 +263,19 @@ class ProtReciprocalAnalysis(EMProtocol):
         star = jobs.get(extended[len("outputClasses_"):])
         return star, os.path.abspath(source.relionDir.get())
 
-    def _writeInputStar(self, name, classes, items):
-        """Write the classification as RELION STAR, the verbatim source of the subset STAR
-        files, and return its StarTable (closed: mapped again when the subsets are written,
-        one job at a time)."""
+    def _writeInputStar(self, name, classes):
+        """Write the classification as RELION STAR (converted one class at a time), the
+        verbatim source of the subset STAR files.  Returns its StarTable (closed: mapped
+        again when the subsets are written, one job at a time) and the items' key columns."""
         images = classes.getImages()
-        table, optics = items_to_relion(items, images, with_ctf=images.hasCTF())
-        table["rlnClassNumber"] = items["classId"].to_numpy()  # this classification's class
+        attributes = list(dict.fromkeys(ITEM_ATTRIBUTES + self._keyAttributes()))
+        table, optics, items = class_items_to_relion(
+            classes.getFileName(), images, attributes, with_ctf=images.hasCTF(),
+            keep=["id", "classId"] + self._keyAttributes())
         write_fixed_star(self._inputStar(name), table.drop(columns=["scipionId"]), optics)
         source = StarTable.open(self._inputStar(name))
         source.close()
-        return source
+        return source, items
 
     def _inputStar(self, name):
         return self._getExtraPath(INPUTS_DIR, "%s.star" % name)

@@ -1,21 +1,31 @@
-"""Subsets of Scipion set files copied by SQL (convert/set_subsets.py)."""
+"""Scipion set files: subsets copied by SQL (convert/set_subsets.py), classes read and
+converted a class at a time (convert/set_tables.py, convert/particles.py)."""
 import sqlite3
 from contextlib import closing
 
 import pytest
 
+import numpy as np
+import pandas as pd
+
+from scipion_reciprocal.convert.particles import class_items_to_relion, items_to_relion
 from scipion_reciprocal.convert.set_subsets import write_item_subset
-from scipion_reciprocal.convert.set_tables import read_set_items
+from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
 
 emobj = pytest.importorskip("pwem.objects")
 
 
 def _particles(path):
-    """Ten particles (ids 1..10, image i of stack.mrcs, defocus 1000 i); particle 4 disabled."""
+    """Ten particles (ids 1..10, image i of stack.mrcs, defocus 1000 i, class 1 + i % 3);
+    particle 4 disabled."""
     particles = emobj.SetOfParticles(filename=str(path))
     particles.setSamplingRate(1.5)
+    particles.setDim((64, 64, 1))
+    particles.setAcquisition(emobj.Acquisition(voltage=300.0, sphericalAberration=2.7,
+                                               amplitudeContrast=0.1, magnification=50000))
     for i in range(1, 11):
         particle = emobj.Particle(location=(i, "stack.mrcs"))
+        particle.setClassId(1 + i % 3)
         ctf = emobj.CTFModel()
         ctf.setStandardDefocus(1000.0 * i, 900.0 * i, 10.0)
         particle.setCTF(ctf)
@@ -42,3 +52,27 @@ def test_subset_rows_are_the_enabled_members_in_id_order(tmp_path):
             "SELECT * FROM Classes").fetchall()
     with pytest.raises(FileExistsError):
         write_item_subset(source, target, [1])
+
+
+def test_classes_converted_a_class_at_a_time_equal_the_whole_conversion(tmp_path):
+    particles = emobj.SetOfParticles(filename=str(_particles(tmp_path / "particles.sqlite")))
+    particles.loadAllProperties()  # sampling rate, dimensions, acquisition
+    classes = emobj.SetOfClasses3D(filename=str(tmp_path / "classes.sqlite"))
+    classes.setImages(particles)
+    classes.classifyItems()
+    classes.write()
+    classes.close()
+    attributes = ["_index", "_filename", "_ctfModel._defocusU", "_ctfModel._defocusV",
+                  "_ctfModel._defocusAngle", "_ctfModel._phaseShift"]
+    table, optics, kept = class_items_to_relion(classes.getFileName(), particles, attributes,
+                                                keep=["id", "classId", "_index"])
+    items = read_class_items(classes.getFileName(), attributes, skip_missing=True)
+    items = items.sort_values("id")
+    expected, expected_optics = items_to_relion(items.reset_index(drop=True), particles)
+    assert table["scipionId"].tolist() == [1, 2, 3, 5, 6, 7, 8, 9, 10]  # by id, 4 disabled
+    assert table["rlnClassNumber"].tolist() == [1 + i % 3 for i in (1, 2, 3, 5, 6, 7, 8, 9, 10)]
+    assert kept["classId"].tolist() == table["rlnClassNumber"].tolist()
+    assert kept["_index"].tolist() == table["scipionId"].tolist()
+    np.testing.assert_allclose(table["rlnDefocusU"], 1000.0 * table["scipionId"])
+    pd.testing.assert_frame_equal(table.drop(columns="rlnClassNumber"), expected)
+    pd.testing.assert_frame_equal(optics, expected_optics)
