@@ -21,7 +21,7 @@ __all__ = ['RecovarResultError', 'PipelineVolumes', 'Embedding', 'KMeansResult',
            'KernelVolumes', 'Trajectory', 'DensityResult', 'check_job', 'log_tail', 'read_job',
            'read_params', 'read_eigenvalues', 'available_zdims', 'read_embedding',
            'read_halfsets', 'pipeline_volumes', 'read_mean_fsc', 'read_kmeans', 'read_umap',
-           'kernel_volumes', 'read_trajectory', 'analysis_trajectories', 'read_density',
+           'kernel_volumes', 'memory_error_line', 'read_trajectory', 'analysis_trajectories', 'read_density',
            'read_stable_states', 'read_subset_indices', 'read_outliers', 'load_pickle']
 
 JOB_JSON = 'job.json'
@@ -65,6 +65,12 @@ def log_tail(job_dir, n_lines=30):
         fh.seek(max(0, fh.tell() - 200 * n_lines))
         lines = fh.read().decode('utf-8', 'replace').splitlines()
     return '\n'.join(lines[-n_lines:])
+
+
+def memory_error_line(text):
+    """The last line of ``text`` that reports running out of memory, or None."""
+    lines = [line for line in text.splitlines() if _MEMORY_WORDS.search(line)]
+    return lines[-1].strip() if lines else None
 
 
 def read_job(job_dir):

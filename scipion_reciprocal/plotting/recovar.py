@@ -87,7 +87,16 @@ def _annotate_centres(ax, cx, cy):
                     fontweight='bold', zorder=4)
 
 
-def latent_figure(coords, labels=None, centers=None, dims=(0, 1), gridsize=40, title=None):
+def _draw_path(ax, path, points, dims):
+    ax.plot(path[:, dims[0]], path[:, dims[1]], '-', color='cornflowerblue', lw=2, zorder=4)
+    if points is not None:
+        points = np.asarray(points, dtype=float)
+        ax.scatter(points[:, dims[0]], points[:, dims[1]], s=30, color='w', edgecolor='k',
+                   zorder=5)
+
+
+def latent_figure(coords, labels=None, centers=None, dims=(0, 1), gridsize=40, title=None,
+                  path=None, path_points=None):
     """Latent space in two principal components: scatter coloured by k-means label, and hexbin.
 
     Parameters
@@ -100,6 +109,8 @@ def latent_figure(coords, labels=None, centers=None, dims=(0, 1), gridsize=40, t
         ``(K, zdim)`` k-means centres, marked and numbered on both panels.
     dims : tuple of int
         The two components shown (0-based).
+    path, path_points : numpy.ndarray, optional
+        ``(M, zdim)`` a trajectory drawn as a line and ``(n, zdim)`` its volume points.
     """
     coords = np.asarray(coords, dtype=float)
     keep = np.isfinite(coords).all(axis=1)
@@ -114,6 +125,8 @@ def latent_figure(coords, labels=None, centers=None, dims=(0, 1), gridsize=40, t
     if centers is not None:
         _annotate_centres(right, centers[:, dims[0]], centers[:, dims[1]])
     for ax in (left, right):
+        if path is not None:
+            _draw_path(ax, np.asarray(path, dtype=float), path_points, dims)
         ax.set_xlabel(f'PC {dims[0] + 1}')
         ax.set_ylabel(f'PC {dims[1] + 1}')
     left.set_title('particles by k-means cluster' if labels is not None else 'particles')

@@ -7,3 +7,11 @@ from .protocol_map_clustering import ProtMapClustering
 from .protocol_classifier_train import ProtTrainParticleClassifier
 from .protocol_classifier_classify import ProtClassifyParticles
 from .protocol_classifier_pick import ProtPickMicrographs
+from .protocol_recovar_pipeline import ProtRecovarPipeline
+from .protocol_recovar_analyze import ProtRecovarAnalyze
+from .protocol_recovar_subsets import ProtRecovarSubsets
+from .protocol_recovar_state import ProtRecovarComputeState
+from .protocol_recovar_trajectory import ProtRecovarTrajectory
+from .protocol_recovar_density import ProtRecovarDensity
+from .protocol_recovar_outliers import ProtRecovarOutliers
+from .protocol_recovar_embedding import ProtRecovarExternalEmbedding

@@ -1,0 +1,153 @@
+"""RECOVAR analyze: k-means of the latent space, UMAP, trajectories and centre volumes."""
+import os
+
+import pwem.objects as emobj
+from pyworkflow.protocol import params
+
+from ..formats import recovar_results as rr
+from ..plotting.recovar import latent_figure, umap_figure
+from .recovar_base import ProtRecovarBase, savefig
+
+ANALYSIS_DIR = "analysis"
+OUTPUTS = {"outputClasses": emobj.SetOfClasses3D, "outputVolumes": emobj.SetOfVolumes,
+           "outputTrajectory1": emobj.SetOfVolumes}
+
+
+class ProtRecovarAnalyze(ProtRecovarBase):
+    """Clusters the particles of a RECOVAR pipeline with k-means in one latent space and
+    returns the clusters as 3D classes (class id = k-means index + 1), optionally with a
+    kernel-regression volume at every centre (the class representative), UMAP of the latent
+    space and trajectories between centres. The classes can be compared with a Class3D run
+    in 'reciprocal class analysis' and split with 'recovar extract subsets'."""
+    _label = "recovar analyze"
+    _possibleOutputs = OUTPUTS
+
+    # --------------------------- DEFINE param functions ---------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        self._definePipelineParam(form)
+        form.addParam("zdim", params.IntParam, default=4, label="Latent dimension",
+                      help="One of the pipeline's latent dimensions. With 1, RECOVAR always also "
+                           "computes one trajectory (6 volumes); use 2 or more for k-means alone.")
+        form.addParam("nClusters", params.IntParam, default=20, label="k-means clusters",
+                      help="Number of k-means clusters. For sampling the latent space RECOVAR "
+                           "suggests many (20); for discrete states use their expected number.")
+        form.addParam("computeCenters", params.BooleanParam, default=True,
+                      label="Compute centre volumes?",
+                      help="A kernel-regression volume at every k-means centre (used as class "
+                           "representatives). This is the slow part: minutes per centre on a "
+                           "GPU at real sizes, about 6 min per centre at 32 px on a CPU.")
+        form.addParam("nTrajectories", params.IntParam, default=0, label="Trajectories",
+                      help="Trajectories between k-means centres (0 for none); each costs "
+                           "6 kernel-regression volumes.")
+        form.addParam("umap", params.BooleanParam, default=True, label="Compute UMAP?",
+                      help="A 2D UMAP embedding of the latent space for the plots (skipped for "
+                           "zdim 1).")
+        form.addParam("nVolsAlongPath", params.IntParam, default=6, condition="nTrajectories > 0",
+                      label="Volumes per trajectory",
+                      help="Kernel-regression volumes computed along each trajectory.")
+        self._defineVolumeParams(form)
+        group = form.addGroup("k-means", expertLevel=params.LEVEL_ADVANCED)
+        group.addParam("normalizeKmeans", params.BooleanParam, default=False,
+                       label="Normalise before k-means?",
+                       help="Scale each latent coordinate to unit variance before k-means.")
+        self._defineExtraParams(form)
+        self._defineGpuParams(form)
+
+    # --------------------------- INSERT steps functions ---------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.analyzeStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions ----------------------------
+    def analyzeStep(self):
+        args = [self.pipelineRun().pipelineDir(), "--zdim", self.zdim.get(),
+                "--n-clusters", self.nClusters.get(), "--n-trajectories", self.nTrajectories.get(),
+                "--n-vols-along-path", self.nVolsAlongPath.get()] + self.volumeArguments()
+        if not self.computeCenters.get():
+            args.append("--skip-centers")
+        if not self.umap.get():
+            args.append("--skip-umap")
+        if self.normalizeKmeans.get():
+            args.append("--normalize-kmeans")
+        self.runRecovar("analyze", args, self.analysisDir())
+
+    def createOutputStep(self):
+        pipeline = self.pipelineRun()
+        folder = self.analysisDir()
+        ids = pipeline.idMap()
+        kmeans = rr.read_kmeans(folder, n_rows=len(ids))
+        labelOf = dict(zip(ids.tolist(), kmeans.labels.tolist()))
+        self._savePlots(pipeline, kmeans, len(ids))
+
+        centres = None
+        if self.computeCenters.get():
+            centres = self.kernelVolumeSet(os.path.join(folder, "kmeans"), "center", "centers",
+                                           "k-means centre %d")
+        if centres:
+            self.saveChimeraxSeries(centres, "centres.cxc", "RECOVAR k-means centres")
+        representatives = {v.getObjId() - 1: v.getFileName() for v in centres or []}
+        voxel = centres.getSamplingRate() if centres else pipeline.outputMean.getSamplingRate()
+
+        def updateItem(item, row=None):
+            item.setClassId(labelOf.get(item.getObjId(), -1) + 1)  # 0: left out by RECOVAR
+
+        def updateClass(cls):
+            index = cls.getObjId() - 1
+            cls.setObjLabel("k-means %d" % index)
+            if index in representatives:
+                representative = emobj.Volume(location=representatives[index])
+                representative.setSamplingRate(voxel)
+                cls.setRepresentative(representative)
+
+        classes = self._createSetOfClasses3D(pipeline.outputParticles)
+        classes.classifyItems(updateItemCallback=updateItem, updateClassCallback=updateClass)
+        outs = {"outputClasses": classes, "outputVolumes": centres}
+        for i, trajectory in enumerate(rr.analysis_trajectories(folder)):
+            outs["outputTrajectory%d" % (i + 1)] = self.kernelVolumeSet(
+                os.path.join(folder, "traj%03d" % i), "state", "trajectory%d" % (i + 1),
+                "trajectory %d point %%d" % (i + 1))
+        self.registerOutputs(outs, self.inputPipeline)
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        errors = self._validateBackend() + self.validatePipeline([self.zdim.get()])
+        if self.nClusters.get() < 2:
+            errors.append("Ask for at least 2 k-means clusters.")
+        if self.nTrajectories.get() < 0:
+            errors.append("The number of trajectories cannot be negative.")
+        return errors
+
+    def _warnings(self):
+        if self.computeCenters.get() and not self._visibleGpus():
+            return ["Centre volumes on the CPU take minutes each (about 6 min per centre at "
+                    "32 px): switch 'Compute centre volumes?' off for a quick k-means."]
+        return []
+
+    def _summary(self):
+        if not hasattr(self, "outputClasses"):
+            return ["RECOVAR analyze not finished yet."]
+        sizes = [c.getSize() for c in self.outputClasses]
+        return ["k-means of zdim %d: %d clusters of %s particles."
+                % (self.zdim.get(), len(sizes), ", ".join(map(str, sizes)))]
+
+    def _methods(self):
+        return ["The RECOVAR [Gilles2025recovar] latent space of dimension %d was clustered "
+                "with k-means into %d clusters." % (self.zdim.get(), self.nClusters.get())]
+
+    def _citations(self):
+        return ["Gilles2025recovar"]
+
+    # --------------------------- UTILS functions ----------------------------
+    def analysisDir(self):
+        return self._getExtraPath(ANALYSIS_DIR)
+
+    def _savePlots(self, pipeline, kmeans, n):
+        embedding = rr.read_embedding(pipeline.pipelineDir(), self.zdim.get(), n_rows=n)
+        if self.zdim.get() >= 2:
+            savefig(latent_figure(embedding.coords, kmeans.labels, kmeans.centers,
+                                  title="zdim %d k-means" % self.zdim.get()),
+                    self.plotPath("kmeans_latent.png"))
+        umap = rr.read_umap(self.analysisDir(), n_rows=n)
+        if umap is not None:
+            savefig(umap_figure(umap, kmeans.labels), self.plotPath("umap.png"))

@@ -1,0 +1,262 @@
+"""RECOVAR pipeline: mean, covariance, principal components and latent embeddings."""
+
+import pwem.objects as emobj
+from pyworkflow.object import CsvList
+from pyworkflow.protocol import params
+
+from ..formats import recovar_results as rr
+from ..plotting.recovar import contrast_figure, eigenvalues_figure, fsc_figure, latent_figure
+from .recovar_base import ProtRecovarBase, savefig
+
+PIPELINE_DIR = "pipeline"
+MASK_MRC = "mask.mrc"
+FOCUS_MASK_MRC = "focus_mask.mrc"
+MASK_CHOICES = ["volume", "from_halfmaps", "sphere", "none"]
+MASK_VOLUME, MASK_HALFMAPS, MASK_SPHERE, MASK_NONE = range(4)
+MEMORY_CHOICES = ["normal", "low (halve batches)", "very low (quarter batches)"]
+MEMORY_FLAGS = ["", "--low-memory-option", "--very-low-memory-option"]
+UNINVERT_CHOICES = ["automatic", "true", "false"]
+#: Particle attributes holding the latent coordinates (CsvList), per zdim.
+LATENT_ATTR = "_recovar_zdim%d"
+LATENT_NOREG_ATTR = "_recovar_zdim%d_noreg"
+CONTRAST_ATTR = "_recovar_contrast"
+
+
+def latentAttribute(zdim, regularized=True):
+    """Name of the particle attribute with the ``zdim`` latent coordinates."""
+    return (LATENT_ATTR if regularized else LATENT_NOREG_ATTR) % zdim
+
+
+# A dict, not an Enum: Enum members with equal values (two SetOfVolumes) become aliases.
+OUTPUTS = {"outputMean": emobj.Volume, "outputVariances": emobj.SetOfVolumes,
+           "outputEigenvolumes": emobj.SetOfVolumes, "outputParticles": emobj.SetOfParticles}
+
+
+class ProtRecovarPipeline(ProtRecovarBase):
+    """Runs RECOVAR's pipeline: the mean map with its half maps, a regularised estimate of the
+    covariance of the conformations, its principal components (eigenvolumes) and, for each
+    latent dimension asked for, every particle's coordinates in that space. The particles
+    are returned with their coordinates attached (`_recovar_zdim<k>`: regularised, what
+    k-means uses; `_recovar_zdim<k>_noreg`: unregularised, what the density estimation uses).
+    """
+    _label = "recovar pipeline"
+    _possibleOutputs = OUTPUTS
+
+    # --------------------------- DEFINE param functions ---------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      label="Particles",
+                      help="Particles with CTF and 3D alignment (angles and shifts), e.g. from a "
+                           "consensus 3D refinement. The box must be even.")
+        form.addParam("maskType", params.EnumParam, choices=MASK_CHOICES, default=MASK_SPHERE,
+                      label="Mask",
+                      help="volume: a mask map (thresholded at 0.5 and softened by RECOVAR); "
+                           "from_halfmaps: RECOVAR makes one from the mean half maps; sphere: "
+                           "a spherical mask; none: no mask. The heterogeneity outside the mask "
+                           "is ignored, so a tight mask of the molecule gives cleaner components.")
+        form.addParam("maskVolume", params.PointerParam, pointerClass="Volume",
+                      condition="maskType == %d" % MASK_VOLUME, label="Mask volume",
+                      help="Same box as the particles, values 0..1.")
+        form.addParam("maskDilation", params.IntParam, default=0, label="Mask dilation (iterations)",
+                      condition="maskType == %d" % MASK_VOLUME,
+                      help="Binary dilations of the mask (RECOVAR --mask-dilate-iter); 0 keeps it.")
+        form.addParam("focusMask", params.PointerParam, pointerClass="Volume", allowsNull=True,
+                      label="Focus mask (optional)",
+                      help="Restricts the covariance to a region (e.g. a flexible domain); same "
+                           "box as the particles.")
+        form.addParam("zdims", params.StringParam, default="1,2,4,10,20",
+                      label="Latent dimensions",
+                      help="Comma-separated list; an embedding is computed for each. Larger "
+                           "dimensions cost more time and memory (zdim 20 is about half the "
+                           "embedding time).")
+        form.addParam("correctContrast", params.BooleanParam, default=False,
+                      label="Correct contrast?",
+                      help="Estimate a contrast (scale) per particle (RECOVAR --correct-contrast);"
+                           " useful when ice thickness varies.")
+        form.addParam("uninvertData", params.EnumParam, choices=UNINVERT_CHOICES, default=0,
+                      label="Un-invert data",
+                      help="RECOVAR --uninvert-data: whether images have dark protein and must be "
+                           "inverted. 'automatic' lets RECOVAR guess from the mean.")
+        group = form.addGroup("Advanced", expertLevel=params.LEVEL_ADVANCED)
+        group.addParam("downsample", params.IntParam, default=256, label="Downsample to (px)",
+                       help="Images larger than this are downsampled (unless within 12.5 %%) "
+                            "into a full copy of the stack; 0 never downsamples. Smaller boxes "
+                            "are much faster and lighter.")
+        group.addParam("ignoreZeroFrequency", params.BooleanParam, default=False,
+                       label="Ignore zero frequency?",
+                       help="Drop the zero frequency (RECOVAR --ignore-zero-frequency), for data "
+                            "with uncorrected per-image offsets.")
+        group.addParam("memoryOption", params.EnumParam, choices=MEMORY_CHOICES, default=0,
+                       label="Memory use",
+                       help="Smaller batches when RECOVAR runs out of GPU or host memory "
+                            "(--low-memory-option / --very-low-memory-option); slower.")
+        group.addParam("lazy", params.BooleanParam, default=False, label="Lazy loading?",
+                       help="Read images from disk per batch instead of holding the stack in "
+                            "memory (RECOVAR --lazy).")
+        group.addParam("gpuBudget", params.FloatParam, default=0, label="Memory budget (GB)",
+                       help="RECOVAR --gpu-budget-gb, the memory its batch sizes aim at; 0 keeps "
+                            "RECOVAR's default (on CPU half the RAM, at most 12).")
+        self._defineExtraParams(form)
+        self._defineGpuParams(form)
+
+    # --------------------------- INSERT steps functions ---------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.pipelineStep)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    # --------------------------- STEPS functions ----------------------------
+    def convertInputStep(self):
+        self.convertParticlesStep(self.inputParticles)
+        from pwem.emlib.image import ImageHandler
+        if self.maskType.get() == MASK_VOLUME:
+            ImageHandler().convert(self.maskVolume.get(), self.inputFile(MASK_MRC))
+        if self.focusMask.get() is not None:
+            ImageHandler().convert(self.focusMask.get(), self.inputFile(FOCUS_MASK_MRC))
+
+    def pipelineStep(self):
+        from ..formats import cryodrgn
+        args = [self.inputFile(cryodrgn.PARTICLES_STAR), "--poses", self.inputFile(cryodrgn.POSES_PKL),
+                "--ctf", self.inputFile(cryodrgn.CTF_PKL), "--zdim", ",".join(map(str, self.zdimList())),
+                "--uninvert-data", UNINVERT_CHOICES[self.uninvertData.get()]]
+        if self.maskType.get() == MASK_VOLUME:
+            args += ["--mask", self.inputFile(MASK_MRC)]
+            if self.maskDilation.get() > 0:
+                args += ["--mask-dilate-iter", self.maskDilation.get()]
+        else:
+            args += ["--mask", MASK_CHOICES[self.maskType.get()]]
+        if self.focusMask.get() is not None:
+            args += ["--focus-mask", self.inputFile(FOCUS_MASK_MRC)]
+        if self.correctContrast.get():
+            args.append("--correct-contrast")
+        if self.ignoreZeroFrequency.get():
+            args.append("--ignore-zero-frequency")
+        args += ["--no-downsample"] if self.downsample.get() <= 0 else ["--downsample", self.downsample.get()]
+        if MEMORY_FLAGS[self.memoryOption.get()]:
+            args.append(MEMORY_FLAGS[self.memoryOption.get()])
+        if self.lazy.get():
+            args.append("--lazy")
+        if self.gpuBudget.get() > 0:
+            args += ["--gpu-budget-gb", self.gpuBudget.get()]
+        self.runRecovar("pipeline", args, self.pipelineDir())
+
+    def createOutputStep(self):
+        from ..formats.mrc import read_map
+        folder = self.pipelineDir()
+        volumes = rr.pipeline_volumes(folder)
+        _, voxel = read_map(volumes.mean)
+        self._savePlots(folder)
+
+        mean = emobj.Volume(location=str(volumes.mean))
+        mean.setSamplingRate(voxel)
+        mean.setHalfMaps([str(volumes.half1), str(volumes.half2)])
+        mean.setObjLabel("recovar mean")
+        variances = self._volumeSet("variances", voxel,
+                                    [("variance%d" % k, p) for k, p in volumes.variances.items()])
+        eigen = self._volumeSet("eigenvolumes", voxel,
+                                [("eigenvolume%d" % i, p) for i, p in enumerate(volumes.eigenvolumes)])
+        particles = self._particlesWithLatents(folder)
+        for name, output in zip(OUTPUTS, (mean, variances, eigen, particles)):
+            self._defineOutputs(**{name: output})
+            self._defineSourceRelation(self.inputParticles, output)
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        errors = self._validateBackend() + self.validateParticles(self.inputParticles)
+        particles = self.inputParticles.get()
+        if self.maskType.get() == MASK_VOLUME:
+            if self.maskVolume.get() is None:
+                errors.append("Choose a mask volume, or another mask type.")
+            errors += self.validateMaskBox(self.maskVolume, particles, "The mask")
+        errors += self.validateMaskBox(self.focusMask, particles, "The focus mask")
+        try:
+            zdims = self.zdimList()
+            if not zdims or min(zdims) < 1:
+                raise ValueError
+        except ValueError:
+            errors.append("Latent dimensions must be positive integers separated by commas "
+                          "(got %r)." % self.zdims.get())
+        return errors
+
+    def _warnings(self):
+        if not self._visibleGpus():
+            return ["No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect about 10 min "
+                    "for 400 particles of 32 px; real data sets need a GPU."]
+        return []
+
+    def _summary(self):
+        if not hasattr(self, "outputMean"):
+            return ["RECOVAR pipeline not finished yet."]
+        lines = ["Latent dimensions: %s; %d particles." % (self.zdims.get(),
+                                                          self.outputParticles.getSize())]
+        try:
+            eigenvalues = rr.read_eigenvalues(self.pipelineDir())
+            lines.append("First eigenvalues: %s" % ", ".join("%.3g" % v for v in eigenvalues[:5]))
+        except rr.RecovarResultError:
+            pass
+        return lines
+
+    def _methods(self):
+        return ["Conformational heterogeneity was analysed with RECOVAR [Gilles2025recovar] "
+                "(mask %s, latent dimensions %s)." % (MASK_CHOICES[self.maskType.get()],
+                                                      self.zdims.get())]
+
+    def _citations(self):
+        return ["Gilles2025recovar"]
+
+    # --------------------------- UTILS functions ----------------------------
+    def zdimList(self):
+        return [int(z) for z in self.zdims.get().replace(" ", "").split(",") if z]
+
+    def pipelineDir(self):
+        return self._getExtraPath(PIPELINE_DIR)
+
+    def _savePlots(self, folder):
+        savefig(eigenvalues_figure(rr.read_eigenvalues(folder)), self.plotPath("eigenvalues.png"))
+        fsc = rr.read_mean_fsc(folder)
+        savefig(fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}),
+                self.plotPath("mean_fsc.png"))
+        zdims = [z for z in rr.available_zdims(folder) if z >= 2]
+        if self.correctContrast.get() and rr.available_zdims(folder):
+            contrasts = rr.read_embedding(folder, rr.available_zdims(folder)[-1]).contrasts
+            savefig(contrast_figure(contrasts), self.plotPath("contrast_histogram.png"))
+        if zdims:
+            embedding = rr.read_embedding(folder, zdims[-1])
+            savefig(latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]),
+                    self.plotPath("latent_zdim%d.png" % zdims[-1]))
+
+    def _volumeSet(self, suffix, voxel, named):
+        volumes = self._createSetOfVolumes(suffix)
+        volumes.setSamplingRate(voxel)
+        for label, path in named:
+            volume = emobj.Volume(location=str(path))
+            volume.setSamplingRate(voxel)
+            volume.setObjLabel(label)
+            volumes.append(volume)
+        return volumes
+
+    def _particlesWithLatents(self, folder):
+        ids = self.idMap()
+        n = len(ids)
+        rowOf = {int(i): r for r, i in enumerate(ids)}
+        embeddings = [(latentAttribute(z, reg), rr.read_embedding(folder, z, reg, n_rows=n))
+                      for z in rr.available_zdims(folder) for reg in (True, False)]
+        contrasts = embeddings[0][1].contrasts if self.correctContrast.get() and embeddings else None
+
+        def attach(particle, row=None):
+            r = rowOf[particle.getObjId()]
+            for name, embedding in embeddings:
+                values = CsvList(pType=float)
+                values.set(["%.6g" % v for v in embedding.coords[r]])
+                setattr(particle, name, values)
+            if contrasts is not None:
+                setattr(particle, CONTRAST_ATTR, emobj.Float(float(contrasts[r])))
+
+        inputSet = self.inputParticles.get()
+        particles = self._createSetOfParticles()
+        particles.copyInfo(inputSet)
+        particles.copyItems(inputSet, updateItemCallback=attach)
+        self.info("Attached %s to %d particles"
+                  % (", ".join(name for name, _ in embeddings), particles.getSize()))
+        return particles
