@@ -3,3 +3,5 @@ from .classifier import (ClassifierPickingViewer, ClassifierScoresViewer,
                          ClassifierTrainingViewer)
 from .mapclust import MapClusteringViewer
 from .reciprocal import ReciprocalAnalysisViewer, RelionClassificationsViewer
+from .recovar import (RecovarAnalyzeViewer, RecovarDensityViewer, RecovarOutliersViewer,
+                      RecovarPipelineViewer, RecovarStateViewer, RecovarTrajectoryViewer)

@@ -5,11 +5,15 @@ only display files, so what the GUI shows is exactly what the files hold.
 """
 import glob
 import os
+import shutil
 import webbrowser
 
 from pwem.viewers.plotter import EmPlotter
 from pyworkflow.protocol import params
-from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, ProtocolViewer, TextView, View
+from pyworkflow.viewer import (DESKTOP_TKINTER, WEB_DJANGO, CommandView, ProtocolViewer,
+                               TextView, View)
+
+CHIMERAX_PROGRAMS = ("chimerax", "ChimeraX")
 
 
 def imageFigure(path, title=None):
@@ -42,6 +46,7 @@ class PlotFilesViewer(ProtocolViewer):
     _plotPatterns = ()    # glob patterns relative to the protocol's extra folder
     _textFiles = ()       # (label, path relative to extra) shown in a text window
     _htmlFiles = ()       # (label, path relative to extra) opened in the browser
+    _chimeraxFile = None  # (label, .cxc path relative to extra) run in ChimeraX
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
@@ -52,6 +57,10 @@ class PlotFilesViewer(ProtocolViewer):
             form.addParam("text%d" % i, params.LabelParam, label=label)
         for i, (label, _) in enumerate(self._htmlFiles):
             form.addParam("html%d" % i, params.LabelParam, label=label)
+        if self._chimeraxFile:
+            form.addParam("chimerax", params.LabelParam, label=self._chimeraxFile[0],
+                          help="Runs the ChimeraX command file written by the protocol when "
+                               "ChimeraX is on the PATH; otherwise shows the file.")
 
     def _getVisualizeDict(self):
         visualize = {"plot": self._showPlot}
@@ -59,7 +68,16 @@ class PlotFilesViewer(ProtocolViewer):
             visualize["text%d" % i] = lambda e=None, p=path: [TextView([self._extra(p)])]
         for i, (_, path) in enumerate(self._htmlFiles):
             visualize["html%d" % i] = lambda e=None, p=path: [BrowserView(self._extra(p))]
+        if self._chimeraxFile:
+            visualize["chimerax"] = self._openChimerax
         return visualize
+
+    def _openChimerax(self, e=None):
+        script = self._extra(self._chimeraxFile[1])
+        program = next(filter(None, map(shutil.which, CHIMERAX_PROGRAMS)), None)
+        if program is None:
+            return [TextView([script], title="ChimeraX not found: command file")]
+        return [CommandView("%s %s &" % (program, script))]
 
     def _extra(self, *paths):
         return self.protocol._getExtraPath(*paths)
