@@ -40,7 +40,8 @@ def read_set_properties(path):
 def _column(values, kind):
     """One column of fetched values as a numpy array: float64 for ``Float`` attributes (NULL
     as NaN), int64 for ``Integer`` ones (float64 when some are NULL), otherwise the types
-    pandas infers (text and NULL as objects)."""
+    pandas infers (text and NULL as objects; equal ``String`` values share one object, which
+    saves hundreds of MB for the stack names of a million particles)."""
     try:
         if kind == "Float":
             return np.array(values, dtype=np.float64)
@@ -51,6 +52,9 @@ def _column(values, kind):
                 return np.array(values, dtype=np.float64)
     except (TypeError, ValueError):  # values not of the declared type
         pass
+    if kind == "String":  # stack and micrograph names: one object per distinct text
+        distinct = {}
+        values = [distinct.setdefault(v, v) for v in values]
     return pd.Series(values, dtype=object).infer_objects().to_numpy()
 
 
