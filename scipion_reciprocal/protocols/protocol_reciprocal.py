@@ -38,6 +38,20 @@ KEY_ROLES = {"image": ["index", "stack"], "original": ["original"],
              "coordinates": ["micrograph", "x", "y"]}
 
 
+#: SQLite copies run at once in the output step, at most (they share the disk).
+MAX_COPY_THREADS = 2
+
+
+def copy_threads():
+    """Threads for the output step's SQLite copies: the CPUs this process may run on (as a
+    queue system allots them), at most :data:`MAX_COPY_THREADS`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this system
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_COPY_THREADS, cpus))
+
+
 class ProtReciprocalAnalysis(EMProtocol):
     """Compares two or more classifications of the same particles (RELION Class3D/Class2D,
     any Scipion set of classes, RECOVAR k-means). For every pair of classes of different
@@ -89,7 +103,6 @@ class ProtReciprocalAnalysis(EMProtocol):
                        default=1, label="Scipion outputs",
                        help="Which subsets become Scipion sets. STAR files are always written "
                             "for every per-class and kept intersection subset.")
-        form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ---------------------
     def _insertAllSteps(self):
@@ -128,13 +141,13 @@ class ProtReciprocalAnalysis(EMProtocol):
 
     def createOutputStep(self):
         """Register the subsets and the consensus classes.  Their items are copied by SQLite
-        in worker threads (it runs without the GIL); the Scipion objects are made and
-        registered in this thread, as each file is ready."""
+        in worker threads (it runs without the GIL; see :func:`copy_threads`); the Scipion
+        objects are made and registered in this thread, as each file is ready."""
         subsets = self._readSubsets()
         inputs = dict(self._namedInputs())
         chosen = [s for s in subsets["subsets"] if self._isRegistered(s)]
         start = time.time()
-        with ThreadPoolExecutor(max(1, self.numberOfThreads.get())) as pool:
+        with ThreadPoolExecutor(copy_threads()) as pool:
             files = [pool.submit(self._writeSubsetFile, s, inputs[s["job"]]) for s in chosen]
             consensus, fill_arguments = self._prepareConsensus(subsets, inputs)
             filled = pool.submit(fill_classes, *fill_arguments) if consensus else None
