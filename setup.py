@@ -15,7 +15,7 @@ setup(
     license="GPL-3.0-or-later",
     python_requires=">=3.8",
     packages=find_packages(include=["scipion_reciprocal", "scipion_reciprocal.*"]),
-    package_data={"scipion_reciprocal": ["protocols.conf", "workflows/*.json.template",
+    package_data={"scipion_reciprocal": ["protocols.conf", "templates/*.json.template",
                                          "backends/**/*.py", "cluster/hosts.conf.*"]},
     include_package_data=True,
     install_requires=[

@@ -14,6 +14,18 @@ CLASSIFICATION_COLUMNS = {"class": "classId", "index": "_index", "stack": "_file
                           "y": "_coordinate._y", "id": "id"}
 
 
+def resolved_stack_paths(paths):
+    """Stack paths with symbolic links resolved, one ``realpath`` per distinct path.
+
+    The same images reach Scipion through different links (pwem's particle import links the
+    RELION project into its run folder; the RELION-classification import keeps the original
+    path), so location keys compare the files the paths point to.
+    """
+    paths = pd.Series(paths, copy=False)
+    real = {path: os.path.realpath(path) for path in paths.dropna().unique()}
+    return paths.map(real).fillna(paths)
+
+
 def class_items(classes, attributes=None):
     """Every item of every enabled class, sorted by item id: all attributes, or those of
     ``attributes`` the items have."""

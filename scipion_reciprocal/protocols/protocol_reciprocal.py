@@ -12,7 +12,7 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol import params
 
 from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_items,
-                               class_representatives)
+                               class_representatives, resolved_stack_paths)
 from ..convert.particles import ITEM_ATTRIBUTES, class_items_to_relion
 from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_star_table
@@ -229,6 +229,9 @@ class ProtReciprocalAnalysis(EMProtocol):
         # Only the columns the matching needs stay in memory with the classification.
         keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
                       if c in items.columns]]
+        stack = CLASSIFICATION_COLUMNS["stack"]
+        if stack in keys:  # one stack reached through different links is one stack
+            keys = keys.assign(**{stack: resolved_stack_paths(keys[stack])})
         clf = classification_from_dataframe(
             keys, name, key=KEYS[self.matchKey.get()], columns=CLASSIFICATION_COLUMNS,
             pixel_size=classes.getImages().getSamplingRate(), class_ids=class_ids(classes),

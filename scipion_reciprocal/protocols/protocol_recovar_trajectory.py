@@ -104,8 +104,7 @@ class ProtRecovarTrajectory(ProtRecovarBase):
             raise rr.RecovarResultError(self._getExtraPath(TRAJECTORY_DIR),
                                         "no volumes along the path")
         volumes = self.kernelVolumeSet(trajectory.volumes.volumes[0].parent, "state",
-                                       "trajectory", "trajectory point %d",
-                                       reverse=self._runsBackwards(trajectory))
+                                       "trajectory", "trajectory point %d")
         self._savePlots(trajectory)
         self.saveChimeraxSeries(volumes, CHIMERAX_CXC, "RECOVAR trajectory")
         self.registerOutputs({"outputVolumes": volumes}, self.inputPipeline)
@@ -172,15 +171,6 @@ class ProtRecovarTrajectory(ProtRecovarBase):
                 raise ValueError("End point %s has %d values; the latent dimension is %d."
                                  % (list(point), len(point), zdim))
         return points[0], points[1]
-
-    def _runsBackwards(self, trajectory):
-        """Whether RECOVAR's path starts at the end point (it may number it from either end)."""
-        start = np.loadtxt(self._getExtraPath(START_TXT), ndmin=1)
-        points = trajectory.volumes.latent_points
-        points = points if points.size else trajectory.points
-        n = min(len(start), points.shape[1])
-        distance = np.linalg.norm(points[[0, -1], :n] - start[:n], axis=1)
-        return distance[1] < distance[0]
 
     def densityFile(self):
         """Path of the chosen density pickle, or None without a density run."""

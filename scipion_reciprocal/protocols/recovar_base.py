@@ -171,12 +171,11 @@ class ProtRecovarBase(ProtBackend):
         """The input 'recovar pipeline' protocol."""
         return self.inputPipeline.get()
 
-    def kernelVolumeSet(self, folder, prefix, suffix, label, reverse=False):
+    def kernelVolumeSet(self, folder, prefix, suffix, label):
         """A SetOfVolumes of the kernel-regression volumes ``<prefix>NNN.mrc`` in ``folder``.
 
         Each volume keeps its half maps and its latent point (``_recovar_latent``); ``label``
-        is formatted with the volume's position in the set. ``reverse`` adds them from the
-        last index to the first. Returns None when RECOVAR wrote none.
+        is formatted with the volume's index. Returns None when RECOVAR wrote none.
         """
         from ..formats.mrc import read_map
         found = rr.kernel_volumes(folder, prefix)
@@ -185,13 +184,11 @@ class ProtRecovarBase(ProtBackend):
         _, voxel = read_map(found.volumes[0])
         volumes = self._createSetOfVolumes(suffix)
         volumes.setSamplingRate(voxel)
-        order = range(len(found.volumes))
-        for position, i in enumerate(reversed(order) if reverse else order):
-            path = found.volumes[i]
+        for i, path in enumerate(found.volumes):
             volume = emobj.Volume(location=str(path))
             volume.setSamplingRate(voxel)
             volume.setHalfMaps([str(found.half1[i]), str(found.half2[i])])
-            volume.setObjLabel(label % position)
+            volume.setObjLabel(label % i)
             if found.latent_points.shape[1]:
                 point = CsvList(pType=float)
                 point.set(["%.6g" % v for v in found.latent_points[i]])
