@@ -140,3 +140,39 @@ def fill_classes(classes_file, items_file, class_members):
             conn.execute('UPDATE main.Objects SET "%s" = ? WHERE id = ?' % size_column[0],
                          (count, int(class_id)))
         conn.commit()
+
+
+#: Column types Scipion declares for its scalar attribute classes (others are text).
+_SQL_TYPES = {"Float": "REAL", "Integer": "INTEGER", "Boolean": "INTEGER"}
+
+
+def add_item_attributes(set_file, ids, attributes):
+    """Add attributes to the items of a Scipion set file, one value per item.
+
+    ``attributes`` maps an attribute name to (Scipion class name, values in the order of
+    ``ids``); values are stored as Scipion stores them (text for a CsvList: ``'1.5,-0.25'``).
+    Each attribute becomes a new column of ``Objects`` described in ``Classes``, so Scipion
+    reads it like one it wrote itself; items not in ``ids`` get none.
+    """
+    ids = np.asarray(ids, dtype=np.int64).ravel().tolist()
+    with closing(sqlite3.connect(str(set_file))) as conn:
+        _new_file_pragmas(conn)
+        used = {row[0] for row in conn.execute("SELECT column_name FROM Classes")}
+        taken = {row[0] for row in conn.execute("SELECT label_property FROM Classes")}
+        number = 1
+        for name, (class_name, values) in attributes.items():
+            if name in taken:
+                raise SetTableError("%s: items already have an attribute %s" % (set_file, name))
+            if len(values) != len(ids):
+                raise ValueError("%s: %d values for %d items" % (name, len(values), len(ids)))
+            while "c%02d" % number in used:
+                number += 1
+            column = "c%02d" % number
+            used.add(column)
+            conn.execute("INSERT INTO Classes (label_property, column_name, class_name) "
+                         "VALUES (?, ?, ?)", (name, column, class_name))
+            conn.execute('ALTER TABLE Objects ADD COLUMN "%s" %s DEFAULT NULL'
+                         % (column, _SQL_TYPES.get(class_name, "TEXT")))
+            conn.executemany('UPDATE Objects SET "%s" = ? WHERE id = ?' % column,
+                             zip(values, ids))
+        conn.commit()

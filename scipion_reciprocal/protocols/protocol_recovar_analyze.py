@@ -4,6 +4,7 @@ import os
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..convert.set_subsets import fill_classes
 from ..formats import recovar_results as rr
 from ..plotting.recovar import latent_figure, umap_figure
 from .recovar_base import ProtRecovarBase, savefig
@@ -77,7 +78,6 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         folder = self.analysisDir()
         ids = pipeline.idMap()
         kmeans = rr.read_kmeans(folder, n_rows=len(ids))
-        labelOf = dict(zip(ids.tolist(), kmeans.labels.tolist()))
         self._savePlots(pipeline, kmeans, len(ids))
 
         centres = None
@@ -88,26 +88,37 @@ class ProtRecovarAnalyze(ProtRecovarBase):
             self.saveChimeraxSeries(centres, "centres.cxc", "RECOVAR k-means centres")
         representatives = {v.getObjId() - 1: v.getFileName() for v in centres or []}
         voxel = centres.getSamplingRate() if centres else pipeline.outputMean.getSamplingRate()
-
-        def updateItem(item, row=None):
-            item.setClassId(labelOf.get(item.getObjId(), -1) + 1)  # 0: left out by RECOVAR
-
-        def updateClass(cls):
-            index = cls.getObjId() - 1
-            cls.setObjLabel("k-means %d" % index)
-            if index in representatives:
-                representative = emobj.Volume(location=representatives[index])
-                representative.setSamplingRate(voxel)
-                cls.setRepresentative(representative)
-
-        classes = self._createSetOfClasses3D(pipeline.outputParticles)
-        classes.classifyItems(updateItemCallback=updateItem, updateClassCallback=updateClass)
+        classes = self._kmeansClasses(pipeline.outputParticles, ids, kmeans.labels,
+                                      representatives, voxel)
         outs = {"outputClasses": classes, "outputVolumes": centres}
         for i, trajectory in enumerate(rr.analysis_trajectories(folder)):
             outs["outputTrajectory%d" % (i + 1)] = self.kernelVolumeSet(
                 os.path.join(folder, "traj%03d" % i), "state", "trajectory%d" % (i + 1),
                 "trajectory %d point %%d" % (i + 1))
         self.registerOutputs(outs, self.inputPipeline)
+
+    def _kmeansClasses(self, particles, ids, labels, representatives, voxel):
+        """SetOfClasses3D of the k-means labels: the classes through the Scipion API, their
+        particles by SQL (:func:`fill_classes`), so no particle is built as a Python object.
+        Rows RECOVAR left out (label -1) belong to no class."""
+        classes = self._createSetOfClasses3D(particles)
+        members = {}
+        for index in sorted(set(labels.tolist()) - {-1}):
+            cls = emobj.Class3D(objId=index + 1)
+            cls.copyInfo(particles)
+            cls.setAcquisition(particles.getAcquisition())
+            cls.setObjLabel("k-means %d" % index)
+            representative = emobj.Volume()
+            if index in representatives:
+                representative.setLocation(representatives[index])
+                representative.setSamplingRate(voxel)
+            cls.setRepresentative(representative)
+            classes.append(cls)
+            members[index + 1] = ("", ids[labels == index])
+        classes.write()
+        classes.close()  # Scipion's connection closed before the items are added by SQL
+        fill_classes(classes.getFileName(), particles.getFileName(), members)
+        return classes
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):

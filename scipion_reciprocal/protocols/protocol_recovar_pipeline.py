@@ -1,7 +1,6 @@
 """RECOVAR pipeline: mean, covariance, principal components and latent embeddings."""
 
 import pwem.objects as emobj
-from pyworkflow.object import CsvList
 from pyworkflow.protocol import params
 
 from ..formats import recovar_results as rr
@@ -237,26 +236,17 @@ class ProtRecovarPipeline(ProtRecovarBase):
         return volumes
 
     def _particlesWithLatents(self, folder):
+        """The input particles (an SQL copy of their rows) with one CsvList column per latent
+        space: a million particles are never built as Python objects."""
         ids = self.idMap()
-        n = len(ids)
-        rowOf = {int(i): r for r, i in enumerate(ids)}
-        embeddings = [(latentAttribute(z, reg), rr.read_embedding(folder, z, reg, n_rows=n))
-                      for z in rr.available_zdims(folder) for reg in (True, False)]
-        contrasts = embeddings[0][1].contrasts if self.correctContrast.get() and embeddings else None
-
-        def attach(particle, row=None):
-            r = rowOf[particle.getObjId()]
-            for name, embedding in embeddings:
-                values = CsvList(pType=float)
-                values.set(["%.6g" % v for v in embedding.coords[r]])
-                setattr(particle, name, values)
-            if contrasts is not None:
-                setattr(particle, CONTRAST_ATTR, emobj.Float(float(contrasts[r])))
-
-        inputSet = self.inputParticles.get()
-        particles = self._createSetOfParticles()
-        particles.copyInfo(inputSet)
-        particles.copyItems(inputSet, updateItemCallback=attach)
-        self.info("Attached %s to %d particles"
-                  % (", ".join(name for name, _ in embeddings), particles.getSize()))
+        attributes = {}
+        for zdim in rr.available_zdims(folder):
+            for regularized in (True, False):
+                embedding = rr.read_embedding(folder, zdim, regularized, n_rows=len(ids))
+                attributes[latentAttribute(zdim, regularized)] = (
+                    "CsvList", [",".join("%.6g" % v for v in row) for row in embedding.coords])
+                if regularized and self.correctContrast.get() and CONTRAST_ATTR not in attributes:
+                    attributes[CONTRAST_ATTR] = ("Float", embedding.contrasts.astype(float).tolist())
+        particles = self.particleSubset(self.inputParticles.get(), ids, "", attributes)
+        self.info("Attached %s to %d particles" % (", ".join(attributes), particles.getSize()))
         return particles

@@ -13,7 +13,7 @@ from pyworkflow.protocol import params
 
 from ..convert.particles import (ConversionError, missing_3d_alignment_error,
                                  missing_ctf_error, particles_table)
-from ..convert.set_subsets import write_item_subset
+from ..convert.set_subsets import add_item_attributes, write_item_subset
 from ..environments import cuda_available
 from ..formats import cryodrgn
 from ..formats.chimerax import write_volume_series
@@ -209,13 +209,17 @@ class ProtRecovarBase(ProtBackend):
             self._defineOutputs(**{name: output})
             self._defineSourceRelation(source, output)
 
-    def particleSubset(self, source, ids, suffix):
+    def particleSubset(self, source, ids, suffix, attributes=None):
         """A SetOfParticles of the items of ``source`` with ``ids`` (an SQL copy of their rows,
-        so every attribute is kept), saved as ``particles<suffix>.sqlite``."""
+        so every attribute is kept), saved as ``particles<suffix>.sqlite``; ``attributes``
+        adds per-item values (see :func:`add_item_attributes`)."""
         target = self._getPath("particles%s.sqlite" % suffix)
         if os.path.exists(target):
             os.remove(target)  # a resumed step rewrites it
-        write_item_subset(source.getFileName(), target, np.asarray(ids, dtype=np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
+        write_item_subset(source.getFileName(), target, ids)
+        if attributes:
+            add_item_attributes(target, ids, attributes)
         particles = emobj.SetOfParticles(filename=target)
         particles.copyInfo(source)
         particles.write()

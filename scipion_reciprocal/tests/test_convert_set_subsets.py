@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from scipion_reciprocal.convert.particles import class_items_to_relion, items_to_relion
-from scipion_reciprocal.convert.set_subsets import write_item_subset
+from scipion_reciprocal.convert.set_subsets import add_item_attributes, write_item_subset
+from scipion_reciprocal.convert.set_tables import SetTableError
 from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
 
 emobj = pytest.importorskip("pwem.objects")
@@ -52,6 +53,25 @@ def test_subset_rows_are_the_enabled_members_in_id_order(tmp_path):
             "SELECT * FROM Classes").fetchall()
     with pytest.raises(FileExistsError):
         write_item_subset(source, target, [1])
+
+
+def test_attributes_added_by_sql_read_back_through_scipion(tmp_path):
+    source = _particles(tmp_path / "particles.sqlite")
+    target = tmp_path / "subset.sqlite"
+    write_item_subset(source, target, [3, 1, 2])
+    add_item_attributes(target, [3, 1, 2], {"_latent": ("CsvList", ["3.5,-3", "1.5,-1", "2.5,-2"]),
+                                            "_score": ("Float", [0.3, 0.1, 0.2])})
+    particles = emobj.SetOfParticles(filename=str(target))
+    read = {p.getObjId(): (list(p._latent), p._score.get(), p.getCTF().getDefocusU())
+            for p in particles.iterItems()}
+    # Scipion's CsvList keeps text items; the other attributes are untouched.
+    assert read == {1: (["1.5", "-1"], 0.1, 1000.0), 2: (["2.5", "-2"], 0.2, 2000.0),
+                    3: (["3.5", "-3"], 0.3, 3000.0)}
+    particles.close()
+    with pytest.raises(SetTableError, match="already have an attribute _score"):
+        add_item_attributes(target, [1], {"_score": ("Float", [1.0])})
+    with pytest.raises(ValueError, match="_other: 1 values for 3 items"):
+        add_item_attributes(target, [1, 2, 3], {"_other": ("Float", [1.0])})
 
 
 def test_classes_converted_a_class_at_a_time_equal_the_whole_conversion(tmp_path):
