@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from sklearn.metrics import adjusted_rand_score
 
 from scipion_reciprocal.formats import cryodrgn
 from scipion_reciprocal.formats import recovar_results as rr
 from scipion_reciprocal.formats.mrc import read_map
 from scipion_reciprocal.formats.star import merge_optics, read_particles_star
+from scipion_reciprocal.tests.references import lowpass, magnify
 from scipion_reciprocal.simulate.molecule import molecule_maps
 from scipion_reciprocal.simulate.particles import simulate_particles, write_particle_dataset
 
@@ -105,19 +105,6 @@ def run(tmp_path_factory):
             'maps': maps, 'particles': particles}
 
 
-def _lowpass(volume, resolution, pixel_size):
-    f = np.fft.fftfreq(volume.shape[0], d=pixel_size)
-    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
-    return np.real(np.fft.ifftn(np.fft.fftn(volume) * (radius <= 1.0 / resolution)))
-
-
-def _magnify(volume, factor):
-    """The map magnified ``factor`` times about the box centre (index box // 2)."""
-    centre = np.full(3, volume.shape[0] // 2, dtype=float)
-    return ndimage.affine_transform(volume, np.eye(3) / factor, offset=centre - centre / factor,
-                                    order=3)
-
-
 def _correlation(a, b):
     return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
 
@@ -128,11 +115,11 @@ def test_mean_volume_matches_the_true_map(run):
     assert mean.shape == (BOX,) * 3 and voxel_size == pytest.approx(PIXEL_SIZE)
     weights = np.bincount(run['sim'].states, minlength=2) / N_PARTICLES
     truth = np.tensordot(weights, run['maps'], axes=1)
-    expected = _magnify(truth, CPU_MEAN_MAGNIFICATION)
-    cc = _correlation(_lowpass(mean, COMPARE_RESOLUTION, PIXEL_SIZE),
-                      _lowpass(expected, COMPARE_RESOLUTION, PIXEL_SIZE))
-    mirrored = _correlation(_lowpass(mean, COMPARE_RESOLUTION, PIXEL_SIZE),
-                            _lowpass(np.roll(expected[:, :, ::-1], 1, axis=2),
+    expected = magnify(truth, CPU_MEAN_MAGNIFICATION)
+    cc = _correlation(lowpass(mean, COMPARE_RESOLUTION, PIXEL_SIZE),
+                      lowpass(expected, COMPARE_RESOLUTION, PIXEL_SIZE))
+    mirrored = _correlation(lowpass(mean, COMPARE_RESOLUTION, PIXEL_SIZE),
+                            lowpass(np.roll(expected[:, :, ::-1], 1, axis=2),
                                      COMPARE_RESOLUTION, PIXEL_SIZE))
     print(f'\nmean vs truth (x{CPU_MEAN_MAGNIFICATION:g}) at {COMPARE_RESOLUTION} Å: {cc:.3f}; '
           f'vs its mirror image: {mirrored:.3f}')
