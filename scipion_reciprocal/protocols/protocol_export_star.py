@@ -1,5 +1,4 @@
 """Export a SetOfParticles as a RELION 3.1+ STAR file (optics table, linked stacks)."""
-from pwem.objects import SetOfParticles
 from pwem.protocols import EMProtocol
 from pyworkflow.object import Integer, String
 from pyworkflow.protocol import params

@@ -18,7 +18,7 @@ from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subs
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_star_table
 from ..convert.star_rows import write_fixed_star
 from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
-from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, SUMMARY_TXT, write_results)
+from ..core.reciprocal_io import AGREEMENT_CSV, CONSENSUS_CSV, write_results
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer

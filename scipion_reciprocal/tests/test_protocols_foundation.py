@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import starfile
 from pwem.protocols import ProtImportVolumes
 from pyworkflow.tests import BaseTest, setupTestProject
