@@ -5,6 +5,7 @@ import pwem.objects as emobj
 from pwem.protocols import EMProtocol
 from pyworkflow.protocol import params
 
+from ..core.mapsim.clustering import MIN_MAPS_AUTO
 from ..core.mapsim.engine import check_inputs, run_map_clustering
 from ..core.mapsim.errors import MapClusteringError
 from ..core.mapsim.results import (ALIGNED_DIR, AVERAGES_DIR, CLUSTERS_CSV, SUMMARY_TXT,
@@ -145,6 +146,12 @@ class ProtMapClustering(EMProtocol):
         paths, names = self._mapsAndNames()
         if len(paths) < 2:
             return ["Map clustering needs at least two maps (got %d)." % len(paths)]
+        if self.nClusters.get() == 0 and len(paths) < MIN_MAPS_AUTO:
+            return ["Choosing the number of clusters automatically needs at least %d maps (got "
+                    "%d): set 'Number of clusters'." % (MIN_MAPS_AUTO, len(paths))]
+        if self.nClusters.get() > len(paths):
+            return ["'Number of clusters' (%d) is more than the maps given (%d)."
+                    % (self.nClusters.get(), len(paths))]
         return check_inputs(paths, names=None if self.namesCsv.get() else names,
                             names_csv=self.namesCsv.get() or None, mask=self._maskPath(),
                             reference=self.reference.get() - 1)

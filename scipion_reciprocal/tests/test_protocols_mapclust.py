@@ -86,6 +86,17 @@ class TestMapClusteringProtocol(BaseTest):
         errors = prot.validate()
         self.assertTrue(any("at least two maps" in e for e in errors), errors)
 
+    def test_number_of_clusters_is_checked_against_the_maps(self):
+        prot = self.newProtocol(ProtMapClustering, nClusters=0)
+        for volume in [v.clone() for v in self.volumes.outputVolumes][:2]:
+            prot.inputMaps.append(volume)
+        errors = prot.validate()
+        self.assertTrue(any("automatically needs at least 3 maps (got 2)" in e for e in errors),
+                        errors)
+        errors = self._clustering(nClusters=10).validate()
+        self.assertTrue(any("(10) is more than the maps given (9)" in e for e in errors), errors)
+        self.assertEqual(self._clustering(nClusters=9).validate(), [])
+
     def test_names_csv_with_wrong_header_is_refused(self):
         names = self.folder / "names.csv"
         names.write_text("file,label\nstate0_copy0.mrc,A\n")

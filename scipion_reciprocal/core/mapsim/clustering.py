@@ -14,6 +14,9 @@ from scipy.spatial.distance import squareform
 
 from .errors import MapClusteringError
 
+#: The automatic choice of k compares k = 2 .. n - 1 (the knee of the merge heights).
+MIN_MAPS_AUTO = 3
+
 LINKAGES = ('average', 'complete', 'ward')
 K_METHODS = ('silhouette', 'elbow')
 
@@ -128,9 +131,9 @@ def cluster_maps(distance, linkage='average', n_clusters='auto', k_method='silho
         return descending[k - 2] - 2.0 * descending[k - 1] + descending[k]
 
     if n_clusters == 'auto':
-        if n < 3:
+        if n < MIN_MAPS_AUTO:
             raise MapClusteringError('choosing the number of clusters automatically needs at '
-                                     'least 3 maps; give the number of clusters')
+                                     'least %d maps; give the number of clusters' % MIN_MAPS_AUTO)
         candidates = list(range(2, min(max_clusters, n - 1) + 1))
     else:
         try:
