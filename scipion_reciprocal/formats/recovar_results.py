@@ -45,8 +45,11 @@ OUTLIERS_DIR = 'data/combined_results'
 LOW_MEMORY_HINT = ('RECOVAR may have run out of memory: try --low-memory-option or '
                    '--very-low-memory-option, --lazy, a smaller --gpu-budget-gb, fewer zdims, '
                    'or --downsample to a smaller box')
+# "can't start new thread": under a memory limit (ulimit -v, cgroups) thread stacks are the
+# first allocations to fail in RECOVAR's data loaders.
 _MEMORY_WORDS = re.compile(r'out of memory|RESOURCE_EXHAUSTED|MemoryError|Killed|'
-                           r'Cannot allocate memory|std::bad_alloc', re.IGNORECASE)
+                           r"Cannot allocate memory|std::bad_alloc|can't start new thread",
+                           re.IGNORECASE)
 
 
 class RecovarResultError(FormatError):
@@ -71,6 +74,15 @@ def memory_error_line(text):
     """The last line of ``text`` that reports running out of memory, or None."""
     lines = [line for line in text.splitlines() if _MEMORY_WORDS.search(line)]
     return lines[-1].strip() if lines else None
+
+
+_EXCEPTION_LINE = re.compile(r'^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::.*)?$')
+
+
+def exception_line(text):
+    """The last line of ``text`` that ends a Python traceback (``IndexError: ...``), or None."""
+    lines = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line)]
+    return lines[-1] if lines else None
 
 
 def read_job(job_dir):

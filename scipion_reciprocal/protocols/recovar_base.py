@@ -108,7 +108,8 @@ class ProtRecovarBase(ProtBackend):
         """RECOVAR's own account (job status, log tail) plus what to try.
 
         Python tracebacks (e.g. JAX's RESOURCE_EXHAUSTED) go to the protocol's own logs, not
-        to RECOVAR's run.log, so those are searched for an out-of-memory line too.
+        to RECOVAR's run.log: the message leads with their out-of-memory line (and the
+        low-memory options), or else with the exception that ended RECOVAR.
         """
         try:
             rr.check_job(outputDir, command)
@@ -116,10 +117,14 @@ class ProtRecovarBase(ProtBackend):
             message = str(failed)
         else:
             message = "RECOVAR %s failed (%s)" % (command, exc)
-        oom = rr.memory_error_line("".join(_tail(p, 60) for p in self.getLogPaths()[:2]))
+        logs = "".join(_tail(p, 60) for p in self.getLogPaths()[:2])
+        oom = rr.memory_error_line(logs)
+        error = None if oom else rr.exception_line(logs)
         if oom:
             message = "RECOVAR %s ran out of memory: %s\n%s" % (command, oom, message)
-        if rr.LOW_MEMORY_HINT not in message:
+        elif error:
+            message = "RECOVAR %s failed with %s\n%s" % (command, error, message)
+        if not error and rr.LOW_MEMORY_HINT not in message:
             message += "\n%s." % rr.LOW_MEMORY_HINT
         return message
 

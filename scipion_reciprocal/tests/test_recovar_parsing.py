@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from scipion_reciprocal.formats.recovar_results import memory_error_line
+from scipion_reciprocal.formats.recovar_results import exception_line, memory_error_line
 from scipion_reciprocal.protocols.protocol_recovar_embedding import parseCoordinates
 from scipion_reciprocal.protocols.protocol_recovar_state import parseIndices, readPointsFile
 from scipion_reciprocal.protocols.protocol_recovar_trajectory import parsePoint
@@ -42,6 +42,19 @@ def test_memory_error_line():
            "jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating 82 bytes.\n")
     assert memory_error_line(log).startswith("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED")
     assert memory_error_line("INFO all good\n") is None
+    # What a data-loader thread gives under a memory limit (seen with ulimit -v).
+    assert memory_error_line("  t.start()\nRuntimeError: can't start new thread\n--\n") == \
+        "RuntimeError: can't start new thread"
+
+
+def test_exception_line():
+    log = ("WARNING x\nTraceback (most recent call last):\n  File y, line 32\n"
+           "    value = np.max([np.sort(ll)[min_images], d])\n"
+           "IndexError: index 100 is out of bounds for axis 0 with size 100\n")
+    assert exception_line(log) == "IndexError: index 100 is out of bounds for axis 0 with size 100"
+    assert exception_line("Traceback\njax.errors.JaxRuntimeError: boom\n") == \
+        "jax.errors.JaxRuntimeError: boom"
+    assert exception_line("INFO Error estimate: 0.1\n  ValueError: indented\n") is None
 
 
 def test_stack_paths_through_links_are_one_stack(tmp_path):
