@@ -2,6 +2,7 @@
 import os
 
 import pwem.objects as emobj
+from pyworkflow.object import Pointer
 from pyworkflow.protocol import params
 
 from ..convert.set_subsets import fill_classes
@@ -101,7 +102,10 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         """SetOfClasses3D of the k-means labels: the classes through the Scipion API, their
         particles by SQL (:func:`fill_classes`), so no particle is built as a Python object.
         Rows RECOVAR left out (label -1) belong to no class."""
-        classes = self._createSetOfClasses3D(particles)
+        # The images as an extended pointer (pipeline run + output name): a plain object's
+        # id may not be its id in the project database (seen in scheduled workflows).
+        classes = self._createSetOfClasses3D(
+            Pointer(self.pipelineRun(), extended="outputParticles"))
         members = {}
         for index in sorted(set(labels.tolist()) - {-1}):
             cls = emobj.Class3D(objId=index + 1)
