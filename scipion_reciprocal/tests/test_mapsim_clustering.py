@@ -76,3 +76,13 @@ def test_mds_keeps_distances_and_is_reproducible(three_groups):
     np.testing.assert_allclose(squareform(pdist(coords)), distance, atol=0.05 * distance.max())
     pair, _ = mds_embedding(np.array([[0.0, 2.0], [2.0, 0.0]]))
     assert np.linalg.norm(pair[0] - pair[1]) == pytest.approx(2.0)
+
+
+def test_mds_of_distances_breaking_the_triangle_inequality():
+    # 1 - correlation of three RECOVAR centre volumes (the demo): 0.0118 + 0.0093 < 0.0213.
+    distance = np.array([[0.0, 0.011793, 0.021259], [0.011793, 0.0, 0.009341],
+                         [0.021259, 0.009341, 0.0]])
+    coords, stress = mds_embedding(distance, random_state=0)
+    assert np.isfinite(coords).all() and np.isfinite(stress)
+    # The best the plane can do: the points nearly on a line, end to end about 0.0213.
+    np.testing.assert_allclose(squareform(pdist(coords)), distance, atol=1e-3)

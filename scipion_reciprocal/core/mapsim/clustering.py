@@ -195,9 +195,23 @@ def mds_embedding(distance, random_state=0):
     params = inspect.signature(MDS).parameters
     if 'metric_mds' in params:
         model = MDS(n_components=2, metric_mds=True, metric='precomputed', init='classical_mds',
-                    random_state=random_state)
+                    n_init=1, random_state=random_state)
     else:
-        model = MDS(n_components=2, metric=True, dissimilarity='precomputed', n_init=4,
+        model = MDS(n_components=2, metric=True, dissimilarity='precomputed', n_init=1,
                     random_state=random_state, normalized_stress='auto')
-    coords = model.fit_transform(distance)
+    # SMACOF started from our own classical MDS: scikit-learn's takes the square root of
+    # negative eigenvalues (NaN) when the distances break the triangle inequality, as
+    # 1 - correlation of three nearly identical maps can.
+    coords = model.fit_transform(distance, init=classical_mds(distance))
     return coords, float(model.stress_)
+
+
+def classical_mds(distance, n_components=2):
+    """Torgerson's classical scaling of a distance matrix; negative eigenvalues (distances
+    that are not Euclidean) count as 0."""
+    n = len(distance)
+    centring = np.eye(n) - 1.0 / n
+    gram = -0.5 * centring @ (np.asarray(distance, dtype=float) ** 2) @ centring
+    values, vectors = np.linalg.eigh(gram)
+    top = np.argsort(values)[::-1][:n_components]
+    return vectors[:, top] * np.sqrt(np.clip(values[top], 0.0, None))
