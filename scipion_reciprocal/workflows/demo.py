@@ -192,5 +192,10 @@ def _check_backends(project, result, backends, log):
                where=lambda p: p.summaryVar.get())
 
 
+def _recovar(project, result, backends, log):
+    from .demo_recovar import recovar_stage
+    recovar_stage(project, result, backends, log, launch)
+
+
 _STAGES = [_import_data, _export_star, _reciprocal_analysis, _map_clustering,
-           _particle_classifier, _check_backends]
+           _particle_classifier, _recovar, _check_backends]
