@@ -114,7 +114,7 @@ class TestMapClusteringProtocol(BaseTest):
         volumes = self.newProtocol(ProtImportVolumes, filesPath=str(folder), filesPattern="*.mrc",
                                    samplingRate=VOXEL)
         self.launchProtocol(volumes)
-        prot = self.newProtocol(ProtMapClustering)
+        prot = self.newProtocol(ProtMapClustering, nClusters=2)
         connect_many(prot.inputMaps, volumes, ["outputVolumes"])
         with self.assertRaises(Exception):
             self.launchProtocol(prot)
