@@ -66,9 +66,18 @@ def _correlation(volume, truth):
 
 
 def _viewerPlots(viewerClass, project, protocol):
+    """The viewer's plot names, after drawing each plot as its 'plot' button does."""
+    import matplotlib.pyplot as plt
     viewer = viewerClass(project=project, protocol=protocol)
     viewer.setProtocol(protocol)
-    return viewer.plotNames()
+    names = viewer.plotNames()
+    for index in range(len(names)):
+        viewer.plot.set(index)
+        for plotter in viewer._getVisualizeDict()["plot"]():
+            width, height = plotter.getFigure().canvas.get_width_height()
+            assert width > 100 and height > 100, (viewerClass.__name__, names[index])
+            plt.close(plotter.getFigure())
+    return names
 
 
 class TestRecovarProtocols(BaseTest):

@@ -4,7 +4,9 @@ Each template is run the way users run it, ``python -m scipion template ID --nog
 Scipion creates the project and hands every protocol to its scheduler; the test waits for the
 runs and checks their outputs against the simulation's ground truth.  The classifier template has
 four import protocols, and Scipion's scheduler starts protocols fed by two imports twice (see
-``schedule_project``), so it is created with ``--noschedule`` and run with ``run_project``.
+``schedule_project``), so it is created with ``--noschedule`` and run with ``run_project``;
+so is the RECOVAR template, whose reciprocal analysis reads the Class3D import and (through
+RECOVAR) the particle import.
 The classifier template skips when the classifier (TensorFlow) environment is not installed.
 """
 import os
@@ -222,7 +224,10 @@ def test_recovar_template_from_scipion_command(recovar_dataset):
     if missing:
         pytest.skip(missing[0])
     folder, star, sim = recovar_dataset
-    project = run_cli("recovar_states_vs_class3d", "tpl_recovar", particlesStar=star,
+    # Two imports feed the reciprocal analysis (one through RECOVAR): --noschedule, as for
+    # the classifier (Scipion's scheduler would start it twice).
+    project = run_cli("recovar_states_vs_class3d", "tpl_recovar", schedule=False,
+                      particlesStar=star,
                       pixelSize=RECOVAR_PIXEL, voltage=300, cs=2.7, ampContrast=0.1,
                       relionDir=folder, class3dJob="090", zdims="2", zdim=2, nClusters=2,
                       nBins=4, lowpass=0, mapClusters=2, subsetClusters=0)
