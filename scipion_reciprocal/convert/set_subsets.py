@@ -111,13 +111,23 @@ def copy_class_rows(classes_file, copies):
     return count
 
 
+def _set_class_id(conn, prefix, class_id):
+    """Give the items of class ``prefix`` its id as their ``_classId`` (as classifyItems
+    does), when they have that attribute: copied items keep their source class's."""
+    column = conn.execute("SELECT column_name FROM main.%sClasses WHERE label_property = "
+                          "'_classId'" % prefix).fetchone()
+    if column is not None:
+        conn.execute('UPDATE main.%sObjects SET "%s" = ?' % (prefix, column[0]), (class_id,))
+
+
 def fill_classes(classes_file, items_file, class_members):
     """Fill the item tables of a SetOfClasses file whose classes already exist.
 
     ``class_members`` maps class id -> (items prefix in ``items_file``, item ids), the
     prefix selecting a class's table when ``items_file`` is itself a SetOfClasses
     (``'Class003_'``, or ``''`` for a plain set).  Each class gets
-    ``ClassNNN_Classes``/``ClassNNN_Objects`` tables and its ``_size`` column is set.  The
+    ``ClassNNN_Classes``/``ClassNNN_Objects`` tables and its ``_size`` column is set; the
+    items' ``_classId`` becomes the class id.  The
     file is written without journal (see :func:`_new_file_pragmas`): fill the classes of a
     set the caller has just created.
     """
@@ -137,6 +147,7 @@ def fill_classes(classes_file, items_file, class_members):
             for table in ("Classes", "Objects"):
                 conn.execute("DROP TABLE IF EXISTS main.%s%s" % (prefix, table))
             count = _copy_items(conn, items_prefix, prefix, int(class_id), schemas)
+            _set_class_id(conn, prefix, int(class_id))
             conn.execute('UPDATE main.Objects SET "%s" = ? WHERE id = ?' % size_column[0],
                          (count, int(class_id)))
         conn.commit()

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from scipion_reciprocal.convert.particles import class_items_to_relion, items_to_relion
-from scipion_reciprocal.convert.set_subsets import add_item_attributes, write_item_subset
+from scipion_reciprocal.convert.set_subsets import (add_item_attributes, fill_classes,
+                                                    write_item_subset)
 from scipion_reciprocal.convert.set_tables import SetTableError
 from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
 
@@ -72,6 +73,29 @@ def test_attributes_added_by_sql_read_back_through_scipion(tmp_path):
         add_item_attributes(target, [1], {"_score": ("Float", [1.0])})
     with pytest.raises(ValueError, match="_other: 1 values for 3 items"):
         add_item_attributes(target, [1, 2, 3], {"_other": ("Float", [1.0])})
+
+
+def test_filled_classes_hold_their_members_with_the_class_id(tmp_path):
+    source = _particles(tmp_path / "particles.sqlite")
+    particles = emobj.SetOfParticles(filename=str(source))
+    particles.loadAllProperties()
+    classes = emobj.SetOfClasses3D(filename=str(tmp_path / "classes.sqlite"))
+    classes.setImages(particles)
+    for class_id in (7, 8):
+        cls = emobj.Class3D(objId=class_id)
+        cls.copyInfo(particles)
+        classes.append(cls)
+    classes.write()
+    classes.close()
+    fill_classes(classes.getFileName(), source, {7: ("", [1, 2, 3]), 8: ("", [4, 5, 6, 9])})
+    items = read_class_items(classes.getFileName(), ["_index", "_classId"])
+    # 4 is disabled; the items' own classIds (1 + i % 3) become their new class's.
+    assert items.groupby("classId")["_index"].apply(list).to_dict() == {7: [1, 2, 3],
+                                                                         8: [5, 6, 9]}
+    assert (items["_classId"] == items["classId"]).all()
+    sizes = {cls.getObjId(): cls.getSize()
+             for cls in emobj.SetOfClasses3D(filename=classes.getFileName())}
+    assert sizes == {7: 3, 8: 3}
 
 
 def test_classes_converted_a_class_at_a_time_equal_the_whole_conversion(tmp_path):
