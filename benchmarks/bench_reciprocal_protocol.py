@@ -404,11 +404,16 @@ def child(args):
     if args.child == 'cli':
         out = run_cli(folder, info['jobs'], outdir_cli)
         out['peak_rss_mb'] = peak_rss_mb()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out['cpu'] = usage.ru_utime + usage.ru_stime
     else:
         out = run_protocol(info, outdir_cli)
         # The protocol runs in a grandchild (pw_protocol_run.py, started through a shell):
         # the largest descendant waited for.
-        out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out['peak_rss_mb'] = children.ru_maxrss / 1024
+        # CPU of the protocol's processes (its conversion workers included), all waited for.
+        out['cpu'] = children.ru_utime + children.ru_stime
         out['launcher_rss_mb'] = peak_rss_mb()
     out['process_wall'] = time.perf_counter() - start
     print(json.dumps(out))
@@ -474,7 +479,8 @@ def main(argv=None):
     for name, wall, cpu in cli['stages']:
         print(f'  {name:<48} {wall:7.2f} s wall {cpu:7.2f} s CPU')
     print(f'  {"process, start to end (imports included)":<48} {cli["wall_with_startup"]:7.2f} s'
-          f'   peak RSS {cli["peak_rss_mb"]:.0f} MB; {cli["files"]} subset STAR files')
+          f'   peak RSS {cli["peak_rss_mb"]:.0f} MB; {cli["files"]} subset STAR files; '
+          f'CPU {cli["cpu"]:.1f} s')
 
     prot = in_child('protocol', folder)
     print(f'\nprotocol (ProtReciprocalAnalysis launched with project.launchProtocol, wait=True), '
@@ -484,7 +490,8 @@ def main(argv=None):
     for text, seconds in prot['timed']:
         print(f'    {text[:72]:<72} {seconds:7.2f} s')
     print(f'  {"launchProtocol(wait=True)":<48} {prot["wall"]:7.2f} s'
-          f'   peak RSS {prot["peak_rss_mb"]:.0f} MB (launcher {prot["launcher_rss_mb"]:.0f} MB)')
+          f'   peak RSS {prot["peak_rss_mb"]:.0f} MB (largest process; launcher '
+          f'{prot["launcher_rss_mb"]:.0f} MB); CPU {prot["cpu"]:.1f} s (all its processes)')
     print(f'  {prot["outputs"]} outputs registered, consensus with {prot["consensus_classes"]} '
           f'classes; {prot["star_files"]} subset STAR files')
     same = all(prot['same_tables'].values())

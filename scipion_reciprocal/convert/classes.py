@@ -34,6 +34,12 @@ def class_items(classes, attributes=None):
     return items.sort_values("id", kind="stable").reset_index(drop=True)
 
 
+def class_item_count(classes):
+    """Number of items of the enabled classes, as their ``_size`` records it."""
+    sizes = read_set_items(classes.getFileName(), ["_size"], skip_missing=True)
+    return int(sizes["_size"].fillna(0).sum()) if "_size" in sizes else 0
+
+
 def class_ids(classes):
     """Ids of the enabled classes, empty ones included."""
     return read_set_items(classes.getFileName(), attributes=[])["id"].to_numpy()

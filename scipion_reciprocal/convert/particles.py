@@ -5,8 +5,10 @@ columns with numpy, so exporting a large set never builds one Python object per 
 RELION -> Scipion creates Scipion objects (that is what a Scipion set is) with the CTF,
 projection alignment and acquisition of every row.
 """
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
 from ..formats.star import format_image_names, merge_optics, write_particles_star
-from .set_tables import iter_class_items, read_set_items
+from .set_tables import read_set_items
 
 
 class ConversionError(ValueError):
@@ -35,8 +37,34 @@ _EXTRA_RELION_ATTRS = ("rlnClassNumber", "rlnMaxValueProbDistribution",
 ITEM_ATTRIBUTES = (["_filename", "_index", "_coordinate._x", "_coordinate._y",
                     "_coordinate._micName", "_micId", "_transform._matrix"]
                    + list(_CTF_ATTRS) + list(_ACQ_ATTRS) + ["_" + c for c in _EXTRA_RELION_ATTRS])
+#: Columns of :func:`relion_columns` holding the parts of ``rlnImageName``, when asked.
+IMAGE_INDEX, IMAGE_PATH = "imageIndex", "imagePath"
 _OPTICS_KEYS = ["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
                 "rlnImagePixelSize", "rlnImageSize"]
+
+
+@dataclass(frozen=True)
+class ImagesInfo:
+    """What the RELION conversion takes from a set of images, as plain values: a worker
+    process converts items with it, without Scipion objects (see :mod:`.class_star`)."""
+    name: str
+    pixel_size: float
+    image_size: int
+    voltage: float = None
+    spherical_aberration: float = None
+    amplitude_contrast: float = None
+
+    @classmethod
+    def of(cls, images):
+        """The info of a SetOfParticles (or a SetOfClasses' images); an ImagesInfo as is."""
+        if isinstance(images, cls):
+            return images
+        pixel_size = float(images.getSamplingRate() or 0)
+        if pixel_size <= 0:
+            raise ConversionError("%s has no sampling rate" % describe(images))
+        acquisition = images.getAcquisition()
+        return cls(describe(images), pixel_size, _image_size(images), acquisition.getVoltage(),
+                   acquisition.getSphericalAberration(), acquisition.getAmplitudeContrast())
 
 
 def describe(obj):
@@ -95,59 +123,35 @@ def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths
     """RELION (particles, optics) tables from Scipion item rows (see :mod:`.set_tables`).
 
     ``items`` holds one row per particle with Scipion attribute columns (``_filename``,
-    ``_ctfModel._defocusU``, ``_transform._matrix``...); ``info`` is the set that gives the
-    sampling rate, dimensions and acquisition (a SetOfParticles, or the images of a
-    SetOfClasses).  Row order is kept.
+    ``_ctfModel._defocusU``, ``_transform._matrix``...); ``info`` gives the sampling rate,
+    dimensions and acquisition: a SetOfParticles, the images of a SetOfClasses, or their
+    :class:`ImagesInfo`.  Row order is kept.
     """
     return split_optics(relion_columns(items, info, with_ctf, with_alignment, stack_paths))
 
 
-def class_items_to_relion(classes_file, info, attributes, with_ctf=True, keep=()):
-    """RELION (particles, optics) tables of every item of a SetOfClasses file, converted one
-    class at a time (only one class's raw rows and matrix texts in memory at once).
-
-    ``rlnClassNumber`` is the item's class in this set; rows are sorted by item id, and
-    a third table holds the item columns named in ``keep`` (those the items have), in the
-    same order.  Columns some classes cannot fill (coordinates...) are left out.
-    """
-    tables, kept = [], []
-    for items in iter_class_items(classes_file, attributes, skip_missing=True):
-        table = relion_columns(items, info, with_ctf=with_ctf)
-        table["rlnClassNumber"] = items["classId"].to_numpy()
-        tables.append(table)
-        kept.append(items[[c for c in keep if c in items.columns]])
-    ids = np.concatenate([t["scipionId"].to_numpy() for t in tables])
-    order = np.argsort(ids, kind="stable")
-    table = _sorted_concat(tables, order)
-    return (*split_optics(table), _sorted_concat(kept, order))
-
-
-def _sorted_concat(tables, order):
-    """Tables stacked (columns they all have), rows in ``order``; ``tables`` is emptied as
-    they are stacked, so that one copy of the rows is held at a time."""
-    columns = [c for c in tables[0].columns if all(c in t.columns for t in tables)]
-    stacked = {}
-    for column in columns:
-        stacked[column] = np.concatenate([t[column].to_numpy() for t in tables])[order]
-        for t in tables:
-            del t[column]
-    tables.clear()
-    return pd.DataFrame(stacked)
-
-
-def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=None):
+def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=None,
+                   image_names=True, matrices=None):
     """The particle columns of :func:`items_to_relion`, with the optics values of every row
-    (``rlnVoltage``... ``rlnImageSize``) not yet grouped (see :func:`split_optics`)."""
-    pixel_size = float(info.getSamplingRate() or 0)
-    if pixel_size <= 0:
-        raise ConversionError("%s has no sampling rate" % describe(info))
+    (``rlnVoltage``... ``rlnImageSize``) not yet grouped (see :func:`split_optics`).
 
+    With ``image_names`` false, ``rlnImageName`` is left as its parts, columns
+    :data:`IMAGE_INDEX` and :data:`IMAGE_PATH` (see :class:`.star_rows.ImageNames`).
+    ``matrices`` (n, 4, 4) are the items' transformation matrices, when the caller read them
+    (else they are parsed from the ``_transform._matrix`` column, when present).
+    """
+    info = ImagesInfo.of(info)
+    pixel_size = info.pixel_size
     out = pd.DataFrame({"scipionId": items["id"].to_numpy()})
     paths = items["_filename"].astype(str)
     if stack_paths:
         paths = paths.map(lambda p: stack_paths.get(p, p))
     indices = items["_index"].fillna(0).astype(int).to_numpy()
-    out["rlnImageName"] = format_image_names(np.where(indices > 0, indices, 1), paths.to_numpy())
+    indices = np.where(indices > 0, indices, 1)  # index 0: an image file, not a stack
+    if image_names:
+        out["rlnImageName"] = format_image_names(indices, paths.to_numpy())
+    else:
+        out[IMAGE_INDEX], out[IMAGE_PATH] = indices, paths.to_numpy()
     if "_coordinate._x" in items and items["_coordinate._x"].notna().all():
         out["rlnCoordinateX"] = items["_coordinate._x"].astype(float).to_numpy()
         out["rlnCoordinateY"] = items["_coordinate._y"].astype(float).to_numpy()
@@ -159,8 +163,9 @@ def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=
         for attr, column in _CTF_ATTRS.items():
             out[column] = (items[attr].astype(float).fillna(0.0).to_numpy() if attr in items
                            else 0.0)
-    if with_alignment and "_transform._matrix" in items:
+    if with_alignment and matrices is None and "_transform._matrix" in items:
         matrices = parse_matrices(items["_transform._matrix"])
+    if with_alignment and matrices is not None:
         angles, origins = relion_from_scipion_matrices(matrices)
         out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = angles.T
         out["rlnOriginXAngst"] = origins[:, 0] * pixel_size
@@ -169,50 +174,68 @@ def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=
         if "_" + column in items:
             out[column] = items["_" + column].to_numpy()
 
-    acquisition = info.getAcquisition()
-    defaults = {"rlnVoltage": acquisition.getVoltage(),
-                "rlnSphericalAberration": acquisition.getSphericalAberration(),
-                "rlnAmplitudeContrast": acquisition.getAmplitudeContrast()}
+    defaults = {"rlnVoltage": info.voltage, "rlnSphericalAberration": info.spherical_aberration,
+                "rlnAmplitudeContrast": info.amplitude_contrast}
     for attr, column in _ACQ_ATTRS.items():
         values = (items[attr].astype(float) if attr in items
                   else pd.Series(np.nan, index=items.index))
         default = defaults[column] if defaults[column] is not None else np.nan
         out[column] = values.fillna(default).to_numpy()
     out["rlnImagePixelSize"] = pixel_size
-    out["rlnImageSize"] = _image_size(info)
+    out["rlnImageSize"] = info.image_size
     return out
 
 
 def split_optics(out):
     """(particles, optics): rows of equal optics values (``rlnVoltage``... ``rlnImageSize``)
-    form one optics group, numbered from 1 in order of first appearance."""
-    groups = out.groupby(_OPTICS_KEYS, sort=False).ngroup() + 1
-    out["rlnOpticsGroup"] = groups.to_numpy()
-    optics = (out.drop_duplicates("rlnOpticsGroup")[["rlnOpticsGroup"] + _OPTICS_KEYS]
+    form one optics group, numbered from 1 in order of first appearance.  ``out`` is a
+    DataFrame, or a dict of columns (the optics columns are moved out of it)."""
+    keys = pd.DataFrame({key: out[key] for key in _OPTICS_KEYS})
+    groups = keys.groupby(_OPTICS_KEYS, sort=False).ngroup().to_numpy() + 1
+    keys["rlnOpticsGroup"] = groups
+    optics = (keys.drop_duplicates("rlnOpticsGroup")[["rlnOpticsGroup"] + _OPTICS_KEYS]
               .sort_values("rlnOpticsGroup").reset_index(drop=True))
     optics.insert(0, "rlnOpticsGroupName", ["opticsGroup%d" % g for g in optics["rlnOpticsGroup"]])
     optics["rlnImageDimensionality"] = 2
     optics["rlnImageSize"] = optics["rlnImageSize"].astype(int)
+    if isinstance(out, dict):
+        for key in _OPTICS_KEYS:
+            del out[key]
+        out["rlnOpticsGroup"] = groups
+        return out, optics
+    out["rlnOpticsGroup"] = groups
     return out.drop(columns=_OPTICS_KEYS), optics
 
 
-def parse_matrices(texts, chunk=100_000):
-    """Parse many stored matrix texts: an (n, 4, 4) array (numpy parses a chunk at a time)."""
+def parse_matrices(texts):
+    """Parse many stored matrix texts (``[[a, b, c, d], ...]``): an (n, 4, 4) array."""
     texts = pd.Series(texts, dtype=object)
     if texts.isna().any():
         raise ConversionError("%d particles have no transformation matrix" % texts.isna().sum())
-    texts = texts.tolist()
-    matrices = np.empty((len(texts), 4, 4))
-    for start in range(0, len(texts), chunk):
-        part = texts[start:start + chunk]
-        joined = ",".join(part).translate({ord("["): None, ord("]"): None})
-        with warnings.catch_warnings():  # text that is not numbers: too few values, checked below
-            warnings.simplefilter("ignore", DeprecationWarning)
-            values = np.fromstring(joined, sep=",")
-        if values.size != 16 * len(part):
-            raise ConversionError("transformation matrices are not all 4x4 lists of numbers")
-        matrices[start:start + len(part)] = values.reshape(-1, 4, 4)
-    return matrices
+    lines = "\n".join(texts.tolist()).translate({ord("["): None, ord("]"): None})
+    return parse_matrix_lines(lines, len(texts))
+
+
+def parse_matrix_lines(lines, count):
+    """Parse ``count`` matrices given as one text, a line of 16 comma-separated numbers
+    each: an (n, 4, 4) array.  pandas' C reader parses them (a third faster than
+    ``np.fromstring``, and it reports malformed lines)."""
+    if count == 0:
+        return np.empty((0, 4, 4))
+    if lines.count(",") != 15 * count:
+        raise ConversionError("transformation matrices are not all 4x4 lists of numbers")
+    try:
+        with warnings.catch_warnings():  # a line of too many values warns: make it an error
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            values = pd.read_csv(io.StringIO(lines), header=None, names=range(16),
+                                 index_col=False, dtype=np.float64, float_precision="high",
+                                 skip_blank_lines=False).to_numpy()
+    except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning) as error:
+        raise ConversionError("transformation matrices are not all 4x4 lists of numbers (%s)"
+                              % str(error).splitlines()[0]) from error
+    if len(values) != count or np.isnan(values).any():
+        raise ConversionError("transformation matrices are not all 4x4 lists of numbers")
+    return values.reshape(-1, 4, 4)
 
 
 def _image_size(particles):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 _CLASS_TABLE = re.compile(r"^Class(\d+)_Objects$")
+_NO_BRACKETS = {ord("["): None, ord("]"): None}
 
 
 class SetTableError(ValueError):
@@ -68,17 +69,51 @@ def _read_columns(conn, prefix, attributes, enabled_only, path, skip_missing=Fal
     elif missing:
         raise SetTableError("%s: set items have no attribute(s) %s" % (path, ", ".join(missing)))
     labels = attributes if attributes is not None else [a for a in mapping if a != "self"]
-    selected = ", ".join(["id", "enabled"] + ['"%s"' % mapping[a][0] for a in labels])
-    query = "SELECT %s FROM %sObjects" % (selected, prefix)
+    # Only enabled items: their ``enabled`` is not read (all 1).
+    fetched = ["id"] + ([] if enabled_only else ["enabled"]) + list(labels)
+    kinds = ["Integer"] * (len(fetched) - len(labels)) + [mapping[a][1] for a in labels]
+    query = "SELECT %s FROM %sObjects" % (", ".join(
+        ["id"] + ([] if enabled_only else ["enabled"]) + ['"%s"' % mapping[a][0] for a in labels]),
+        prefix)
     if enabled_only:
         query += " WHERE enabled = 1"
-    kinds = ["Integer", "Integer"] + [mapping[a][1] for a in labels]
+    query += " ORDER BY id"
     with _gc_paused():
-        rows = conn.execute(query + " ORDER BY id").fetchall()
-        values = zip(*rows) if rows else [()] * len(kinds)
-        del rows  # each column's Python objects are freed as soon as it is converted
-        return {label: _column(column, kind)
-                for label, column, kind in zip(["id", "enabled"] + list(labels), values, kinds)}
+        try:
+            columns = _fetch_typed(conn, query, kinds)
+        except (TypeError, ValueError, OverflowError):  # NULL integers, text in numbers...
+            columns = _fetch_rows(conn, query, kinds)
+    columns = dict(zip(fetched, columns))
+    if enabled_only:
+        columns = {"id": columns["id"], "enabled": np.ones(len(columns["id"]), dtype=np.int64),
+                   **{label: columns[label] for label in labels}}
+    return columns
+
+
+def _fetch_typed(conn, query, kinds):
+    """The query's columns, read row by row straight into one numpy record array (no list
+    of row tuples), typed as :func:`_column` types them.  Integers pass through float64
+    (NULL as NaN), exact below 2**53; a larger one raises OverflowError."""
+    dtype = [("f%d" % i, "f8" if kind in ("Float", "Integer") else "O")
+             for i, kind in enumerate(kinds)]
+    records = np.fromiter(conn.execute(query), dtype=dtype)
+    columns = []
+    for (field, code), kind in zip(dtype, kinds):
+        values = np.ascontiguousarray(records[field])
+        if kind == "Integer" and not np.isnan(values).any():
+            if np.abs(values).max(initial=0) >= 2 ** 53:
+                raise OverflowError("integer too large for float64")
+            values = values.astype(np.int64)
+        columns.append(values if code != "O" else _column(values, kind))
+    return columns
+
+
+def _fetch_rows(conn, query, kinds):
+    """The query's columns, from the fetched row tuples, as :func:`_column` makes them."""
+    rows = conn.execute(query).fetchall()
+    values = zip(*rows) if rows else [()] * len(kinds)
+    del rows  # each column's Python objects are freed as soon as it is converted
+    return [_column(column, kind) for column, kind in zip(values, kinds)]
 
 
 @contextmanager
@@ -153,3 +188,26 @@ def _concatenate(arrays):
     if len(kinds) > 1 and not kinds <= {"i", "f"}:
         arrays = [a.astype(object) for a in arrays]
     return np.concatenate(arrays)
+
+
+def read_class_matrix_lines(path, class_id, label="_transform._matrix", enabled_only=True):
+    """The matrix texts of a class's items as one text, by SQLite: (item ids, text), the
+    ``[[a, b, c, d], ...]`` of each item (id order) as a line of 16 comma-separated numbers
+    (see :func:`.particles.parse_matrix_lines`); None when the items have no ``label``.
+
+    No Python string is made per item: a million matrices are ~300 MB of text.
+    """
+    prefix = "Class%03d_" % int(class_id)
+    with _connect(path) as conn:
+        row = conn.execute("SELECT column_name FROM %sClasses WHERE label_property = ?" % prefix,
+                           (label,)).fetchone()
+        if row is None:
+            return None
+        where = "WHERE enabled = 1" if enabled_only else ""
+        # Both aggregates run over one ordered scan, so the ids and lines correspond.
+        ids, lines = conn.execute(
+            "SELECT group_concat(id), group_concat(m, char(10)) "
+            "FROM (SELECT id, \"%s\" AS m FROM %sObjects %s ORDER BY id)"
+            % (row[0], prefix, where)).fetchone()
+    ids = np.array(ids.split(","), dtype=np.int64) if ids else np.empty(0, dtype=np.int64)
+    return ids, (lines or "").translate(_NO_BRACKETS)

@@ -50,6 +50,19 @@ def matching_star_table(star_path, items, project_dir):
     return (None, reason) if reason else (table, None)
 
 
+def star_row_count_differs(star_path, count):
+    """Why the particles of ``star_path`` cannot be ``count`` items (a quick test before the
+    items are read), or None when the file has ``count`` rows."""
+    try:
+        with StarTable.open(star_path) as table:
+            rows = len(table)
+    except (OSError, FormatError) as error:
+        return "%s cannot be read (%s)" % (star_path, error)
+    if rows != count:
+        return "%s has %d rows, the set %d items" % (star_path, rows, count)
+    return None
+
+
 def _difference(table, items, project_dir):
     """Why the rows of ``table`` are not ``items`` in order, or None when they are."""
     ids = items["id"].to_numpy()

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ['write_results', 'write_subsets', 'summary_text', 'sankey_table', 'write_int_csv']
+__all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table', 'write_int_csv']
 
 COUNTS_CSV = 'counts_matrix.csv'
 FRACTIONS_CSV = 'fraction_matrix.csv'
@@ -167,9 +167,7 @@ def write_results(result, outdir, subsets=True):
     if subsets:
         for category, paths in write_subsets(result, outdir).items():
             written[category] += paths
-    summary = outdir / SUMMARY_TXT
-    summary.write_text(summary_text(result, written), encoding='utf-8')
-    written['summary'].append(summary)
+    written['summary'] = [write_summary(result, outdir, written)]
     return written
 
 
@@ -198,6 +196,13 @@ def write_subsets(result, outdir):
         finally:
             table.close()
     return written
+
+
+def write_summary(result, outdir, written):
+    """Write ``summary.txt`` (see :func:`summary_text`); returns its path."""
+    summary = Path(outdir) / SUMMARY_TXT
+    summary.write_text(summary_text(result, written), encoding='utf-8')
+    return summary
 
 
 def summary_text(result, written=None):

@@ -297,7 +297,9 @@ def compute_tables(classifications, align, warnings, parameters, error_cls):
             n_kept = _n_images(images)
             n_shared_images = n_kept if align.same_order else _n_images(images[in_kept[j]])
         images_kept[j] = n_kept
-        job_rows.append((c.name, c.number, c.kind, str(c.source.path) if c.source else None,
+        # ``is not None``: the truth of a StarTable is its length, a scan of the whole file.
+        source = str(c.source.path) if c.source is not None else None
+        job_rows.append((c.name, c.number, c.kind, source,
                          len(c), len(c) - len(align.kept[j]), len(align.kept[j]), n_kept,
                          n_shared, n_shared_images, len(align.kept[j]) - n_shared))
     jobs = pd.DataFrame(job_rows, columns=[

@@ -11,14 +11,17 @@ import pwem.objects as emobj
 from pwem.protocols import EMProtocol
 from pyworkflow.protocol import params
 
-from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_items,
+from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_item_count, class_items,
                                class_representatives, resolved_stack_paths)
-from ..convert.particles import ITEM_ATTRIBUTES, class_items_to_relion
-from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
-from ..convert.star_source import COMPARED_ATTRIBUTES, matching_star_table
-from ..convert.star_rows import write_fixed_star
+from ..convert.class_star import StarConversions
+from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
+from ..convert.set_subsets import (copy_class_rows, create_set_file, fill_classes,
+                                   write_item_subset)
+from ..convert.star_source import (COMPARED_ATTRIBUTES, matching_star_table,
+                                   star_row_count_differs)
 from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
-from ..core.reciprocal_io import AGREEMENT_CSV, CONSENSUS_CSV, write_results
+from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, write_results, write_subsets,
+                                  write_summary)
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
@@ -103,6 +106,9 @@ class ProtReciprocalAnalysis(EMProtocol):
                        default=1, label="Scipion outputs",
                        help="Which subsets become Scipion sets. STAR files are always written "
                             "for every per-class and kept intersection subset.")
+        # Threads: classifications not imported from RELION are converted to STAR in that
+        # many processes at once.
+        form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ---------------------
     def _insertAllSteps(self):
@@ -111,10 +117,58 @@ class ProtReciprocalAnalysis(EMProtocol):
 
     # --------------------------- STEPS functions ----------------------------
     def analysisStep(self):
+        """Read, analyse, write every table, plot, STAR file and output set file.
+
+        Sets that are not unchanged RELION imports are written as STAR in worker processes
+        (which also return their particle keys); threads copy the output sets' rows by
+        SQLite while the plots and the subset STAR files are written."""
         os.makedirs(self._getExtraPath(INPUTS_DIR), exist_ok=True)
-        classifications = [self._readClassification(name, classes, pointer)
-                           for (name, classes), pointer in zip(self._namedInputs(),
-                                                               self.inputClassifications)]
+        classifications = self._readInputs()
+        result = self._analyse(classifications)
+        outdir = self._getExtraPath(RESULTS_DIR)
+        start = time.time()
+        written = write_results(result, outdir, subsets=False)
+        self._writeSubsets(result)
+        with ThreadPoolExecutor(copy_threads()) as copies:
+            copied = self._startSetFiles(copies)
+            histories, maps = self._historiesAndMaps()
+            save_plots(result, outdir, histories=histories, maps=maps)
+            self.info("Wrote %d tables and drew the plots in %s (%.1f s)"
+                      % (len(written["tables"]), outdir, time.time() - start))
+            start = time.time()
+            for category, paths in write_subsets(result, outdir).items():
+                written[category] += paths
+            write_summary(result, outdir, written)
+            self.info("Wrote %d per-class and %d intersection STAR files (%.1f s)"
+                      % (len(written["per_class"]), len(written["intersections"]),
+                         time.time() - start))
+            start = time.time()
+            for done in copied:
+                done.result()
+        self.info("Set files of the Scipion outputs written (%.1f s more)" % (time.time() - start))
+
+    def _readInputs(self):
+        """The classifications of the inputs, in order.  Sets that are not RELION imports
+        start converting first, in up to "threads" processes; imports are checked
+        meanwhile."""
+        inputs = [(name, classes, pointer) for (name, classes), pointer
+                  in zip(self._namedInputs(), self.inputClassifications)]
+        processes = min(self.numberOfThreads.get() or 1, len(inputs))
+        with StarConversions(processes) as conversions:
+            pending = {name: self._submitConversion(conversions, name, classes)
+                       for name, classes, pointer in inputs
+                       if self._importedStarFile(pointer)[0] is None}
+            imported = {}
+            for name, classes, pointer in inputs:
+                if name not in pending:
+                    imported[name] = self._importedSource(name, classes, pointer)
+                    if imported[name] is None:
+                        pending[name] = self._submitConversion(conversions, name, classes)
+            return [self._classification(name, classes, *(imported.get(name) or
+                                                          self._converted(name, pending[name])))
+                    for name, classes, _ in inputs]
+
+    def _analyse(self, classifications):
         start = time.time()
         try:
             result = reciprocal_analysis(
@@ -127,39 +181,25 @@ class ProtReciprocalAnalysis(EMProtocol):
             self.warning(warning)
         self.info("Matrices, statistics and consensus groups computed (%.1f s)"
                   % (time.time() - start))
-        start = time.time()
-        outdir = self._getExtraPath(RESULTS_DIR)
-        written = write_results(result, outdir)
-        self.info("Wrote %d tables, %d per-class and %d intersection STAR files to %s (%.1f s)"
-                  % (len(written["tables"]), len(written["per_class"]),
-                     len(written["intersections"]), outdir, time.time() - start))
-        start = time.time()
-        histories, maps = self._historiesAndMaps()
-        save_plots(result, outdir, histories=histories, maps=maps)
-        self.info("Plots drawn (%.1f s)" % (time.time() - start))
-        self._writeSubsets(result)
+        return result
 
     def createOutputStep(self):
-        """Register the subsets and the consensus classes.  Their items are copied by SQLite
-        in worker threads (it runs without the GIL; see :func:`copy_threads`); the Scipion
-        objects are made and registered in this thread, as each file is ready."""
+        """Register the subsets and the consensus classes, whose set files the analysis step
+        wrote."""
         subsets = self._readSubsets()
         inputs = dict(self._namedInputs())
         chosen = [s for s in subsets["subsets"] if self._isRegistered(s)]
         start = time.time()
-        with ThreadPoolExecutor(copy_threads()) as pool:
-            files = [pool.submit(self._writeSubsetFile, s, inputs[s["job"]]) for s in chosen]
-            consensus, fill_arguments = self._prepareConsensus(subsets, inputs)
-            filled = pool.submit(fill_classes, *fill_arguments) if consensus else None
-            for subset, written in zip(chosen, files):
-                self._registerSubset(subset, inputs[subset["job"]], written.result())
-            self.info("%d particle subsets registered (%.1f s)"
-                      % (len(chosen), time.time() - start))
-            if consensus:
-                filled.result()
-                self._defineOutputs(outputConsensus=consensus)
-                self._defineSourceRelation(self.inputClassifications, consensus)
-        self.info("Consensus classes registered, all outputs (%.1f s)" % (time.time() - start))
+        for subset in chosen:
+            self._registerSubset(subset, inputs[subset["job"]])
+        if subsets["consensus"]:
+            source = inputs[subsets["first"]]
+            consensus = self._consensusSetClass(source)(filename=self._consensusFile(source))
+            consensus.setImages(source.getImagesPointer())
+            self._defineOutputs(outputConsensus=consensus)
+            self._defineSourceRelation(self.inputClassifications, consensus)
+        self.info("%d particle subsets and the consensus classes registered (%.1f s)"
+                  % (len(chosen), time.time() - start))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -215,17 +255,11 @@ class ProtReciprocalAnalysis(EMProtocol):
             named.append((name, classes))
         return named
 
-    def _readClassification(self, name, classes, pointer):
-        """Read a SetOfClasses (SQL) and return its Classification, whose ``source`` is the
-        STAR file the subset STAR files copy rows from: the RELION job's own file when the
-        set was imported from it unchanged, otherwise the set written as STAR."""
-        start = time.time()
-        imported = self._importedSource(name, classes, pointer)
-        if imported is not None:
-            (source, items), how = imported, "RELION rows kept"
-        else:
-            source, items = self._writeInputStar(name, classes)
-            how = "converted to STAR"
+    def _classification(self, name, classes, source, items, how):
+        """The Classification of a SetOfClasses read from SQL (``items``: its item columns
+        by id), whose ``source`` is the STAR file the subset STAR files copy rows from: the
+        RELION job's own file when the set was imported from it unchanged, otherwise the
+        set written as STAR."""
         # Only the columns the matching needs stay in memory with the classification.
         keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
                       if c in items.columns]]
@@ -238,24 +272,25 @@ class ProtReciprocalAnalysis(EMProtocol):
             kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D")
         clf.source = source
         self.info("%s: subset STAR files copy the rows of %s" % (name, source.path))
-        self.info("%s: %d particles in %d classes read, %s (%.1f s)"
-                  % (name, len(items), items["classId"].nunique(), how, time.time() - start))
+        self.info("%s: %d particles in %d classes read, %s"
+                  % (name, len(items), items["classId"].nunique(), how))
         return clf
 
     def _importedSource(self, name, classes, pointer):
-        """(StarTable, key items) when ``classes`` is an output of the RELION import whose
+        """(StarTable, key items, how) when ``classes`` is an output of the RELION import whose
         rows are still those of the job's STAR file (see :mod:`..convert.star_source`),
         else None (and why, in the log)."""
         star, project_dir = self._importedStarFile(pointer)
-        if star is None:
-            return None
-        items = class_items(classes, self._keyAttributes() + list(COMPARED_ATTRIBUTES))
-        table, reason = matching_star_table(star, items, project_dir)
-        if table is None:
+        start = time.time()
+        reason = star_row_count_differs(star, class_item_count(classes))
+        if reason is None:
+            items = class_items(classes, self._keyAttributes() + list(COMPARED_ATTRIBUTES))
+            table, reason = matching_star_table(star, items, project_dir)
+        if reason is not None:
             self.info("%s: the RELION rows cannot be copied (%s): converting the set"
                       % (name, reason))
             return None
-        return table, items
+        return table, items, "RELION rows kept (%.1f s)" % (time.time() - start)
 
     def _keyAttributes(self):
         """Item attributes the matching key (and the confidence filter, when on) reads."""
@@ -279,19 +314,23 @@ class ProtReciprocalAnalysis(EMProtocol):
         star = jobs.get(extended[len("outputClasses_"):])
         return star, os.path.abspath(source.relionDir.get())
 
-    def _writeInputStar(self, name, classes):
-        """Write the classification as RELION STAR (converted one class at a time), the
-        verbatim source of the subset STAR files.  Returns its StarTable (closed: mapped
-        again when the subsets are written, one job at a time) and the items' key columns."""
+    def _submitConversion(self, conversions, name, classes):
+        """Start writing the classification as RELION STAR (the verbatim source of its subset
+        STAR files); :meth:`_converted` waits for it."""
         images = classes.getImages()
-        attributes = list(dict.fromkeys(ITEM_ATTRIBUTES + self._keyAttributes()))
-        table, optics, items = class_items_to_relion(
-            classes.getFileName(), images, attributes, with_ctf=images.hasCTF(),
-            keep=["id", "classId"] + self._keyAttributes())
-        write_fixed_star(self._inputStar(name), table.drop(columns=["scipionId"]), optics)
+        self.info("%s: converting %d particles to STAR" % (name, images.getSize()))
+        return conversions.submit(classes.getFileName(), ImagesInfo.of(images),
+                                  self._inputStar(name), ITEM_ATTRIBUTES,
+                                  keep=["id", "classId"] + self._keyAttributes(),
+                                  with_ctf=images.hasCTF())
+
+    def _converted(self, name, conversion):
+        """(StarTable (closed: mapped again when the subsets are written), key items, how)
+        of a conversion started by :meth:`_submitConversion`, once it is written."""
+        items, seconds = conversion.result()
         source = StarTable.open(self._inputStar(name))
         source.close()
-        return source, items
+        return source, items, "converted to STAR (%.1f s)" % seconds
 
     def _inputStar(self, name):
         return self._getExtraPath(INPUTS_DIR, "%s.star" % name)
@@ -349,38 +388,64 @@ class ProtReciprocalAnalysis(EMProtocol):
         register = self.registerSubsets.get()
         return register == 0 or (register == 1 and subset["kind"] != "class")
 
+    def _startSetFiles(self, pool):
+        """Start writing, by SQL in ``pool``'s threads, the set files of the Scipion outputs:
+        the consensus classes first (the longest copy), then the chosen subsets.  Returns
+        the futures."""
+        subsets = self._readSubsets()
+        inputs = dict(self._namedInputs())
+        futures = []
+        if subsets["consensus"]:
+            futures.append(pool.submit(fill_classes, *self._prepareConsensus(subsets, inputs)))
+        else:
+            self.warning("No consensus group reaches the minimum size: no consensus output.")
+        futures += [pool.submit(self._writeSubsetFile, s, inputs[s["job"]])
+                    for s in subsets["subsets"] if self._isRegistered(s)]
+        return futures
+
+    def _subsetFile(self, subset):
+        return self._getExtraPath("subset_%s.sqlite" % subset["name"])
+
     def _writeSubsetFile(self, subset, source):
         """Write the set file of ``subset`` (items of its class in ``source``) by SQL."""
-        target = self._getExtraPath("subset_%s.sqlite" % subset["name"])
+        target = self._subsetFile(subset)
         if os.path.exists(target):
             os.remove(target)  # a resumed step rewrites it
         write_item_subset(source.getFileName(), target, subset["ids"],
                           source_prefix="Class%03d_" % subset["class"])
-        return target
 
-    def _registerSubset(self, subset, source, target):
-        particles = emobj.SetOfParticles(filename=target)
+    def _registerSubset(self, subset, source):
+        particles = emobj.SetOfParticles(filename=self._subsetFile(subset))
         particles.copyInfo(source.getImages())
         particles.setObjLabel(subset["name"])
         particles.write()
         self._defineOutputs(**{"outputParticles_%s" % subset["name"]: particles})
         self._defineSourceRelation(self.inputClassifications, particles)
 
+    @staticmethod
+    def _consensusSetClass(source):
+        return emobj.SetOfClasses3D if isinstance(source, emobj.SetOfClasses3D) \
+            else emobj.SetOfClasses2D
+
+    def _consensusFile(self, source):
+        return self._getPath("classes%s_consensus.sqlite"
+                             % ("3D" if isinstance(source, emobj.SetOfClasses3D) else "2D"))
+
     def _prepareConsensus(self, subsets, inputs):
-        """The consensus SetOfClasses, its classes made (items not yet added), and the
-        arguments of :func:`fill_classes` that adds them; (None, None) when no group is kept.
+        """Write the consensus SetOfClasses file with its classes (items not yet added);
+        returns the arguments of :func:`fill_classes` that adds them.
 
         One class per kept group, holding the group's items of the first classification.
         The first group of each class of that classification is appended through the
         Scipion API (with the class's representative); the other groups copy its row."""
-        if not subsets["consensus"]:
-            self.warning("No consensus group reaches the minimum size: no consensus output.")
-            return None, None
         source = inputs[subsets["first"]]
-        images = source.getImages()
         is3D = isinstance(source, emobj.SetOfClasses3D)
-        create = self._createSetOfClasses3D if is3D else self._createSetOfClasses2D
-        consensus = create(images, suffix="_consensus")
+        path = self._consensusFile(source)
+        if os.path.exists(path):
+            os.remove(path)  # a resumed step rewrites it
+        create_set_file(path)
+        consensus = self._consensusSetClass(source)(filename=path)
+        consensus.setImages(source.getImagesPointer())
         templates = {}  # class of the first classification -> its first group
         for group in subsets["consensus"]:
             if group["class"] in templates:
@@ -393,10 +458,9 @@ class ProtReciprocalAnalysis(EMProtocol):
             consensus.append(cls)
         consensus.write()
         consensus.close()  # release Scipion's connection before classes and items are added by SQL
-        size = copy_class_rows(consensus.getFileName(),
-                               {g["group"]: templates[g["class"]] for g in subsets["consensus"]
-                                if g["group"] != templates[g["class"]]})
-        consensus._size.set(size)  # the rows added by SQL are classes of the set
+        copy_class_rows(consensus.getFileName(),
+                        {g["group"]: templates[g["class"]] for g in subsets["consensus"]
+                         if g["group"] != templates[g["class"]]})
         members = {g["group"]: ("Class%03d_" % g["class"], g["ids"])
                    for g in subsets["consensus"]}
-        return consensus, (consensus.getFileName(), source.getFileName(), members)
+        return consensus.getFileName(), source.getFileName(), members

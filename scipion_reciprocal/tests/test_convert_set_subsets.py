@@ -1,5 +1,6 @@
 """Scipion set files: subsets copied by SQL (convert/set_subsets.py), classes read and
-converted a class at a time (convert/set_tables.py, convert/particles.py)."""
+converted to STAR a class at a time, in worker processes or not (convert/set_tables.py,
+convert/class_star.py)."""
 import sqlite3
 from contextlib import closing
 
@@ -8,11 +9,13 @@ import pytest
 import numpy as np
 import pandas as pd
 
-from scipion_reciprocal.convert.particles import class_items_to_relion, items_to_relion
+from scipion_reciprocal.convert.class_star import StarConversions
+from scipion_reciprocal.convert.particles import ImagesInfo, items_to_relion
 from scipion_reciprocal.convert.set_subsets import (add_item_attributes, fill_classes,
                                                     write_item_subset)
 from scipion_reciprocal.convert.set_tables import SetTableError
 from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.formats.star import read_particles_star
 
 emobj = pytest.importorskip("pwem.objects")
 
@@ -98,7 +101,9 @@ def test_filled_classes_hold_their_members_with_the_class_id(tmp_path):
     assert sizes == {7: 3, 8: 3}
 
 
-def test_classes_converted_a_class_at_a_time_equal_the_whole_conversion(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_classes_written_as_star_a_class_at_a_time_equal_the_whole_conversion(tmp_path,
+                                                                              processes):
     particles = emobj.SetOfParticles(filename=str(_particles(tmp_path / "particles.sqlite")))
     particles.loadAllProperties()  # sampling rate, dimensions, acquisition
     classes = emobj.SetOfClasses3D(filename=str(tmp_path / "classes.sqlite"))
@@ -107,16 +112,25 @@ def test_classes_converted_a_class_at_a_time_equal_the_whole_conversion(tmp_path
     classes.write()
     classes.close()
     attributes = ["_index", "_filename", "_ctfModel._defocusU", "_ctfModel._defocusV",
-                  "_ctfModel._defocusAngle", "_ctfModel._phaseShift"]
-    table, optics, kept = class_items_to_relion(classes.getFileName(), particles, attributes,
-                                                keep=["id", "classId", "_index"])
+                  "_ctfModel._defocusAngle", "_ctfModel._phaseShift", "_rlnClassNumber"]
+    with StarConversions(processes) as conversions:
+        kept, _ = conversions.submit(classes.getFileName(), ImagesInfo.of(particles),
+                                     tmp_path / "classes.star", attributes,
+                                     keep=["id", "classId", "_index", "_micName"]).result()
     items = read_class_items(classes.getFileName(), attributes, skip_missing=True)
-    items = items.sort_values("id")
-    expected, expected_optics = items_to_relion(items.reset_index(drop=True), particles)
-    assert table["scipionId"].tolist() == [1, 2, 3, 5, 6, 7, 8, 9, 10]  # by id, 4 disabled
-    assert table["rlnClassNumber"].tolist() == [1 + i % 3 for i in (1, 2, 3, 5, 6, 7, 8, 9, 10)]
-    assert kept["classId"].tolist() == table["rlnClassNumber"].tolist()
-    assert kept["_index"].tolist() == table["scipionId"].tolist()
-    np.testing.assert_allclose(table["rlnDefocusU"], 1000.0 * table["scipionId"])
-    pd.testing.assert_frame_equal(table.drop(columns="rlnClassNumber"), expected)
-    pd.testing.assert_frame_equal(optics, expected_optics)
+    items = items.sort_values("id").reset_index(drop=True)
+    expected, expected_optics = items_to_relion(items, particles)
+    ids = kept["id"]
+    assert ids.tolist() == [1, 2, 3, 5, 6, 7, 8, 9, 10]  # by id, 4 disabled
+    assert kept.columns.tolist() == ["id", "classId", "_index"]  # the items have no _micName
+    assert kept["classId"].tolist() == [1 + i % 3 for i in ids]
+    assert kept["_index"].tolist() == ids.tolist()
+    star = read_particles_star(tmp_path / "classes.star")
+    table = star.particles
+    assert table["rlnClassNumber"].tolist() == [1 + i % 3 for i in ids]
+    assert table["rlnImageName"].tolist() == ["%06d@stack.mrcs" % i for i in ids]
+    assert table.columns.tolist() == expected.columns.drop(["scipionId", "rlnOpticsGroup"]).tolist() + [
+        "rlnClassNumber", "rlnOpticsGroup"]
+    for column in expected.columns.drop(["scipionId", "rlnImageName"]):
+        np.testing.assert_allclose(table[column], expected[column], atol=1e-6)
+    pd.testing.assert_frame_equal(star.optics, expected_optics, check_dtype=False)

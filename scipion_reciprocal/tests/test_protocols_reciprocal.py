@@ -106,6 +106,10 @@ class TestReciprocalProtocols(BaseTest):
             expected = int(np.sum((a == group.class_job085) & (b == group.class_job086)))
             self.assertEqual(cls.getSize(), expected)
             self.assertEqual(group.size, expected)
+            # The class map of the group's job085 class represents it.
+            maps = self.imported.outputClasses_job085[int(group.class_job085)]
+            self.assertEqual(cls.getRepresentative().getFileName(),
+                             maps.getRepresentative().getFileName())
         self.assertEqual(consensus.getImages().getSize(), 240)
 
     def test_subsets_as_scipion_sets_and_star_files(self):
