@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table', 'write_int_csv']
+__all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
+           'write_int_csv']
 
 COUNTS_CSV = 'counts_matrix.csv'
 FRACTIONS_CSV = 'fraction_matrix.csv'

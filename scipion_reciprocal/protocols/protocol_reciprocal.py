@@ -4,6 +4,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pandas as pd
@@ -327,7 +328,12 @@ class ProtReciprocalAnalysis(EMProtocol):
     def _converted(self, name, conversion):
         """(StarTable (closed: mapped again when the subsets are written), key items, how)
         of a conversion started by :meth:`_submitConversion`, once it is written."""
-        items, seconds = conversion.result()
+        try:
+            items, seconds = conversion.result()
+        except BrokenProcessPool as error:
+            raise RuntimeError("%s: the process writing it as STAR ended abruptly (out of "
+                               "memory?). Run again with fewer Threads: each converts one set "
+                               "at a time." % name) from error
         source = StarTable.open(self._inputStar(name))
         source.close()
         return source, items, "converted to STAR (%.1f s)" % seconds

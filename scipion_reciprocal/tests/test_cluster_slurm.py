@@ -237,7 +237,7 @@ class TestSlurmQueue(BaseTest):
         run = self._waitForEnd(prot, jobId)
         self._assertFinishedThroughSlurm(run, jobId, [
             "--partition=%s" % PARTITION, "--mem=1G", "--time=00:20:00", "--gres=gpu:0",
-            "--cpus-per-task=1", "--ntasks=1"])
+            "--cpus-per-task=2", "--ntasks=1"])
         # The registered outputs are the analysis of the simulated labels.
         a = self.dataset.labels["Class3D/job085"]
         b = self.dataset.labels["Class3D/job086"]

@@ -129,8 +129,8 @@ def test_classes_written_as_star_a_class_at_a_time_equal_the_whole_conversion(tm
     table = star.particles
     assert table["rlnClassNumber"].tolist() == [1 + i % 3 for i in ids]
     assert table["rlnImageName"].tolist() == ["%06d@stack.mrcs" % i for i in ids]
-    assert table.columns.tolist() == expected.columns.drop(["scipionId", "rlnOpticsGroup"]).tolist() + [
-        "rlnClassNumber", "rlnOpticsGroup"]
+    columns = expected.columns.drop(["scipionId", "rlnOpticsGroup"]).tolist()
+    assert table.columns.tolist() == columns + ["rlnClassNumber", "rlnOpticsGroup"]
     for column in expected.columns.drop(["scipionId", "rlnImageName"]):
         np.testing.assert_allclose(table[column], expected[column], atol=1e-6)
     pd.testing.assert_frame_equal(star.optics, expected_optics, check_dtype=False)
