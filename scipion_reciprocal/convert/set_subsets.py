@@ -82,9 +82,8 @@ def _copy_items(conn, source_prefix, target_prefix, member_class=0, schemas=None
                  % (target_prefix, source_prefix))
     values = "o.*"
     if class_id is not None:
-        values = ", ".join(str(int(class_id)) if column == _class_id_column(conn, source_prefix,
-                                                                             schemas)
-                           else 'o."%s"' % column
+        class_column = _class_id_column(conn, source_prefix, schemas)
+        values = ", ".join(str(int(class_id)) if column == class_column else 'o."%s"' % column
                            for column in _columns(conn, source_prefix, schemas))
     # Members in id order, each item looked up by id (CROSS JOIN keeps that loop order):
     # a third faster than ``id IN (SELECT ...)``, and no sort.

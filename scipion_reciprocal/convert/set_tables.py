@@ -70,14 +70,12 @@ def _read_columns(conn, prefix, attributes, enabled_only, path, skip_missing=Fal
         raise SetTableError("%s: set items have no attribute(s) %s" % (path, ", ".join(missing)))
     labels = attributes if attributes is not None else [a for a in mapping if a != "self"]
     # Only enabled items: their ``enabled`` is not read (all 1).
-    fetched = ["id"] + ([] if enabled_only else ["enabled"]) + list(labels)
-    kinds = ["Integer"] * (len(fetched) - len(labels)) + [mapping[a][1] for a in labels]
-    query = "SELECT %s FROM %sObjects" % (", ".join(
-        ["id"] + ([] if enabled_only else ["enabled"]) + ['"%s"' % mapping[a][0] for a in labels]),
-        prefix)
-    if enabled_only:
-        query += " WHERE enabled = 1"
-    query += " ORDER BY id"
+    head = ["id"] if enabled_only else ["id", "enabled"]
+    fetched = head + list(labels)
+    kinds = ["Integer"] * len(head) + [mapping[a][1] for a in labels]
+    query = "SELECT %s FROM %sObjects %s ORDER BY id" % (
+        ", ".join(head + ['"%s"' % mapping[a][0] for a in labels]), prefix,
+        "WHERE enabled = 1" if enabled_only else "")
     with _gc_paused():
         try:
             columns = _fetch_typed(conn, query, kinds)

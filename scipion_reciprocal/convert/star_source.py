@@ -39,28 +39,33 @@ def matching_star_table(star_path, items, project_dir):
         item ``k`` is row ``k - 1`` with the same image and class, for every item and row;
         otherwise None and why not.
     """
+    table, reason = star_table_of_size(star_path, len(items))
+    return (None, reason) if table is None else matching_rows(table, items, project_dir)
+
+
+def star_table_of_size(star_path, count):
+    """(StarTable, None) when ``star_path`` holds ``count`` particle rows, else (None, why):
+    the quick test, before a set's items are read.  The table is closed (its rows found;
+    its file is mapped again when used)."""
     try:
         table = StarTable.open(star_path)
     except (OSError, FormatError) as error:
         return None, "%s cannot be read (%s)" % (star_path, error)
+    with table:
+        rows = len(table)
+    if rows != count:
+        return None, "%s has %d rows, the set %d items" % (star_path, rows, count)
+    return table, None
+
+
+def matching_rows(table, items, project_dir):
+    """(table, None) when the rows of ``table`` (see :func:`star_table_of_size`) are
+    ``items`` in order, else (None, why); as :func:`matching_star_table`."""
     try:
         reason = _difference(table, items, project_dir)
     finally:
         table.close()
     return (None, reason) if reason else (table, None)
-
-
-def star_row_count_differs(star_path, count):
-    """Why the particles of ``star_path`` cannot be ``count`` items (a quick test before the
-    items are read), or None when the file has ``count`` rows."""
-    try:
-        with StarTable.open(star_path) as table:
-            rows = len(table)
-    except (OSError, FormatError) as error:
-        return "%s cannot be read (%s)" % (star_path, error)
-    if rows != count:
-        return "%s has %d rows, the set %d items" % (star_path, rows, count)
-    return None
 
 
 def _difference(table, items, project_dir):

@@ -18,8 +18,7 @@ from ..convert.class_star import StarConversions
 from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
 from ..convert.set_subsets import (copy_class_rows, create_set_file, fill_classes,
                                    write_item_subset)
-from ..convert.star_source import (COMPARED_ATTRIBUTES, matching_star_table,
-                                   star_row_count_differs)
+from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
 from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
 from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, write_results, write_subsets,
                                   write_summary)
@@ -283,11 +282,11 @@ class ProtReciprocalAnalysis(EMProtocol):
         else None (and why, in the log)."""
         star, project_dir = self._importedStarFile(pointer)
         start = time.time()
-        reason = star_row_count_differs(star, class_item_count(classes))
-        if reason is None:
+        table, reason = star_table_of_size(star, class_item_count(classes))
+        if table is not None:
             items = class_items(classes, self._keyAttributes() + list(COMPARED_ATTRIBUTES))
-            table, reason = matching_star_table(star, items, project_dir)
-        if reason is not None:
+            table, reason = matching_rows(table, items, project_dir)
+        if table is None:
             self.info("%s: the RELION rows cannot be copied (%s): converting the set"
                       % (name, reason))
             return None
