@@ -1,6 +1,7 @@
 """Write a file under a temporary name and rename it into place when complete."""
 
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,3 +22,11 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}\.tmp$')
+
+
+def is_temporary(path):
+    """True for a name :func:`atomic_path` gives its temporary files."""
+    return bool(_TEMPORARY.match(Path(path).name))

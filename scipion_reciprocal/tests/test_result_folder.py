@@ -1,0 +1,106 @@
+"""Result folders: temporary names, journal, manifest, overwrite of an earlier run's files only."""
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from scipion_reciprocal.formats.result_folder import (JOURNAL, MANIFEST, ResultFolder,
+                                                      ResultFolderError, file_crc32,
+                                                      folder_status)
+
+
+def _write_run(folder, overwrite=False, fail_after=None):
+    with ResultFolder(folder, overwrite=overwrite, producer='test') as out:
+        out.write_csv('table.csv', pd.DataFrame({'a': [1, 2]}), index=False)
+        out.write_text('sub/summary.txt', 'done\n')
+        if fail_after == 'summary':
+            raise RuntimeError('killed')
+        out.write_json('verdict.json', {'states': 3})
+    return out
+
+
+def test_complete_folder_has_a_manifest_with_sizes_and_checksums(tmp_path):
+    out = _write_run(tmp_path / 'r')
+    manifest = json.loads((tmp_path / 'r' / MANIFEST).read_text())
+    assert manifest['complete'] is True and manifest['producer'] == 'test'
+    assert [e['path'] for e in manifest['files']] == ['sub/summary.txt', 'table.csv',
+                                                      'verdict.json']
+    entry = manifest['files'][1]
+    assert entry['size'] == (tmp_path / 'r' / 'table.csv').stat().st_size == len('a\n1\n2\n')
+    assert entry['crc32'] == file_crc32(tmp_path / 'r' / 'table.csv')
+    assert not (tmp_path / 'r' / JOURNAL).exists()
+    assert out.files == ['sub/summary.txt', 'table.csv', 'verdict.json']
+    status = folder_status(tmp_path / 'r', verify=True)
+    assert status.complete and status.reason == ''
+
+
+def test_interrupted_run_is_incomplete_and_overwrite_removes_only_its_files(tmp_path):
+    folder = tmp_path / 'r'
+    with pytest.raises(RuntimeError):
+        _write_run(folder, fail_after='summary')
+    status = folder_status(folder)
+    assert not status and 'interrupted' in status.reason
+    assert (folder / 'table.csv').exists() and not (folder / MANIFEST).exists()
+    (folder / 'mine.txt').write_text('user file')
+    # a leftover temporary file of the killed run
+    (folder / '.table.csv.0123456789ab.tmp').write_text('half')
+    with pytest.raises(ResultFolderError, match='not empty'):
+        _write_run(folder)
+    _write_run(folder, overwrite=True)
+    assert (folder / 'mine.txt').read_text() == 'user file'
+    assert not (folder / '.table.csv.0123456789ab.tmp').exists()
+    assert folder_status(folder).complete
+
+
+def test_overwrite_removes_files_of_a_previous_complete_run(tmp_path):
+    folder = tmp_path / 'r'
+    with ResultFolder(folder) as out:
+        out.write_text('per_class/old_class9.star', 'x')
+    _write_run(folder, overwrite=True)
+    assert not (folder / 'per_class').exists()
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, 'sub', 'table.csv',
+                                                        'verdict.json']
+
+
+def test_missing_or_resized_file_makes_the_folder_incomplete(tmp_path):
+    folder = tmp_path / 'r'
+    _write_run(folder)
+    (folder / 'table.csv').write_text('a\n1\n')
+    assert 'table.csv has' in folder_status(folder).reason
+    (folder / 'table.csv').unlink()
+    assert 'table.csv is missing' in folder_status(folder).reason
+
+
+def test_failed_write_leaves_no_file_under_the_final_name(tmp_path):
+    folder = tmp_path / 'r'
+    with pytest.raises(ZeroDivisionError):
+        with ResultFolder(folder) as out:
+            with out.writing('big.csv') as tmp:
+                tmp.write_text('partial')
+                1 / 0
+    assert not (folder / 'big.csv').exists()
+    assert [p.name for p in folder.iterdir()] == [JOURNAL]
+
+
+def test_unusable_folders_are_refused(tmp_path):
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(ResultFolderError, match='is a file'):
+        ResultFolder(tmp_path / 'file').open()
+    if os.geteuid() != 0:       # root writes anywhere
+        locked = tmp_path / 'locked'
+        locked.mkdir()
+        locked.chmod(0o500)
+        with pytest.raises(ResultFolderError, match='not writable'):
+            ResultFolder(locked).open()
+
+
+def test_clean_empties_a_folder_the_caller_owns(tmp_path):
+    folder = tmp_path / 'r'
+    (folder / 'old').mkdir(parents=True)
+    (folder / 'old' / 'x.star').write_text('x')
+    with ResultFolder(folder, clean=True) as out:
+        (folder / 'new.txt').write_text('written by a worker')
+        out.add(folder / 'new.txt')
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, 'new.txt']
+    assert folder_status(folder).files == ['new.txt']
