@@ -30,3 +30,12 @@ _TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}\.tmp$')
 def is_temporary(path):
     """True for a name :func:`atomic_path` gives its temporary files."""
     return bool(_TEMPORARY.match(Path(path).name))
+
+
+def final_path(path):
+    """The file a temporary file of :func:`atomic_path` stands for (``path`` itself when it
+    is not one)."""
+    path = Path(path)
+    while is_temporary(path):
+        path = path.with_name(path.name[1:-len('.0123456789ab.tmp')])
+    return path

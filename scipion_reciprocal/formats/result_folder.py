@@ -13,14 +13,20 @@ so a rerun with ``overwrite`` knows which files were its own and removes exactly
         out.add('plots/heatmap.png')      # written atomically by someone else (a worker)
     # leaving the block without an exception writes the manifest
 
+A protocol whose steps write one folder opens it with ``clean=True, seal=False`` in its first
+step and with ``resume=True`` in the later ones (the last one seals it). Checksums are computed
+in a background thread as files are recorded, so they overlap the rest of the writing.
+
 :func:`folder_status` tells viewers and the command line whether a folder is complete.
 """
+import errno
 import json
 import os
 import shutil
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +35,13 @@ from ._atomic import atomic_path, is_temporary
 from .errors import FormatError
 
 __all__ = ['MANIFEST', 'JOURNAL', 'ResultFolder', 'ResultFolderError', 'FolderStatus',
-           'folder_status', 'file_crc32']
+           'folder_status', 'file_crc32', 'as_result_folder', 'check_output_folder']
 
 MANIFEST = 'manifest.json'
 JOURNAL = '.manifest.journal'
 MANIFEST_VERSION = 1
+#: Errors of a write that mean the folder (its disk or its permissions) is the problem.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class ResultFolderError(FormatError):
@@ -52,6 +60,61 @@ def file_crc32(path, chunk=1 << 22):
     return f'{crc:08x}'
 
 
+def check_output_folder(path, overwrite=False, reuse=True):
+    """Raise :class:`ResultFolderError` unless ``path`` can take a new result; create nothing.
+
+    The folder (or, when it does not exist yet, its nearest existing parent) must be a
+    writable folder (tried by creating a file); a folder holding files must be an earlier
+    result (with a manifest or a journal) and ``overwrite`` must be given (not checked when
+    ``reuse`` is False: the caller empties or resumes the folder).
+    """
+    root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ResultFolderError(root, 'is a file, not a folder')
+    existing = root
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ResultFolderError(root, f'cannot be created: {existing} is a file')
+    _probe_writable(existing, root)
+    if root.exists() and reuse:
+        _check_reusable(root, overwrite)
+
+
+def _probe_writable(folder, root):
+    probe = folder / f'.write-test.{os.urandom(6).hex()}.tmp'
+    try:
+        probe.open('x').close()
+    except OSError as exc:
+        where = '' if folder == root else f' ({folder} is not writable)'
+        raise ResultFolderError(root, f'is not writable{where}: {exc.strerror}') from None
+    probe.unlink()
+
+
+def _check_reusable(root, overwrite):
+    """Refuse a folder holding files unless it is an earlier result and ``overwrite``."""
+    files = _content(root)
+    if not files:
+        return
+    example = files[0].relative_to(root)
+    if not overwrite:
+        raise ResultFolderError(root, f'is not empty ({len(files)} files, e.g. {example}); '
+                                      f'choose another folder or overwrite it (--overwrite)')
+    if not (root / MANIFEST).exists() and not (root / JOURNAL).exists():
+        raise ResultFolderError(root, f'holds {len(files)} files (e.g. {example}) but no '
+                                      f'{MANIFEST}: not an earlier result of this program, so '
+                                      f'nothing is overwritten; choose another folder')
+
+
+def _content(root):
+    """Files in ``root`` other than the manifest, the journal and temporary files."""
+    own = {root / MANIFEST, root / JOURNAL}
+    return sorted(p for p in root.rglob('*') if (p.is_file() or p.is_symlink())
+                  and p not in own and not is_temporary(p))
+
+
 class ResultFolder:
     """An output folder written file by file and sealed by a manifest.
 
@@ -62,22 +125,36 @@ class ResultFolder:
     overwrite : bool
         A folder that already holds files is refused unless True; then the files that its
         manifest or journal lists (an earlier run's own files) are removed first, never
-        anything else.
+        anything else. A folder with files but neither manifest nor journal is refused.
     producer : str, optional
         Written into the manifest (e.g. ``'scipion-reciprocal reciprocal'``).
     clean : bool
         Remove everything in the folder first (for a folder the caller owns outright, such
         as a protocol's ``extra/results``). Implies ``overwrite``.
+    resume : bool
+        Go on with a folder an earlier step of the same run started (its journal's or
+        manifest's files are kept and stay recorded; a manifest is removed until this
+        step seals the folder again).
+    seal : bool
+        Write the manifest when the ``with`` block ends without an exception (False for a
+        step that a later step completes).
+
+    A ResultFolder that is never opened writes files atomically and records nothing on disk
+    (see :func:`as_result_folder`).
     """
 
-    def __init__(self, path, overwrite=False, producer=None, clean=False):
+    def __init__(self, path, overwrite=False, producer=None, clean=False, resume=False,
+                 seal=True):
         self.root = Path(path)
         self.overwrite = overwrite or clean
         self.clean = clean
+        self.resume = resume
+        self.seal = seal
         self.producer = producer
         self._files = {}
         self._lock = threading.Lock()
         self._journal = None
+        self._checksums = None
         self._started = None
 
     # -------------------------------------------------------------- life cycle
@@ -86,37 +163,37 @@ class ResultFolder:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
+        if exc_type is None and self.seal:
             self.finish()
         else:
-            self._close_journal()
+            self.close()
         return False
 
     def open(self):
         """Check the folder, remove an earlier run's files when allowed, start the journal."""
         root = self.root
-        if root.exists() and not root.is_dir():
-            raise ResultFolderError(root, 'is a file, not a folder')
+        check_output_folder(root, self.overwrite, reuse=not (self.clean or self.resume))
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ResultFolderError(root, f'cannot be created ({exc.strerror})') from None
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise ResultFolderError(root, 'is not writable')
         if self.clean:
             _empty_folder(root)
         _remove_temporaries(root)
-        existing = [p for p in root.rglob('*') if p.is_file() or p.is_symlink()]
-        if existing:
-            if not self.overwrite:
-                raise ResultFolderError(root, f'is not empty ({len(existing)} files, e.g. '
-                                              f'{existing[0].relative_to(root)}); choose '
-                                              f'another folder or overwrite it')
+        if self.resume:
+            for rel in sorted(_listed_files(root)):
+                if (root / rel).is_file():
+                    self._files[rel] = None
+            (root / MANIFEST).unlink(missing_ok=True)
+        elif _content(root):
             _remove_listed(root)
         try:
-            self._journal = open(root / JOURNAL, 'a', encoding='utf-8')
+            self._journal = open(root / JOURNAL, 'w', encoding='utf-8')
+            self._journal.writelines(rel + '\n' for rel in self._files)
+            self._journal.flush()
         except OSError as exc:
             raise ResultFolderError(root, f'is not writable ({exc.strerror})') from None
+        self._checksums = ThreadPoolExecutor(1, thread_name_prefix='crc32')
         self._started = time.strftime('%Y-%m-%dT%H:%M:%S')
         return self
 
@@ -129,25 +206,48 @@ class ResultFolder:
             JSON-serialisable values added to the manifest (e.g. ``verdict=...``).
         """
         with self._lock:
-            files = sorted(self._files)
+            files = dict(sorted(self._files.items()))
         entries = []
-        for rel in files:
+        for rel, checksum in files.items():
             path = self.root / rel
-            entries.append({'path': rel, 'size': path.stat().st_size,
-                            'crc32': file_crc32(path)})
+            try:
+                crc = checksum.result() if checksum is not None else file_crc32(path)
+                size = path.stat().st_size
+            except OSError as exc:
+                raise ResultFolderError(path, f'recorded but not readable ({exc.strerror})') \
+                    from None
+            entries.append({'path': rel, 'size': size, 'crc32': crc})
         manifest = {'manifest_version': MANIFEST_VERSION, 'complete': True,
                     'producer': self.producer, 'started': self._started,
                     'finished': time.strftime('%Y-%m-%dT%H:%M:%S'), 'files': entries, **extra}
-        with atomic_path(self.root / MANIFEST) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
-        self._close_journal()
+        text = json.dumps(manifest, indent=1, default=_jsonable) + '\n'
+        with self._writes_to(self.root / MANIFEST), atomic_path(self.root / MANIFEST) as tmp:
+            tmp.write_text(text, encoding='utf-8')
+        self.close()
         (self.root / JOURNAL).unlink(missing_ok=True)
         return self.root / MANIFEST
 
-    def _close_journal(self):
+    def close(self):
+        """Stop recording without writing the manifest (the folder stays incomplete)."""
+        if self._checksums is not None:
+            self._checksums.shutdown(wait=True, cancel_futures=True)
+            self._checksums = None
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+    _close_journal = close
+
+    def require_space(self, nbytes, what='the results'):
+        """Raise :class:`ResultFolderError` when the folder's disk has less than ``nbytes``
+        free (``what`` names what needs the space, e.g. 'the subset STAR files')."""
+        existing = self.root
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if nbytes > free:
+            raise ResultFolderError(self.root, f'{_size(free)} free on its disk, {what} need '
+                                               f'about {_size(nbytes)}')
 
     # -------------------------------------------------------------- writing
     def path(self, relpath):
@@ -156,12 +256,27 @@ class ResultFolder:
 
     @contextmanager
     def writing(self, relpath):
-        """Yield a temporary path; on success rename it to ``relpath`` and record it."""
+        """Yield a temporary path; on success rename it to ``relpath`` and record it.
+
+        A write that fails for want of space or permission raises
+        :class:`ResultFolderError` naming the final file."""
         final = self.root / relpath
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(final) as tmp:
-            yield tmp
+        with self._writes_to(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(final) as tmp:
+                yield tmp
         self.add(final)
+
+    @staticmethod
+    @contextmanager
+    def _writes_to(final):
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            raise ResultFolderError(final, f'cannot be written ({exc.strerror}); the result '
+                                           f'is incomplete') from None
 
     def add(self, path):
         """Record a file already in place (written atomically by another writer).
@@ -177,10 +292,13 @@ class ResultFolder:
         if rel.startswith('..'):
             raise ValueError(f'{path} is not inside {self.root}')
         with self._lock:
-            self._files[rel] = True
+            checksums = self._checksums
+            self._files[rel] = (checksums.submit(file_crc32, self.root / rel)
+                                if checksums is not None else None)
             if self._journal is not None:
-                self._journal.write(rel + '\n')
-                self._journal.flush()
+                with self._writes_to(self.root / JOURNAL):
+                    self._journal.write(rel + '\n')
+                    self._journal.flush()
         return self.root / rel
 
     def write_text(self, relpath, text):
@@ -214,6 +332,16 @@ class ResultFolder:
         """Relative paths recorded so far, sorted."""
         with self._lock:
             return sorted(self._files)
+
+
+def as_result_folder(out):
+    """``out`` itself when it is a :class:`ResultFolder`, else an unopened one on the path
+    ``out`` (files written atomically, nothing recorded on disk): lets a writer take either."""
+    return out if isinstance(out, ResultFolder) else ResultFolder(out)
+
+
+def _size(nbytes):
+    return f'{nbytes / 1e9:.2f} GB' if nbytes >= 1e9 else f'{nbytes / 1e6:.1f} MB'
 
 
 def _jsonable(value):
@@ -256,8 +384,10 @@ def _listed_files(root):
 
 
 def _remove_listed(root):
-    """Remove an earlier run's files (those its manifest or journal lists) and empty folders."""
+    """Remove an earlier run's files (those its manifest or journal lists), then the folders
+    they leave empty."""
     resolved_root = root.resolve()
+    folders = set()
     for rel in _listed_files(root):
         path = (root / rel)
         try:
@@ -265,9 +395,10 @@ def _remove_listed(root):
         except ValueError:          # a listed path outside the folder: never touched
             continue
         path.unlink(missing_ok=True)
+        folders.update(p for p in path.parents if p != root and root in p.parents)
     (root / MANIFEST).unlink(missing_ok=True)
     (root / JOURNAL).unlink(missing_ok=True)
-    for folder in sorted((p for p in root.rglob('*') if p.is_dir()), key=lambda p: -len(p.parts)):
+    for folder in sorted(folders, key=lambda p: -len(p.parts)):
         try:
             folder.rmdir()
         except OSError:

@@ -5,8 +5,10 @@ import os
 import pandas as pd
 import pytest
 
+from scipion_reciprocal.formats._atomic import final_path
 from scipion_reciprocal.formats.result_folder import (JOURNAL, MANIFEST, ResultFolder,
-                                                      ResultFolderError, file_crc32,
+                                                      ResultFolderError, as_result_folder,
+                                                      check_output_folder, file_crc32,
                                                       folder_status)
 
 
@@ -104,3 +106,74 @@ def test_clean_empties_a_folder_the_caller_owns(tmp_path):
         out.add(folder / 'new.txt')
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, 'new.txt']
     assert folder_status(folder).files == ['new.txt']
+
+
+def test_folder_left_by_a_run_that_wrote_nothing_counts_as_empty(tmp_path):
+    folder = tmp_path / 'r'
+    with pytest.raises(RuntimeError):
+        with ResultFolder(folder):
+            raise RuntimeError('bad input found after the folder was opened')
+    assert [p.name for p in folder.iterdir()] == [JOURNAL]
+    _write_run(folder)                      # no overwrite needed
+    assert folder_status(folder).complete
+
+
+def test_overwrite_refuses_a_folder_that_no_run_listed(tmp_path):
+    folder = tmp_path / 'r'
+    folder.mkdir()
+    (folder / 'summary.txt').write_text('written by an older tool')
+    with pytest.raises(ResultFolderError, match='no manifest.json: not an earlier result'):
+        _write_run(folder, overwrite=True)
+    assert (folder / 'summary.txt').read_text() == 'written by an older tool'
+    check_output_folder(tmp_path / 'new' / 'sub')           # a new folder: nothing created
+    assert not (tmp_path / 'new').exists()
+
+
+def test_overwrite_keeps_folders_it_did_not_empty(tmp_path):
+    folder = tmp_path / 'r'
+    _write_run(folder)
+    (folder / 'notes').mkdir()              # the user's empty folder
+    _write_run(folder, overwrite=True)
+    assert (folder / 'notes').is_dir()
+
+
+def test_resumed_folder_keeps_the_earlier_steps_files(tmp_path):
+    folder = tmp_path / 'r'
+    with ResultFolder(folder, clean=True, seal=False) as out:
+        out.write_text('inputs.csv', 'a\n')
+    status = folder_status(folder)
+    assert not status and 'interrupted' in status.reason
+    with ResultFolder(folder, resume=True) as out:
+        out.write_text('plots/p.txt', 'b\n')
+    assert folder_status(folder, verify=True).files == ['inputs.csv', 'plots/p.txt']
+    # a later step run again (e.g. a new threshold): incomplete while it writes, then sealed
+    with pytest.raises(RuntimeError):
+        with ResultFolder(folder, resume=True) as out:
+            raise RuntimeError('killed')
+    assert not folder_status(folder)
+    with ResultFolder(folder, resume=True) as out:
+        out.write_text('plots/p.txt', 'c\n')
+    assert folder_status(folder, verify=True).files == ['inputs.csv', 'plots/p.txt']
+
+
+def test_not_enough_space_is_refused_before_writing(tmp_path):
+    out = ResultFolder(tmp_path / 'r')
+    out.require_space(1000, 'the tables')
+    with pytest.raises(ResultFolderError, match=r'free on its disk, the subsets need about '
+                                                r'1000000000.00 GB'):
+        out.require_space(10 ** 18, 'the subsets')
+    assert not (tmp_path / 'r').exists()
+
+
+def test_unopened_folder_writes_atomically_without_a_manifest(tmp_path):
+    out = as_result_folder(tmp_path / 'r')
+    assert as_result_folder(out) is out
+    out.write_text('a/b.txt', 'x')
+    assert (tmp_path / 'r' / 'a' / 'b.txt').read_text() == 'x'
+    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['a']
+
+
+def test_final_path_of_temporary_names(tmp_path):
+    assert final_path(tmp_path / '.x.csv.0123456789ab.tmp') == tmp_path / 'x.csv'
+    assert final_path(tmp_path / '..x.csv.0123456789ab.tmp.ba9876543210.tmp') == tmp_path / 'x.csv'
+    assert final_path(tmp_path / 'x.csv') == tmp_path / 'x.csv'
