@@ -18,7 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-__all__ = ['sankey_layout', 'sankey_figure', 'sankey_html']
+from ..formats._atomic import atomic_path
+
+__all__ = ['sankey_layout', 'sankey_figure', 'sankey_html', 'script_json']
 
 NODE_WIDTH = 0.06
 GAP = 0.015
@@ -263,8 +265,8 @@ def sankey_html(path, nodes, links, title='Reciprocal analysis: Sankey diagram',
     width = width or max(700, 300 * n_cols)
     views = ''.join(f'<div class="view" id="{v}">{_svg(nodes, links, v, width, height, 40)}</div>'
                     for v in ('counts', 'fractions'))
-    data = json.dumps({'jobs': list(pd.unique(nodes['job'])), 'particles':
-                       int(nodes.groupby('job')['size'].sum().max()) if len(nodes) else 0})
+    data = script_json({'jobs': list(pd.unique(nodes['job'])), 'particles':
+                        int(nodes.groupby('job')['size'].sum().max()) if len(nodes) else 0})
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:16px}} button{{margin-right:6px}}
@@ -279,6 +281,15 @@ class or a band for numbers.</p>
 <script>{_SCRIPT}</script>
 </body></html>
 """
-    with open(path, 'w', encoding='utf-8') as fh:
-        fh.write(page)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding='utf-8')
     return path
+
+
+def script_json(value):
+    """JSON text safe inside an HTML ``<script>`` element: ``<``, ``>`` and ``&`` are written
+    as ``\\u`` escapes, so no text (``</script>``, ``<!--``) can end or alter the element."""
+    text = json.dumps(value)
+    for char in '<>&\u2028\u2029':
+        text = text.replace(char, f'\\u{ord(char):04x}')
+    return text
