@@ -3,9 +3,12 @@
 Reads the last (or a given) iteration of two or more Class3D / Class2D jobs, compares their
 classes and writes matrices, statistics, consensus groups, subset STAR files and plots (the
 same files as the Scipion protocol; see :mod:`scipion_reciprocal.core.reciprocal_io`).
+The output folder is checked (writable, empty or an earlier result with --overwrite, enough
+free space) before anything is written; ``manifest.json``, written last, marks it complete.
 """
-import sys
 from pathlib import Path
+
+from .errors import fail, interrupted, os_error_text
 
 DEFAULT_OUTDIR = 'reciprocal_output'
 
@@ -25,7 +28,12 @@ def register(subparsers):
                         help='jobs in analysis order: "85,86,87", "85 86 87" or '
                              '"Class3D/job085,Class2D/job013"')
     parser.add_argument('--outdir', default=DEFAULT_OUTDIR,
-                        help=f'output folder (default: ./{DEFAULT_OUTDIR})')
+                        help=f'output folder (default: ./{DEFAULT_OUTDIR}); it must be new or '
+                             f'empty, unless --overwrite')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='reuse an output folder of an earlier run: the files its manifest '
+                             '(or an interrupted run\'s journal) lists are removed first, '
+                             'nothing else')
     parser.add_argument('--key', choices=('image', 'original', 'coordinates'), default='image',
                         help='particle identity: image location index@stack (default), '
                              'original image name, or micrograph + coordinates')
@@ -57,33 +65,47 @@ def run(args):
     from ..core import relion_jobs
     from ..core.reciprocal import (ReciprocalError, classifications_from_relion,
                                    reciprocal_analysis)
-    from ..core.reciprocal_io import write_results
+    from ..core.reciprocal_io import check_subset_sources, expected_size, write_results
     from ..formats.errors import FormatError
+    from ..formats.result_folder import ResultFolder, check_output_folder
+    outdir = Path(args.outdir)
+    out = ResultFolder(outdir, overwrite=args.overwrite, producer='scipion-reciprocal reciprocal')
+    started = False
     try:
+        check_output_folder(outdir, overwrite=args.overwrite)
         classifications = classifications_from_relion(
             args.jobs, project_dir=args.relion_dir, jobs_dir=args.jobs_dir,
             iteration=args.iteration, key=args.key, pixel_size=args.pixel_size,
             read_confidence=args.min_confidence is not None)
+        if not args.no_subsets:
+            check_subset_sources(classifications)
         result = reciprocal_analysis(
             classifications, min_confidence=args.min_confidence,
             tolerance=args.tolerance_angstrom, min_group_size=args.min_group_size,
             min_overlap=args.min_overlap, min_fraction=args.min_fraction)
-        outdir = Path(args.outdir)
-        written = write_results(result, outdir, subsets=not args.no_subsets)
-        plots = []
-        if not args.no_plots:
-            from ..plotting.reciprocal import save_plots
-            histories = {c.name: relion_jobs.read_job_history(c.job_dir) for c in classifications}
-            maps = {}
-            for c in classifications:
-                try:
-                    maps[c.name] = relion_jobs.class_maps(c.job_dir, args.iteration)
-                except FormatError:
-                    maps[c.name] = None
-            plots = save_plots(result, outdir, histories, maps)
+        out.require_space(expected_size(result, subsets=not args.no_subsets,
+                                        plots=not args.no_plots), 'the results')
+        started = True
+        with out:
+            written = write_results(result, out, subsets=not args.no_subsets)
+            plots = []
+            if not args.no_plots:
+                from ..plotting.reciprocal import save_plots
+                histories = {c.name: relion_jobs.read_job_history(c.job_dir)
+                             for c in classifications}
+                maps = {}
+                for c in classifications:
+                    try:
+                        maps[c.name] = relion_jobs.class_maps(c.job_dir, args.iteration)
+                    except FormatError:
+                        maps[c.name] = None
+                plots = save_plots(result, out, histories, maps)
     except (FormatError, ReciprocalError, ValueError) as exc:
-        print(f'scipion-reciprocal reciprocal: error: {exc}', file=sys.stderr)
-        return 2
+        return fail('reciprocal', exc)
+    except OSError as exc:
+        return fail('reciprocal', os_error_text(exc))
+    except KeyboardInterrupt:
+        return interrupted('reciprocal', outdir, started)
     _report(result, written, plots, outdir)
     return 0
 
@@ -100,7 +122,7 @@ def _report(result, written, plots, outdir):
     print(f'consensus groups: {len(kept)} kept of {len(result.consensus)}')
     for warning in result.warnings:
         print(f'warning: {warning}')
-    print(f'files written under {outdir}:')
+    print(f'files written under {outdir} (complete: manifest.json lists them):')
     for path in written['tables'] + written['summary'] + plots:
         print(f'  {path}')
     print(f'  {outdir / "matrices"}/ ({len(written["matrices"])} wide matrices)')

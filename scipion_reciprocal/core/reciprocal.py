@@ -94,6 +94,7 @@ class Classification:
             else:
                 raise ReciprocalError(f'{self.name}: class numbers must be integers')
         self.classes = self.classes.astype(np.int64, copy=False)
+        self._refuse_classes_below_one()
         n = len(self.classes)
         if len(self.keys) != n:
             raise ReciprocalError(f'{self.name}: {len(self.keys)} keys for {n} classes')
@@ -109,6 +110,17 @@ class Classification:
         if self.number is None:
             m = re.search(r'job0*(\d+)', self.name)
             self.number = int(m.group(1)) if m else None
+
+    def _refuse_classes_below_one(self):
+        """Class numbers start at 1 (RELION, Scipion); 0 or less is a damaged or foreign
+        file (cryoSPARC's 0-based classes are renumbered before they get here)."""
+        below = self.classes < 1
+        if below.any():
+            row = int(np.argmax(below))
+            where = f'{self.source.path}: ' if self.source is not None else ''
+            raise ReciprocalError(f'{where}{self.name}: class number {self.classes[row]} in '
+                                  f'row {row + 1} ({int(below.sum())} rows with a class below '
+                                  f'1): class numbers start at 1')
 
     def __len__(self):
         return len(self.classes)

@@ -25,16 +25,28 @@ selecting one job pair.
 
 Subset STAR files hold the rows of the first job named, copied verbatim from its input
 file (optics and ``# version`` kept), rows in file order.
+
+Every file is written under a temporary name and renamed, and recorded in the
+:class:`~scipion_reciprocal.formats.result_folder.ResultFolder` given (its manifest, written
+when the caller finishes it, marks the folder complete); a plain path writes the same files
+without recording them.
 """
 
+import os
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..formats.errors import FormatError, StarError
+from ..formats.mrc import validate_mrc
+from ..formats.result_folder import as_result_folder
+from ..formats.star import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
+
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
-           'write_int_csv']
+           'write_int_csv', 'subset_relpath', 'subsets_size', 'expected_size',
+           'check_subset_sources']
 
 COUNTS_CSV = 'counts_matrix.csv'
 FRACTIONS_CSV = 'fraction_matrix.csv'
@@ -116,14 +128,14 @@ def _format_ints(values):
     return out
 
 
-def write_results(result, outdir, subsets=True):
+def write_results(result, out, subsets=True):
     """Write every table, the summary and (for STAR inputs) the subset STAR files.
 
     Parameters
     ----------
     result : ReciprocalResult
-    outdir : path
-        Created if needed; files of a previous run are overwritten.
+    out : ResultFolder or path
+        Where the files go; a ResultFolder records each one (the caller finishes it).
     subsets : bool
         Write ``per_class/`` and ``intersections/`` STAR files.
 
@@ -133,15 +145,12 @@ def write_results(result, outdir, subsets=True):
         Category (``'tables'``, ``'matrices'``, ``'per_class'``, ``'intersections'``,
         ``'summary'``) -> list of pathlib.Path written.
     """
-    outdir = Path(outdir)
-    (outdir / MATRICES_DIR).mkdir(parents=True, exist_ok=True)
+    out = as_result_folder(out)
     written = {'tables': [], 'matrices': [], 'per_class': [], 'intersections': [],
                'summary': []}
 
     def csv(name, frame, **kw):
-        path = outdir / name
-        frame.to_csv(path, index=False, **kw)
-        written['tables'].append(path)
+        written['tables'].append(out.write_csv(name, frame, index=False, **kw))
 
     csv(COUNTS_CSV, result.counts)
     csv(FRACTIONS_CSV, result.fractions, float_format='%.6f')
@@ -153,31 +162,128 @@ def write_results(result, outdir, subsets=True):
     csv(JOBS_CSV, result.jobs)
     csv(OVERLAP_CSV, result.overlap)
     csv(SANKEY_CSV, sankey_table(result))
-    membership = outdir / MEMBERSHIP_CSV
-    write_int_csv(membership, {c: result.assignments[c].to_numpy()
-                               for c in result.assignments.columns})
-    written['tables'].append(membership)
+    with out.writing(MEMBERSHIP_CSV) as tmp:
+        write_int_csv(tmp, {c: result.assignments[c].to_numpy()
+                            for c in result.assignments.columns})
+    written['tables'].append(out.path(MEMBERSHIP_CSV))
     for a in result.names:
         for b in result.names:
             if a == b:
                 continue
             for kind in ('counts', 'fractions', 'jaccard'):
-                path = outdir / MATRICES_DIR / f'{kind}_{a}_vs_{b}.csv'
-                result.matrix(kind, a, b).to_csv(path, float_format='%.6f')
-                written['matrices'].append(path)
+                written['matrices'].append(out.write_csv(
+                    f'{MATRICES_DIR}/{kind}_{a}_vs_{b}.csv', result.matrix(kind, a, b),
+                    float_format='%.6f'))
     if subsets:
-        for category, paths in write_subsets(result, outdir).items():
+        for category, paths in write_subsets(result, out).items():
             written[category] += paths
-    written['summary'] = [write_summary(result, outdir, written)]
+    written['summary'] = [write_summary(result, out, written)]
     return written
 
 
-def write_subsets(result, outdir):
+def subset_relpath(subset):
+    """Path of a subset's STAR file in the result folder."""
+    folder = PER_CLASS_DIR if subset.kind == 'class' else INTERSECTIONS_DIR
+    return f'{folder}/{subset.name}.star'
+
+
+def subsets_size(result):
+    """Bytes the subset STAR files will take, about: each subset's share of its source
+    file's rows (header included once per file)."""
+    total = 0
+    for clf in result.classifications:
+        table = clf.source
+        if table is None or not len(clf):
+            continue
+        size = os.path.getsize(table.path)
+        rows = [len(s.rows[clf.name]) for s in result.subsets if s.source_job == clf.name]
+        total += int(size * sum(rows) / len(clf)) + 4096 * len(rows)
+    return total
+
+
+#: Bytes of one figure, about (PNG at 100 dpi; the largest heatmaps take 200 kB).
+FIGURE_BYTES = 200_000
+
+
+def expected_size(result, subsets=True, plots=True):
+    """Bytes that :func:`write_results` (and the plots) will write, about: for the free-space
+    check before anything is written."""
+    names = result.names
+    cells = sum(len(result.classes[a]) * len(result.classes[b])
+                for a in names for b in names if a != b)
+    tables = (len(result.assignments) * len(result.assignments.columns) * 8
+              + cells * 3 * 80 + (1 << 20))
+    n = len(names)
+    figures = FIGURE_BYTES * (2 * n * (n - 1) + 3 + 2 * n) if plots else 0
+    return tables + (subsets_size(result) if subsets else 0) + figures
+
+
+#: Per-particle columns of a RELION 3.0 file that its subsets' optics table is built from.
+_RELION30_OPTICS = OPTICS_LABELS + ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize')
+
+
+def check_subset_sources(classifications):
+    """Make sure the subset STAR files can be written, before anything is written.
+
+    A source without ``data_optics`` (RELION 3.0) gets, as its subsets will, an optics table
+    from its per-particle acquisition columns; its box size comes from ``rlnImageSize`` or
+    from the header of its first particle's stack (set as the table's ``image_size``).
+
+    Raises
+    ------
+    StarError
+        Naming the file and what is missing to build the optics table.
+    """
+    for clf in classifications:
+        table = clf.source
+        if table is None or table.has_optics or not len(table):
+            continue
+        columns = [c for c in table.columns if c in _RELION30_OPTICS or c == 'rlnImageName']
+        frame = table.read_columns(columns)
+        if 'rlnImageSize' not in frame.columns and table.image_size is None:
+            if 'rlnImageName' not in frame.columns:
+                raise StarError(table.path, _RELION30 + 'no rlnImageSize nor rlnImageName to '
+                                            'find the box size' + _NO_SUBSETS)
+            table.image_size = _stack_box_size(table.path, frame['rlnImageName'].iloc[0])
+        try:
+            upgrade_to_relion31(frame.drop(columns='rlnImageName', errors='ignore'),
+                                image_size=table.image_size)
+        except ValueError as exc:
+            raise StarError(table.path, _RELION30 + str(exc) + _NO_SUBSETS) from None
+
+
+_RELION30 = 'RELION 3.0 file (no data_optics): '
+_NO_SUBSETS = '; its subset STAR files need an optics table (or write no subsets)'
+
+
+def _stack_box_size(star_path, image_name):
+    """Box size from the header of an image's stack, looked up relative to the STAR file's
+    folder and its parents (a RELION job's images are relative to the project folder, two
+    levels up), then the working folder."""
+    _, stacks = parse_image_names([str(image_name)])
+    stack = Path(str(stacks[0]))
+    folder = Path(star_path).resolve().parent
+    bases = [folder, *list(folder.parents)[:3], Path.cwd()]
+    for base in bases:
+        candidate = stack if stack.is_absolute() else base / stack
+        if candidate.is_file():
+            try:
+                return int(validate_mrc(candidate)['shape'][-1])
+            except FormatError as exc:
+                raise StarError(star_path, f'{_RELION30}no rlnImageSize, and the stack header '
+                                           f'that gives the box size is unreadable ({exc})'
+                                           f'{_NO_SUBSETS}') from None
+    where = stack if stack.is_absolute() else f'{stack} (under {bases[0]}, its parents or here)'
+    raise StarError(star_path, f'{_RELION30}no rlnImageSize, and the stack that gives the box '
+                               f'size is not found: {where}{_NO_SUBSETS}')
+
+
+def write_subsets(result, out):
     """Write the per-class and intersection STAR files of jobs read from STAR files.
 
     Every job's file is mapped once; its subsets are copied from it, then it is released.
     """
-    outdir = Path(outdir)
+    out = as_result_folder(out)
     written = {'per_class': [], 'intersections': []}
     by_job = {}
     for subset in result.subsets:
@@ -189,21 +295,17 @@ def write_subsets(result, outdir):
         try:
             for subset in by_job[clf.name]:
                 category = 'per_class' if subset.kind == 'class' else 'intersections'
-                folder = outdir / (PER_CLASS_DIR if subset.kind == 'class' else INTERSECTIONS_DIR)
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / f'{subset.name}.star'
-                table.write_subset(path, subset.rows[clf.name])
-                written[category].append(path)
+                with out.writing(subset_relpath(subset)) as tmp:
+                    table.write_subset(tmp, subset.rows[clf.name])
+                written[category].append(out.path(subset_relpath(subset)))
         finally:
             table.close()
     return written
 
 
-def write_summary(result, outdir, written):
+def write_summary(result, out, written):
     """Write ``summary.txt`` (see :func:`summary_text`); returns its path."""
-    summary = Path(outdir) / SUMMARY_TXT
-    summary.write_text(summary_text(result, written), encoding='utf-8')
-    return summary
+    return as_result_folder(out).write_text(SUMMARY_TXT, summary_text(result, written))
 
 
 def summary_text(result, written=None):

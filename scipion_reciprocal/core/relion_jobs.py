@@ -5,7 +5,9 @@ A RELION project holds one folder per job type (``Class3D``, ``Class2D``,
 classification job writes, for every iteration, ``run_itNNN_data.star`` (particles with
 their class), ``run_itNNN_model.star`` (class maps, distribution, resolution) and
 ``run_itNNN_optimiser.star`` (convergence figures); continued runs write
-``run_ctNNN_itMMM_*`` files, which count by their iteration ``MMM``.
+``run_ctNNN_itMMM_*`` files, which count by their iteration ``MMM``. Gzipped data files
+(``run_itNNN_data.star.gz``, left by archiving) count as iterations too: the analysis refuses
+them by name rather than fall back silently to an older iteration.
 """
 
 import re
@@ -20,7 +22,8 @@ from ..formats.star import read_star
 __all__ = ['RelionJobError', 'parse_job_list', 'resolve_jobs', 'find_iteration_file',
            'iteration_files', 'read_job_history', 'job_kind', 'class_maps', 'job_number']
 
-_ITERATION_FILE = re.compile(r'^(?P<root>.+?)(?:_ct(?P<ct>\d+))?_it(?P<it>\d+)_data\.star$')
+_ITERATION_FILE = re.compile(r'^(?P<root>.+?)(?:_ct(?P<ct>\d+))?_it(?P<it>\d+)_data\.star'
+                             r'(?P<gz>\.gz)?$')
 _JOB_TOKEN = re.compile(r'^(?:(?P<folder>.*?)/)?(?:job)?(?P<number>\d+)/?$')
 _TYPE_KIND = {'class3d': '3D', 'initialmodel': '3D', 'refine3d': '3D', 'multibody': '3D',
               'class2d': '2D'}
@@ -133,22 +136,24 @@ def resolve_jobs(jobs, project_dir=None, jobs_dir=None):
 
 
 def iteration_files(job_dir):
-    """Every ``*_itNNN_data.star`` of a job.
+    """Every ``*_itNNN_data.star`` (or ``.star.gz``) of a job.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``iteration``, ``ct`` (continuation number, 0 for first runs), ``path``,
-        sorted by iteration then ct.
+        ``gzipped``, sorted by iteration, then ct, a plain file after a gzipped one.
     """
     job_dir = Path(job_dir)
     rows = []
-    for path in job_dir.glob('*_data.star'):
+    for path in job_dir.glob('*_data.star*'):
         m = _ITERATION_FILE.match(path.name)
         if m:
-            rows.append((int(m.group('it')), int(m.group('ct') or 0), path))
-    frame = pd.DataFrame(rows, columns=['iteration', 'ct', 'path'])
-    return frame.sort_values(['iteration', 'ct'], ignore_index=True)
+            rows.append((int(m.group('it')), int(m.group('ct') or 0), path, bool(m.group('gz'))))
+    frame = pd.DataFrame(rows, columns=['iteration', 'ct', 'path', 'gzipped'])
+    frame['plain'] = ~frame['gzipped'].astype(bool)
+    frame = frame.sort_values(['iteration', 'ct', 'plain'], ignore_index=True)
+    return frame.drop(columns='plain')
 
 
 def find_iteration_file(job_dir, iteration=None):
@@ -168,8 +173,8 @@ def find_iteration_file(job_dir, iteration=None):
     Raises
     ------
     RelionJobError
-        If the folder is missing, has no iteration files, or lacks the iteration asked
-        for (the message lists those available).
+        If the folder is missing, has no iteration files, lacks the iteration asked for
+        (the message lists those available), or that iteration's file is gzipped only.
     """
     job_dir = Path(job_dir)
     name = _job_label(job_dir)
@@ -185,7 +190,14 @@ def find_iteration_file(job_dir, iteration=None):
             available = sorted(set(iteration_files(job_dir)['iteration']))
             raise RelionJobError(job_dir, f'job {name}: no iteration {int(iteration)} '
                                           f'(available: {_ranges(available)})')
-    return files['path'].iloc[-1]
+    last = files.iloc[-1]
+    if last['gzipped']:
+        earlier = files[~files['gzipped'].astype(bool)] if iteration is None else files.iloc[:0]
+        hint = (f', or choose iteration {int(earlier["iteration"].iloc[-1])}' if len(earlier)
+                else '')
+        raise RelionJobError(last['path'], f'job {name}: iteration {int(last["iteration"])} '
+                                           f'is gzipped: gunzip it to read it{hint}')
+    return last['path']
 
 
 def _job_label(job_dir):
@@ -210,9 +222,10 @@ def _ranges(numbers):
 
 
 def _companion(data_file, kind):
-    """``run_it025_model.star`` next to ``run_it025_data.star``."""
+    """``run_it025_model.star`` next to ``run_it025_data.star`` (or ``.star.gz``)."""
     data_file = Path(data_file)
-    return data_file.with_name(data_file.name[:-len('_data.star')] + f'_{kind}.star')
+    stem = data_file.name[:data_file.name.rindex('_data.star')]
+    return data_file.with_name(f'{stem}_{kind}.star')
 
 
 def _read_block(path, block):

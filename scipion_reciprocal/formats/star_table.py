@@ -65,6 +65,8 @@ class StarTable:
         self._slow = False
         self._store = None          # rows cached for writing
         self._block = None          # buffer the rows are gathered in before writing
+        #: Box size for a RELION 3.0 file without rlnImageSize (its subsets' optics table).
+        self.image_size = None
 
     # ------------------------------------------------------------------ opening
 
@@ -302,7 +304,7 @@ class StarTable:
             self._store = ('frame', self.read_columns(self.columns))
         frame = self._store[1]
         write_particles_star(out_path, frame.iloc[rows].reset_index(drop=True),
-                             version=self.version or '30001')
+                             version=self.version or '30001', image_size=self.image_size)
         return len(rows)
 
     def _as_indices(self, rows):

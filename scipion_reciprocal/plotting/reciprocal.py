@@ -7,13 +7,12 @@ Every function takes computed tables (a :class:`ReciprocalResult`, a job history
 diagrams as HTML too).
 """
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..formats.mrc import read_images, read_map
+from ..formats.result_folder import as_result_folder
 from .sankey import sankey_figure, sankey_html, sankey_layout
 
 __all__ = ['heatmap_figure', 'sankey_figures', 'convergence_figure', 'class_slices_figure',
@@ -222,14 +221,15 @@ def agreement_figure(result):
     return fig
 
 
-def save_plots(result, outdir, histories=None, maps=None):
+def save_plots(result, out, histories=None, maps=None):
     """Write every figure of an analysis.
 
     Parameters
     ----------
     result : ReciprocalResult
-    outdir : path
-        Figures go to ``outdir/plots``.
+    out : ResultFolder or path
+        Figures go to ``plots/`` in it, each under a temporary name first (and recorded,
+        when ``out`` is a ResultFolder).
     histories : dict, optional
         Job name -> history table (convergence plots).
     maps : dict, optional
@@ -239,14 +239,11 @@ def save_plots(result, outdir, histories=None, maps=None):
     -------
     list of pathlib.Path
     """
-    folder = Path(outdir) / PLOTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    out = as_result_folder(out)
     written = []
 
     def save(fig, name):
-        path = folder / name
-        fig.savefig(path, dpi=100)
-        written.append(path)
+        written.append(out.save_figure(f'{PLOTS_DIR}/{name}', fig, dpi=100))
 
     names = result.names
     for i, a in enumerate(names):
@@ -258,7 +255,9 @@ def save_plots(result, outdir, histories=None, maps=None):
     nodes, links, figures = sankey_figures(result)
     for values, fig in figures.items():
         save(fig, SANKEY_PNG.format(values=values))
-    written.append(sankey_html(folder / SANKEY_HTML, nodes, links))
+    with out.writing(f'{PLOTS_DIR}/{SANKEY_HTML}') as tmp:
+        sankey_html(tmp, nodes, links)
+    written.append(out.path(f'{PLOTS_DIR}/{SANKEY_HTML}'))
     save(agreement_figure(result), AGREEMENT_PNG)
     for job, history in (histories or {}).items():
         if history is not None and len(history):
@@ -267,4 +266,3 @@ def save_plots(result, outdir, histories=None, maps=None):
         if table is not None and len(table) and table['exists'].any():
             save(class_slices_figure(table, job), SLICES_PNG.format(job=job))
     return written
-

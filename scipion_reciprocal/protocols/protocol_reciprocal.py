@@ -20,8 +20,10 @@ from ..convert.set_subsets import (copy_class_rows, create_set_file, fill_classe
                                    write_item_subset)
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
 from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
-from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, write_results, write_subsets,
-                                  write_summary)
+from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, check_subset_sources,
+                                  expected_size, write_results, write_subsets, write_summary)
+from ..formats._atomic import atomic_path
+from ..formats.result_folder import ResultFolder, folder_status
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
@@ -119,32 +121,37 @@ class ProtReciprocalAnalysis(EMProtocol):
     def analysisStep(self):
         """Read, analyse, write every table, plot, STAR file and output set file.
 
-        Sets that are not unchanged RELION imports are written as STAR in worker processes
-        (which also return their particle keys); threads copy the output sets' rows by
-        SQLite while the plots and the subset STAR files are written."""
+        The results folder starts empty (a rerun leaves nothing of an earlier try) and gets
+        its manifest when every file is written. Sets that are not unchanged RELION imports
+        are written as STAR in worker processes (which also return their particle keys);
+        threads copy the output sets' rows by SQLite while the plots and the subset STAR
+        files are written."""
         os.makedirs(self._getExtraPath(INPUTS_DIR), exist_ok=True)
-        classifications = self._readInputs()
-        result = self._analyse(classifications)
-        outdir = self._getExtraPath(RESULTS_DIR)
-        start = time.time()
-        written = write_results(result, outdir, subsets=False)
-        self._writeSubsets(result)
-        with ThreadPoolExecutor(copy_threads()) as copies:
-            copied = self._startSetFiles(copies)
-            histories, maps = self._historiesAndMaps()
-            save_plots(result, outdir, histories=histories, maps=maps)
-            self.info("Wrote %d tables and drew the plots in %s (%.1f s)"
-                      % (len(written["tables"]), outdir, time.time() - start))
+        with ResultFolder(self._getExtraPath(RESULTS_DIR), clean=True,
+                          producer="scipion-reciprocal %s" % self._label) as out:
+            classifications = self._readInputs()
+            check_subset_sources(classifications)
+            result = self._analyse(classifications)
+            out.require_space(expected_size(result), "the results")
             start = time.time()
-            for category, paths in write_subsets(result, outdir).items():
-                written[category] += paths
-            write_summary(result, outdir, written)
-            self.info("Wrote %d per-class and %d intersection STAR files (%.1f s)"
-                      % (len(written["per_class"]), len(written["intersections"]),
-                         time.time() - start))
-            start = time.time()
-            for done in copied:
-                done.result()
+            written = write_results(result, out, subsets=False)
+            self._writeSubsets(result)
+            with ThreadPoolExecutor(copy_threads()) as copies:
+                copied = self._startSetFiles(copies)
+                histories, maps = self._historiesAndMaps()
+                save_plots(result, out, histories=histories, maps=maps)
+                self.info("Wrote %d tables and drew the plots in %s (%.1f s)"
+                          % (len(written["tables"]), out.root, time.time() - start))
+                start = time.time()
+                for category, paths in write_subsets(result, out).items():
+                    written[category] += paths
+                write_summary(result, out, written)
+                self.info("Wrote %d per-class and %d intersection STAR files (%.1f s)"
+                          % (len(written["per_class"]), len(written["intersections"]),
+                             time.time() - start))
+                start = time.time()
+                for done in copied:
+                    done.result()
         self.info("Set files of the Scipion outputs written (%.1f s more)" % (time.time() - start))
 
     def _readInputs(self):
@@ -219,6 +226,9 @@ class ProtReciprocalAnalysis(EMProtocol):
         results = self._getExtraPath(RESULTS_DIR)
         if not os.path.exists(os.path.join(results, AGREEMENT_CSV)):
             return ["Compares %d classifications." % len(self.inputClassifications)]
+        status = folder_status(results)
+        if not status:
+            return ["Results incomplete: %s" % status.reason]
         agreement = pd.read_csv(os.path.join(results, AGREEMENT_CSV))
         lines = ["%s vs %s: %d particles, ARI %.3f, NMI %.3f" % (
             r.job1, r.job2, r.particles, r.adjusted_rand, r.normalized_mutual_info)
@@ -373,7 +383,8 @@ class ProtReciprocalAnalysis(EMProtocol):
         consensus = [{"group": int(g), "class": int(c)}
                      for g, c in zip(groups["group"], groups["class_%s" % first])]
         info = json.dumps({"first": first, "subsets": subsets, "consensus": consensus})
-        np.savez(self._getExtraPath(SUBSETS_FILE), info=np.array(info), **arrays)
+        with atomic_path(self._getExtraPath(SUBSETS_FILE)) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, info=np.array(info), **arrays)
 
     def _readSubsets(self):
         """The subsets and consensus groups written by :meth:`_writeSubsets`, with their ids."""
