@@ -1,0 +1,193 @@
+"""cryoSPARC particle fields in RELION's conventions.
+
+- Orientation: ``alignments3D/pose`` is a rotation vector (axis times angle, radians) of the
+  rotation ``R`` with ``R^T`` equal to RELION's Euler matrix ``A`` of the same particle
+  (``A = Rotation.from_rotvec(pose).as_matrix().T``; what cryoDRGN's ``parse_pose_csparc``
+  and pyem's ``csparc2star`` do). 2D: ``alignments2D/pose`` is the in-plane angle, RELION's
+  psi, in radians.
+- Shift: ``alignments*/shift`` is RELION's origin (same sign), in pixels of
+  ``alignments*/psize_A`` (heterogeneous refinement aligns downsampled images, so that pixel
+  size can differ from the stack's ``blob/psize_A``): origin in Angstrom =
+  ``shift * alignments*/psize_A``.
+- CTF: ``ctf/df1_A``, ``ctf/df2_A`` are ``rlnDefocusU/V``; ``ctf/df_angle_rad`` and
+  ``ctf/phase_shift_rad`` are ``rlnDefocusAngle`` and ``rlnPhaseShift`` in radians.
+- Numbering: classes, ``blob/idx``, ``alignments*/split`` and ``ctf/exp_group_id`` count from
+  0; RELION's from 1 (each is written + 1).
+- Position: ``location/center_x_frac`` times the micrograph width (``micrograph_shape[1]``)
+  is ``rlnCoordinateX``. For Y, particles imported into cryoSPARC from RELION have
+  ``(1 - center_y_frac) * height`` = ``rlnCoordinateY`` (cryoSPARC's origin is the bottom
+  left, pyem's default), while particles picked on micrographs motion-corrected by cryoSPARC
+  match micrographs motion-corrected by MotionCor2 or RELION without the flip (pyem's
+  notes: cryoSPARC's Patch Motion flips images). :func:`relion_particles` writes pyem's
+  default; matching across software tries both (see :mod:`.classification_inputs`).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.transform import Rotation
+
+from ..formats.cryosparc import BLOB_IDX, BLOB_PATH, clean_path
+from ..formats.star import format_image_names
+from .geometry import matrix_to_relion_euler
+
+__all__ = ['relion_angles_from_poses', 'relion_particles', 'micrograph_positions',
+           'stack_paths', 'alignment_prefix', 'LOCATION_FIELDS']
+
+LOCATION_FIELDS = ('location/micrograph_path', 'location/center_x_frac',
+                   'location/center_y_frac', 'location/micrograph_shape')
+_MIC_PSIZE = 'location/micrograph_psize_A'
+
+
+def relion_angles_from_poses(poses):
+    """RELION (rot, tilt, psi) in degrees, (N, 3), from cryoSPARC rotation vectors (N, 3)."""
+    poses = np.asarray(poses, dtype=np.float64).reshape(-1, 3)
+    matrices = Rotation.from_rotvec(poses).as_matrix().transpose(0, 2, 1)
+    return matrix_to_relion_euler(matrices)
+
+
+def alignment_prefix(particles):
+    """``'alignments3D'`` or ``'alignments2D'`` (whichever has a pose), or None."""
+    for prefix in ('alignments3D', 'alignments2D'):
+        if f'{prefix}/pose' in particles:
+            return prefix
+    return None
+
+
+def stack_paths(particles, project_dir=None, rows=None):
+    """Per row, the stack of ``blob/path`` as a path (absolute below ``project_dir`` when
+    given and relative), decoded once per distinct stack."""
+    codes, uniques = pd.factorize(particles.column(BLOB_PATH, rows))
+    names = np.array([_project_path(clean_path(u), project_dir) for u in uniques], dtype=object)
+    return names[codes]
+
+
+def _project_path(name, project_dir):
+    if project_dir is None or os.path.isabs(name):
+        return name
+    return str(Path(project_dir) / name)
+
+
+def micrograph_positions(particles, flip_y=False, project_dir=None):
+    """Micrograph, position in pixels and micrograph pixel size of every particle.
+
+    Returns
+    -------
+    micrographs : numpy.ndarray of object
+        ``location/micrograph_path`` (decoded).
+    x, y : numpy.ndarray of float64
+        ``center_x_frac * width`` and ``center_y_frac * height`` (``(1 - center_y_frac) *
+        height`` with ``flip_y``), in micrograph pixels.
+    pixel_size : numpy.ndarray of float64 or None
+        ``location/micrograph_psize_A`` when present.
+    """
+    codes, uniques = pd.factorize(particles.column('location/micrograph_path'))
+    mics = np.array([_project_path(clean_path(u), project_dir) for u in uniques],
+                    dtype=object)[codes]
+    shape = particles.column('location/micrograph_shape').astype(np.float64).reshape(-1, 2)
+    x = particles.column('location/center_x_frac').astype(np.float64) * shape[:, 1]
+    y_frac = particles.column('location/center_y_frac').astype(np.float64)
+    y = (1.0 - y_frac if flip_y else y_frac) * shape[:, 0]
+    size = particles.column(_MIC_PSIZE).astype(np.float64) if _MIC_PSIZE in particles else None
+    return mics, x, y, size
+
+
+def relion_particles(particles, project_dir=None, class_offset=1):
+    """RELION 3.1 (particles, optics) tables of a cryoSPARC particle dataset.
+
+    Parameters
+    ----------
+    particles : CsParticles
+    project_dir : path, optional
+        The cryoSPARC project folder: stack and micrograph paths become absolute under it.
+    class_offset : int
+        Added to cryoSPARC's 0-based classes (``rlnClassNumber``).
+
+    Returns
+    -------
+    particles_df, optics_df : pandas.DataFrame
+        Image names ``(blob/idx + 1)@stack``; CTF, angles, origins in Angstrom, class,
+        ``rlnMaxValueProbDistribution`` (the class posterior), random subset and position
+        when the fields exist; one optics group per distinct (exposure group, voltage, Cs,
+        amplitude contrast, pixel size, box size).
+    """
+    n = len(particles)
+    out = {'rlnImageName': format_image_names(particles.column(BLOB_IDX).astype(np.int64) + 1,
+                                              stack_paths(particles, project_dir))}
+    if all(f in particles for f in LOCATION_FIELDS):
+        mics, x, y, _ = micrograph_positions(particles, flip_y=True, project_dir=project_dir)
+        out.update(rlnMicrographName=mics, rlnCoordinateX=x, rlnCoordinateY=y)
+    for field, label, scale in (('ctf/df1_A', 'rlnDefocusU', None),
+                                ('ctf/df2_A', 'rlnDefocusV', None),
+                                ('ctf/df_angle_rad', 'rlnDefocusAngle', 'deg'),
+                                ('ctf/phase_shift_rad', 'rlnPhaseShift', 'deg')):
+        if field in particles:
+            values = particles.column(field).astype(np.float64)
+            out[label] = np.degrees(values) if scale else values
+    prefix = alignment_prefix(particles)
+    if prefix is not None:
+        out.update(_alignment_columns(particles, prefix))
+    for name in (f'{prefix}/class', 'alignments3D/class', 'alignments2D/class'):
+        if name in particles:
+            out['rlnClassNumber'] = particles.column(name).astype(np.int64) + class_offset
+            posterior = name.rsplit('/', 1)[0] + '/class_posterior'
+            if posterior in particles:
+                out['rlnMaxValueProbDistribution'] = particles.column(posterior).astype(
+                    np.float64)
+            break
+    table = pd.DataFrame(out, index=pd.RangeIndex(n))
+    optics_keys = _optics_keys(particles)
+    groups = optics_keys.groupby(list(optics_keys.columns), sort=False,
+                                 dropna=False).ngroup().to_numpy() + 1
+    table['rlnOpticsGroup'] = groups
+    first = optics_keys.groupby(groups, sort=True).head(1)
+    optics = pd.DataFrame({
+        'rlnOpticsGroupName': [f'opticsGroup{g}' for g in range(1, len(first) + 1)],
+        'rlnOpticsGroup': np.arange(1, len(first) + 1),
+        'rlnMicrographOriginalPixelSize': first['mic_psize'].to_numpy(),
+        'rlnVoltage': first['voltage'].to_numpy(),
+        'rlnSphericalAberration': first['cs'].to_numpy(),
+        'rlnAmplitudeContrast': first['ac'].to_numpy(),
+        'rlnImagePixelSize': first['psize'].to_numpy(),
+        'rlnImageSize': first['box'].to_numpy().astype(int),
+        'rlnImageDimensionality': 2,
+    })
+    return table, optics
+
+
+def _alignment_columns(particles, prefix):
+    out = {}
+    pose = particles.column(f'{prefix}/pose').astype(np.float64)
+    if prefix == 'alignments3D':
+        angles = relion_angles_from_poses(pose)
+    else:
+        angles = np.column_stack([np.zeros(len(pose)), np.zeros(len(pose)),
+                                  np.degrees(pose.reshape(-1))])
+    out['rlnAngleRot'], out['rlnAngleTilt'], out['rlnAnglePsi'] = angles.T
+    shift = particles.column(f'{prefix}/shift').astype(np.float64).reshape(-1, 2)
+    psize_field = f'{prefix}/psize_A' if f'{prefix}/psize_A' in particles else 'blob/psize_A'
+    psize = particles.column(psize_field).astype(np.float64)
+    out['rlnOriginXAngst'] = shift[:, 0] * psize
+    out['rlnOriginYAngst'] = shift[:, 1] * psize
+    if f'{prefix}/split' in particles:
+        out['rlnRandomSubset'] = particles.column(f'{prefix}/split').astype(np.int64) + 1
+    return out
+
+
+def _optics_keys(particles):
+    n = len(particles)
+
+    def field(name, default):
+        return particles.column(name).astype(np.float64) if name in particles \
+            else np.full(n, default)
+
+    psize = field('blob/psize_A', np.nan)
+    box = particles.column('blob/shape')[:, -1].astype(np.int64) if 'blob/shape' in particles \
+        else np.zeros(n, dtype=np.int64)
+    mic_psize = field(_MIC_PSIZE, np.nan)
+    return pd.DataFrame({
+        'group': field('ctf/exp_group_id', 0), 'voltage': field('ctf/accel_kv', 300.0),
+        'cs': field('ctf/cs_mm', 2.7), 'ac': field('ctf/amp_contrast', 0.1),
+        'psize': psize, 'box': box,
+        'mic_psize': np.where(np.isfinite(mic_psize), mic_psize, psize)})

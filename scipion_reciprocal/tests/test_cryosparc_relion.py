@@ -1,0 +1,98 @@
+"""cryoSPARC conventions -> RELION's, checked on particles written in both forms."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scipion_reciprocal.core.cryosparc_relion import (micrograph_positions,
+                                                      relion_angles_from_poses,
+                                                      relion_particles)
+from scipion_reciprocal.core.geometry import relion_euler_to_matrix
+from scipion_reciprocal.formats.cryosparc_jobs import find_cs_job
+from scipion_reciprocal.formats.star import parse_image_names, read_particles_star
+from scipion_reciprocal.simulate.cryosparc import JobSpec, write_cryosparc_project
+from scipion_reciprocal.simulate.dataset import build_demo_project
+
+
+@pytest.fixture(scope='module')
+def projects(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cs')
+    demo = build_demo_project(root / 'relion', seed=11, n_particles=60, n_iterations=2,
+                              n_micrographs=1)
+    star = read_particles_star(demo.particles_star)
+    cs = write_cryosparc_project(root / 'P3', root / 'relion', star.particles, star.optics, {
+        'J30': JobSpec('hetero_refine', demo.labels['Class3D/job085'], 'J1'),
+        'J31': JobSpec('class_3D', demo.labels['Class3D/job086'], 'J2'),
+        'J32': JobSpec('class_2D', demo.labels['Class2D/job008'], 'J1')}, seed=4)
+    return demo, star, cs
+
+
+def _rodrigues_transposed(pose):
+    """RELION's matrix of a cryoSPARC pose as cryoDRGN's parse_pose_csparc and pyem's
+    expmap build it: the transposed Rodrigues rotation of the vector."""
+    theta = np.linalg.norm(pose)
+    x, y, z = pose / theta
+    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return (np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k).T
+
+
+def test_pose_convention_matches_cryodrgn_and_pyem():
+    poses = np.random.default_rng(3).normal(size=(20, 3))
+    angles = relion_angles_from_poses(poses)
+    matrices = relion_euler_to_matrix(*angles.T)
+    for pose, matrix in zip(poses, matrices):
+        np.testing.assert_allclose(matrix, _rodrigues_transposed(pose), atol=1e-12)
+    assert np.all((angles[:, 1] >= 0) & (angles[:, 1] <= 180))
+
+
+@pytest.mark.parametrize('job, relion_job', [('J30', 'Class3D/job085'),
+                                             ('J32', 'Class2D/job008')])
+def test_same_particles_read_back_in_relion_conventions(projects, job, relion_job):
+    demo, star, cs = projects
+    particles = find_cs_job(cs.project_dir, job).open()
+    table, optics = relion_particles(particles, cs.project_dir)
+    truth = star.particles.iloc[cs.order[job]].reset_index(drop=True)
+    # classes: 0-based in the .cs, RELION's 1-based here
+    assert table['rlnClassNumber'].tolist() == list(demo.labels[relion_job][cs.order[job]])
+    for column in ('rlnDefocusU', 'rlnDefocusV', 'rlnDefocusAngle', 'rlnCoordinateX',
+                   'rlnCoordinateY'):
+        np.testing.assert_allclose(table[column], truth[column], rtol=2e-6, atol=1e-3)
+    # the shifts of heterogeneous refinement are in pixels of twice the stack's pixel size
+    psize = particles.column('alignments2D/psize_A' if job == 'J32' else 'alignments3D/psize_A')
+    assert np.allclose(psize, star.optics['rlnImagePixelSize'].iloc[0] * (2 if job == 'J30'
+                                                                          else 1))
+    np.testing.assert_allclose(table[['rlnOriginXAngst', 'rlnOriginYAngst']],
+                               truth[['rlnOriginXAngst', 'rlnOriginYAngst']], atol=2e-5)
+    angles = ['rlnAngleRot', 'rlnAngleTilt', 'rlnAnglePsi']
+    expected = truth[angles].to_numpy()
+    if job == 'J32':
+        expected = np.column_stack([np.zeros(len(truth)), np.zeros(len(truth)), expected[:, 2]])
+    np.testing.assert_allclose(relion_euler_to_matrix(*table[angles].to_numpy().T),
+                               relion_euler_to_matrix(*expected.T), atol=2e-6)
+    # the image of every row is the same image of the same file (0- vs 1-based handled)
+    index, stacks = parse_image_names(table['rlnImageName'])
+    relion_index, relion_stacks = parse_image_names(truth['rlnImageName'])
+    assert list(index) == list(relion_index)
+    assert {os.path.realpath(s) for s in stacks} == \
+        {os.path.realpath(demo.project_dir / s) for s in set(relion_stacks)}
+    assert optics[['rlnImagePixelSize', 'rlnImageSize', 'rlnVoltage']].values.tolist() == \
+        star.optics[['rlnImagePixelSize', 'rlnImageSize', 'rlnVoltage']].values.tolist()
+    assert table['rlnMaxValueProbDistribution'].between(0.6, 1.0).all()
+
+
+def test_reextracted_positions_within_jitter(projects):
+    _, star, cs = projects
+    particles = find_cs_job(cs.project_dir, 'J31').open()
+    truth = star.particles.iloc[cs.order['J31']].reset_index(drop=True)
+    mics, x, y, size = micrograph_positions(particles, flip_y=False)
+    assert np.abs(x - truth['rlnCoordinateX']).max() <= 0.5 + 1e-3
+    assert np.abs(y - truth['rlnCoordinateY']).max() <= 0.5 + 1e-3
+    assert np.allclose(size, star.optics['rlnMicrographOriginalPixelSize'].iloc[0])
+    assert all(m.startswith('S1/motioncorrected/') and m.endswith(
+        '_patch_aligned_doseweighted.mrc') for m in mics)
+    # new stacks, one per micrograph, images counted from 0 in each
+    stacks = pd.Series(particles.column('blob/path'))
+    index = particles.column('blob/idx')
+    for _, rows in stacks.groupby(stacks).groups.items():
+        assert sorted(index[rows]) == list(range(len(rows)))
