@@ -5,15 +5,24 @@ A particle is recognised in two jobs by one of:
 - its image location ``index@stack`` (or its original image name, same form), with the
   path normalised (``./`` and ``//`` removed, ``000012`` read as 12), so that
   ``'000012@a.mrcs'`` and ``'12@./a.mrcs'`` are the same particle;
-- an integer identifier (Scipion object ids, which a SetOfClasses keeps from its input);
+- an integer identifier (Scipion object ids, which a SetOfClasses keeps from its input), or
+  cryoSPARC's ``uid``, which every job keeps from the extraction or import it descends from;
 - its micrograph and coordinates, matched within a tolerance in Angstrom (particles
-  re-extracted or re-centred between jobs).
+  re-extracted or re-centred between jobs). Across software the micrograph is compared by
+  its file's stem (:func:`micrograph_stem`: cryoSPARC's uid prefix and motion-correction
+  suffixes removed), because each program names the micrographs it writes its own way.
+
+Image locations of different programs are compared as absolute paths with links resolved
+(:func:`rebase_labels`): RELION's ``index@stack`` counts from 1, cryoSPARC's ``blob/idx``
+from 0, and its ``blob/path`` is relative to the cryoSPARC project folder.
 
 Keys are built per job as small integer codes plus a table of unique names, so that
 strings are handled once per stack or micrograph, never once per particle.
 """
 
+import os
 import posixpath
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +34,8 @@ from ..formats.star import parse_image_names
 from ..formats.star_table import parse_int_tokens
 
 __all__ = ['ParticleKeys', 'normalise_path', 'location_keys', 'location_keys_from_parts',
-           'id_keys', 'coordinate_keys', 'match_particles']
+           'id_keys', 'uid_keys', 'coordinate_keys', 'match_particles', 'rebase_labels',
+           'micrograph_stem']
 
 _INDEX_BITS = 32
 
@@ -37,7 +47,8 @@ class ParticleKeys:
     Attributes
     ----------
     kind : str
-        ``'location'`` (image location or original name), ``'id'`` or ``'coordinates'``.
+        ``'location'`` (image location or original name), ``'id'``, ``'uid'`` (cryoSPARC)
+        or ``'coordinates'``.
     codes : numpy.ndarray of int64
         Per row: index into ``labels`` (stack or micrograph), or the id itself.
     index : numpy.ndarray of int64
@@ -230,7 +241,42 @@ def id_keys(ids):
                         np.empty(0, dtype=object))
 
 
-def coordinate_keys(micrographs, x, y, pixel_size):
+def uid_keys(uids):
+    """Keys from cryoSPARC ``uid`` values (uint64, compared bit for bit)."""
+    uids = np.ascontiguousarray(uids)
+    if uids.dtype.kind not in 'iu' or uids.dtype.itemsize != 8:
+        raise ValueError('cryoSPARC uids must be 64-bit integers')
+    return ParticleKeys('uid', uids.view(np.int64), np.zeros(len(uids), dtype=np.int64),
+                        np.empty(0, dtype=object))
+
+
+def rebase_labels(keys, root, resolve=True):
+    """The same keys with every relative stack (or micrograph) name made absolute under
+    ``root``, links resolved when ``resolve`` (one ``realpath`` per distinct name)."""
+    root = os.path.abspath(root)
+    labels = [os.path.join(root, name) if not os.path.isabs(name) else name
+              for name in keys.labels]
+    labels = [os.path.realpath(p) if resolve else os.path.normpath(p) for p in labels]
+    codes, uniques = pd.factorize(pd.Index(labels, dtype=object))
+    return ParticleKeys(keys.kind, codes[keys.codes].astype(np.int64), keys.index,
+                        np.asarray(uniques, dtype=object), keys.xy)
+
+
+_CS_UID_PREFIX = re.compile(r'^\d{21}_')
+_MOTION_SUFFIXES = re.compile(r'(_patch_aligned_doseweighted|_patch_aligned|_rigid_aligned_'
+                              r'doseweighted|_rigid_aligned|_doseweighted)$')
+
+
+def micrograph_stem(name):
+    """A micrograph's name as every program keeps it: the file name without folder and
+    extension, without cryoSPARC's 21-digit uid prefix and its motion-correction suffixes
+    (``_patch_aligned_doseweighted``...)."""
+    stem = posixpath.basename(normalise_path(name))
+    stem = stem.rsplit('.', 1)[0] if '.' in stem else stem
+    return _MOTION_SUFFIXES.sub('', _CS_UID_PREFIX.sub('', stem))
+
+
+def coordinate_keys(micrographs, x, y, pixel_size, stems=False):
     """Keys from micrograph names and particle coordinates.
 
     Parameters
@@ -240,8 +286,14 @@ def coordinate_keys(micrographs, x, y, pixel_size):
         Coordinates in pixels of the micrograph.
     pixel_size : float or array-like of float
         Micrograph pixel size in Angstrom (one value, or one per row).
+    stems : bool
+        Compare micrographs by :func:`micrograph_stem` (across software) instead of path.
     """
     codes, labels = _factorize_names(micrographs)
+    if stems:
+        remap, labels = pd.factorize(pd.Index([micrograph_stem(n) for n in labels],
+                                              dtype=object))
+        codes, labels = remap[codes].astype(np.int64), np.asarray(labels, dtype=object)
     pixel_size = np.asarray(pixel_size, dtype=np.float64)
     if np.any(~np.isfinite(pixel_size)) or np.any(pixel_size <= 0):
         raise ValueError('micrograph pixel size must be a positive number')
@@ -272,7 +324,7 @@ def match_particles(keys, tolerance=None):
     if len(kinds) != 1:
         raise ValueError(f'particle keys of different kinds: {sorted(kinds)}')
     kind = kinds.pop()
-    if kind == 'id':
+    if kind in ('id', 'uid'):
         return [k.codes for k in keys]
     remaps = _shared_label_codes([k.labels for k in keys])
     if kind == 'location':

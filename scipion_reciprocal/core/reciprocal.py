@@ -73,6 +73,9 @@ class Classification:
         The STAR file the rows come from: subsets are written from it verbatim.
     job_dir : pathlib.Path, optional
         The RELION job folder.
+    cs_source : CsParticles, optional
+        The cryoSPARC particles the rows are (:mod:`~scipion_reciprocal.formats.cryosparc`):
+        subsets are also written from it as ``.cs`` files, every field verbatim.
     """
 
     name: str
@@ -85,6 +88,7 @@ class Classification:
     kind: str = None
     source: StarTable = None
     job_dir: Path = None
+    cs_source: object = None
 
     def __post_init__(self):
         self.classes = np.asarray(self.classes)
@@ -130,6 +134,14 @@ class Classification:
         """Sorted class numbers: those declared (``class_ids``) and those used."""
         used = np.unique(self.classes)
         return used if self.class_ids is None else np.union1d(used, self.class_ids)
+
+    @property
+    def source_file(self):
+        """The file the rows were read from (STAR, else ``.cs``), or None."""
+        for source in (self.source, self.cs_source):
+            if source is not None:
+                return source.path
+        return None
 
     @property
     def ids(self):

@@ -238,7 +238,7 @@ def _overlap(classifications, align, error_cls):
         pairs.append((names[a], names[b], both, len(align.pids[a]) - both,
                       len(align.pids[b]) - both))
         if both == 0:
-            src = [str(getattr(classifications[i].source, 'path', '') or names[i])
+            src = [str(classifications[i].source_file or names[i])
                    for i in (a, b)]
             raise error_cls(f'jobs {names[a]} and {names[b]} share no particles (key: '
                             f'{classifications[a].keys.kind}; files: {src[0]}, {src[1]})')
@@ -298,7 +298,7 @@ def compute_tables(classifications, align, warnings, parameters, error_cls):
             n_shared_images = n_kept if align.same_order else _n_images(images[in_kept[j]])
         images_kept[j] = n_kept
         # ``is not None``: the truth of a StarTable is its length, a scan of the whole file.
-        source = str(c.source.path) if c.source is not None else None
+        source = str(c.source_file) if c.source_file is not None else None
         job_rows.append((c.name, c.number, c.kind, source,
                          len(c), len(c) - len(align.kept[j]), len(align.kept[j]), n_kept,
                          n_shared, n_shared_images, len(align.kept[j]) - n_shared))

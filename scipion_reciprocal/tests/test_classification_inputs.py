@@ -1,0 +1,171 @@
+"""Classifications from RELION, cryoSPARC and label files, matched across software."""
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from scipion_reciprocal.core.classification_inputs import (attach_star_sources,
+                                                           classifications_from_inputs,
+                                                           parse_input)
+from scipion_reciprocal.core.reciprocal import ReciprocalError, reciprocal_analysis
+from scipion_reciprocal.formats.cryosparc import CsError
+from scipion_reciprocal.formats.errors import FormatError
+from scipion_reciprocal.formats.star import read_particles_star
+from scipion_reciprocal.simulate.cryosparc import (IMPORT_JOB, JobSpec, join_fields,
+                                                   write_cryosparc_project)
+from scipion_reciprocal.simulate.dataset import build_demo_project
+
+N = 90
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('engines')
+    demo = build_demo_project(root / 'relion', seed=2, n_particles=N, n_iterations=2,
+                              n_micrographs=1)
+    star = read_particles_star(demo.particles_star)
+    cs = write_cryosparc_project(root / 'P12', root / 'relion', star.particles, star.optics, {
+        'J30': JobSpec('hetero_refine', demo.labels['Class3D/job085'], 'J1'),
+        'J31': JobSpec('class_3D', demo.labels['Class3D/job086'], 'J2'),
+        'J33': JobSpec('hetero_refine', demo.labels['Class3D/job087'], 'J1')}, seed=8)
+    return root, demo, cs
+
+
+def _pairs(result, a, b):
+    """(row in a, row in b) of every particle the analysis matched."""
+    rows = result.assignments
+    return rows[f'row_{a}'].to_numpy(), rows[f'row_{b}'].to_numpy()
+
+
+def _truth_counts(x, y):
+    return pd.crosstab(pd.Series(x, name='a'), pd.Series(y, name='b')).to_numpy()
+
+
+def test_input_kinds(data, tmp_path):
+    root, demo, cs = data
+    assert parse_input(root / 'relion/Class3D/job085').kind == 'relion_job'
+    assert parse_input(str(demo.class_jobs['Class3D/job085'])).kind == 'star'
+    assert parse_input(root / 'P12/J30').kind == 'cryosparc_job'
+    assert parse_input(str(cs.files['J30'][0])).kind == 'cs'
+    spec = parse_input(f'{tmp_path}/labels.pkl@{cs.files["J30"][0]}')
+    assert (spec.kind, spec.path.name, spec.particles.kind) == ('labels', 'labels.pkl', 'cs')
+    with pytest.raises(FormatError, match='nothing.star: input not found'):
+        parse_input(tmp_path / 'nothing.star')
+    with pytest.raises(FormatError, match='neither a RELION classification job'):
+        parse_input(tmp_path)
+    (tmp_path / 'a.txt').write_text('1')
+    with pytest.raises(FormatError, match='unknown input kind'):
+        parse_input(tmp_path / 'a.txt')
+
+
+def test_relion_and_cryosparc_runs_match_row_for_row_by_image(data):
+    root, demo, cs = data
+    clfs, note = classifications_from_inputs([root / 'relion/Class3D/job085', root / 'P12/J30'],
+                                             read_confidence=True)
+    assert [c.name for c in clfs] == ['job085', 'J30'] and note.startswith('image location')
+    assert clfs[1].kind == '3D' and clfs[1].cs_source is not None
+    assert clfs[1].classes.min() == 1              # cryoSPARC's 0-based classes, + 1
+    result = reciprocal_analysis(clfs)
+    rows_relion, rows_cs = _pairs(result, 'job085', 'J30')
+    assert len(rows_relion) == N                    # every particle matched
+    assert np.array_equal(cs.order['J30'][rows_cs], rows_relion)     # the same particles
+    labels = demo.labels['Class3D/job085']
+    assert np.array_equal(result.count_matrix('job085', 'J30'),
+                          _truth_counts(labels, labels[cs.order['J30']][np.argsort(
+                              cs.order['J30'])]))
+
+
+def test_reextracted_cryosparc_run_matches_relion_by_coordinates(data):
+    root, demo, cs = data
+    clfs, note = classifications_from_inputs([root / 'relion/Class3D/job086', root / 'P12/J31'])
+    assert note.startswith('micrograph + coordinates') and 'image location (stack + index): 0' \
+        in note
+    result = reciprocal_analysis(clfs)
+    rows_relion, rows_cs = _pairs(result, 'job086', 'J31')
+    assert len(rows_relion) == N
+    assert np.array_equal(cs.order['J31'][rows_cs], rows_relion)
+    labels = demo.labels['Class3D/job086']
+    assert np.array_equal(result.count_matrix('job086', 'J31'), _truth_counts(labels, labels))
+
+
+def test_cryosparc_runs_of_one_lineage_match_by_uid(data):
+    root, demo, cs = data
+    clfs, note = classifications_from_inputs([cs.files['J30'][0], cs.files['J33'][0]],
+                                             names=['hetero A', 'hetero B'])
+    assert note.startswith('cryoSPARC uid') and [c.name for c in clfs] == ['hetero A',
+                                                                          'hetero B']
+    result = reciprocal_analysis(clfs)
+    rows_a, rows_b = _pairs(result, 'hetero A', 'hetero B')
+    assert len(rows_a) == N and np.array_equal(cs.order['J30'][rows_a], cs.order['J33'][rows_b])
+    truth = _truth_counts(demo.labels['Class3D/job085'], demo.labels['Class3D/job087'])
+    assert np.array_equal(result.count_matrix('hetero A', 'hetero B'), truth)
+
+
+def test_label_files_follow_their_particle_file(data, tmp_path):
+    root, demo, cs = data
+    star = demo.particles_star
+    kmeans = np.random.default_rng(0).integers(0, 4, N)
+    with open(tmp_path / 'labels.pkl', 'wb') as fh:
+        pickle.dump(kmeans, fh)
+    clfs, _ = classifications_from_inputs([f'{tmp_path}/labels.pkl@{star}',
+                                           root / 'relion/Class3D/job085'])
+    assert clfs[0].name == f'{tmp_path.name}_labels'
+    assert np.array_equal(clfs[0].classes, kmeans + 1)
+    result = reciprocal_analysis(clfs)
+    assert np.array_equal(result.count_matrix(clfs[0].name, 'job085'),
+                          _truth_counts(kmeans + 1, demo.labels['Class3D/job085']))
+    # the same labels in the order of a .cs file
+    on_cs = kmeans[cs.order['J30']]
+    with open(tmp_path / 'cs_labels.pkl', 'wb') as fh:
+        pickle.dump(on_cs, fh)
+    clfs, note = classifications_from_inputs([f'{tmp_path}/cs_labels.pkl@{cs.files["J30"][0]}',
+                                              root / 'P12/J30'])
+    assert note.startswith('cryoSPARC uid') and clfs[0].cs_source is not None
+    result = reciprocal_analysis(clfs)
+    assert np.trace(result.count_matrix('cs_labels', 'J30')) < N     # labels are not classes
+    assert result.count_matrix('cs_labels', 'J30').sum() == N
+
+
+def test_bad_inputs_name_the_file(data, tmp_path):
+    root, demo, cs = data
+    imported = root / 'P12' / IMPORT_JOB / 'imported_particles.cs'
+    with pytest.raises(CsError, match=r'imported_particles\.cs: no class field'):
+        classifications_from_inputs([imported, root / 'P12/J30'])
+    with open(tmp_path / 'short.pkl', 'wb') as fh:
+        pickle.dump(np.zeros(N - 1, dtype=int), fh)
+    with pytest.raises(FormatError, match=rf'short\.pkl: {N - 1} labels for the {N} particles'):
+        classifications_from_inputs([f'{tmp_path}/short.pkl@{demo.particles_star}',
+                                     root / 'P12/J30'])
+    with open(tmp_path / 'negative.pkl', 'wb') as fh:
+        pickle.dump(np.full(N, -1), fh)
+    with pytest.raises(FormatError, match=r'negative\.pkl: 90 labels below 0'):
+        classifications_from_inputs([f'{tmp_path}/negative.pkl@{demo.particles_star}',
+                                     root / 'P12/J30'])
+    # particles of another dataset: no uid, stack or micrograph in common
+    other = join_fields({'uid': np.arange(N, dtype=np.uint64),
+                         'blob/path': np.array([b'J9/extract/other.mrc'] * N),
+                         'blob/idx': np.arange(N, dtype=np.uint32),
+                         'alignments3D/class': np.zeros(N, dtype=np.uint32)})
+    from scipion_reciprocal.formats.cryosparc import write_cs
+    write_cs(tmp_path / 'other.cs', other)
+    with pytest.raises(ReciprocalError, match=r'no particle in common across all inputs '
+                                              r'\(job085: .*run_it002_data\.star; other: '
+                                              r'.*other\.cs\)'):
+        classifications_from_inputs([root / 'relion/Class3D/job085', tmp_path / 'other.cs'])
+    with pytest.raises(ReciprocalError, match='job085 .* cannot be matched by cryoSPARC uid'):
+        classifications_from_inputs([root / 'relion/Class3D/job085', root / 'P12/J30'],
+                                    key='uid')
+
+
+def test_star_source_of_cryosparc_input(data, tmp_path):
+    root, demo, cs = data
+    clfs, _ = classifications_from_inputs([root / 'relion/Class3D/job085', root / 'P12/J30'])
+    written = attach_star_sources(clfs, tmp_path)
+    assert written == [tmp_path / 'J30.star'] and clfs[1].source.path == written[0]
+    converted = starfile.read(written[0])
+    assert 'optics' in converted and len(converted['particles']) == N
+    assert converted['particles']['rlnClassNumber'].tolist() == list(clfs[1].classes)
+    clfs[1].source.write_subset(tmp_path / 'subset.star', [0, 5])
+    assert len(starfile.read(tmp_path / 'subset.star')['particles']) == 2
