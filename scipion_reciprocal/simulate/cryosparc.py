@@ -296,7 +296,7 @@ def write_cryosparc_project(project_dir, relion_dir, table, optics, jobs, seed=0
     (project_dir / 'project.json').write_text(json.dumps({'uid': 'P1', 'title': 'simulated'}))
     rng = np.random.default_rng(seed)
     table = table.reset_index(drop=True)
-    n, box = len(table), int(optics['rlnImageSize'].iloc[0])
+    box = int(optics['rlnImageSize'].iloc[0])
     if micrograph_shape is None:
         largest = max(table['rlnCoordinateX'].max(), table['rlnCoordinateY'].max()) + box
         micrograph_shape = (int(np.ceil(largest / 64) * 64),) * 2
