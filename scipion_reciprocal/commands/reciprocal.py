@@ -1,8 +1,11 @@
-"""``scipion-reciprocal reciprocal``: reciprocal analysis of RELION classification jobs.
+"""``scipion-reciprocal reciprocal``: reciprocal analysis of classifications from any engine.
 
-Reads the last (or a given) iteration of two or more Class3D / Class2D jobs, compares their
-classes and writes matrices, statistics, consensus groups, subset STAR files and plots (the
-same files as the Scipion protocol; see :mod:`scipion_reciprocal.core.reciprocal_io`).
+Reads two or more classifications (RELION Class3D / Class2D jobs, cryoSPARC heterogeneous
+refinement, 3D and 2D classification jobs, k-means labels of cryoDRGN or RECOVAR), compares
+their classes and writes matrices, statistics, consensus groups, subset STAR (and, for
+cryoSPARC inputs, ``.cs``) files and plots (the same files as the Scipion protocol; see
+:mod:`scipion_reciprocal.core.reciprocal_io` and
+:mod:`scipion_reciprocal.core.classification_inputs`).
 The output folder is checked (writable, empty or an earlier result with --overwrite, enough
 free space) before anything is written; ``manifest.json``, written last, marks it complete.
 """
@@ -15,7 +18,8 @@ DEFAULT_OUTDIR = 'reciprocal_output'
 
 def register(subparsers):
     parser = subparsers.add_parser(
-        'reciprocal', help='compare RELION classification jobs (which classes share particles)',
+        'reciprocal', help='compare classifications of the same particles (which classes '
+                           'share particles): RELION, cryoSPARC, cryoDRGN/RECOVAR labels',
         description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument('--class3d_dir', '--jobs_dir', dest='jobs_dir', metavar='DIR',
@@ -24,9 +28,22 @@ def register(subparsers):
     where.add_argument('--relion_dir', metavar='PROJECT',
                        help='a RELION project folder: job numbers are looked up under every '
                             'job-type folder (Class3D, Class2D, InitialModel, ...)')
-    parser.add_argument('--jobs', required=True,
-                        help='jobs in analysis order: "85,86,87", "85 86 87" or '
-                             '"Class3D/job085,Class2D/job013"')
+    where.add_argument('--cryosparc_dir', metavar='PROJECT',
+                       help='a cryoSPARC project folder (P12): --jobs are its classification '
+                            'jobs (J30,J31); the final particles with their classes are read '
+                            '(job.json\'s particles_all_classes or particles output)')
+    where.add_argument('--inputs', nargs='+', metavar='INPUT',
+                       help='classifications of any engine, in analysis order: RELION job '
+                            'folders or STAR files, cryoSPARC job folders or .cs files, label '
+                            'files with their particle file (labels.pkl@particles.star or '
+                            '@particles.cs)')
+    parser.add_argument('--jobs',
+                        help='jobs in analysis order (with --relion_dir, --class3d_dir, '
+                             '--cryosparc_dir): "85,86,87", "85 86 87", '
+                             '"Class3D/job085,Class2D/job013" or "J30,J31"')
+    parser.add_argument('--names', nargs='+', metavar='NAME',
+                        help='names of the classifications in tables, file names and plots, '
+                             'one per input in order (default: job085, J30, the file name)')
     parser.add_argument('--outdir', default=DEFAULT_OUTDIR,
                         help=f'output folder (default: ./{DEFAULT_OUTDIR}); it must be new or '
                              f'empty, unless --overwrite')
@@ -34,17 +51,21 @@ def register(subparsers):
                         help='reuse an output folder of an earlier run: the files its manifest '
                              '(or an interrupted run\'s journal) lists are removed first, '
                              'nothing else')
-    parser.add_argument('--key', choices=('image', 'original', 'coordinates'), default='image',
-                        help='particle identity: image location index@stack (default), '
-                             'original image name, or micrograph + coordinates')
+    parser.add_argument('--key', choices=('auto', 'uid', 'image', 'original', 'coordinates'),
+                        help='particle identity: cryoSPARC uid, image location (index@stack, '
+                             'blob/path + blob/idx), original image name (RELION only), or '
+                             'micrograph + coordinates; default: image for --relion_dir and '
+                             '--class3d_dir, auto otherwise (uid, image, coordinates: the one '
+                             'under which the runs share most particles)')
     parser.add_argument('--tolerance-angstrom', type=float, default=10.0, metavar='A',
                         help='largest distance between coordinates of one particle in two '
                              'jobs (with --key coordinates; default 10)')
     parser.add_argument('--pixel-size', type=float, metavar='A',
                         help='micrograph pixel size for --key coordinates (default: from '
-                             'data_optics)')
+                             'data_optics, or location/micrograph_psize_A in cryoSPARC files)')
     parser.add_argument('--min-confidence', type=float, metavar='P',
-                        help='leave out rows whose rlnMaxValueProbDistribution is below P')
+                        help='leave out rows whose rlnMaxValueProbDistribution (cryoSPARC: '
+                             'class_posterior) is below P')
     parser.add_argument('--min-overlap', type=int, default=1, metavar='N',
                         help='write an intersection subset only from N shared particles '
                              '(default 1)')
@@ -56,16 +77,17 @@ def register(subparsers):
     parser.add_argument('--iteration', type=int, metavar='N',
                         help='iteration to read (default: the last one of each job)')
     parser.add_argument('--no-subsets', action='store_true',
-                        help='do not write per-class and intersection STAR files')
+                        help='do not write per-class and intersection STAR (and .cs) files')
     parser.add_argument('--no-plots', action='store_true', help='do not draw figures')
     parser.set_defaults(func=run)
 
 
 def run(args):
     from ..core import relion_jobs
-    from ..core.reciprocal import (ReciprocalError, classifications_from_relion,
-                                   reciprocal_analysis)
-    from ..core.reciprocal_io import check_subset_sources, expected_size, write_results
+    from ..core.classification_inputs import attach_star_sources
+    from ..core.reciprocal import ReciprocalError, reciprocal_analysis
+    from ..core.reciprocal_io import (INPUTS_DIR, check_subset_sources, expected_size,
+                                      write_results)
     from ..formats.errors import FormatError
     from ..formats.result_folder import ResultFolder, check_output_folder
     outdir = Path(args.outdir)
@@ -73,10 +95,7 @@ def run(args):
     started = False
     try:
         check_output_folder(outdir, overwrite=args.overwrite)
-        classifications = classifications_from_relion(
-            args.jobs, project_dir=args.relion_dir, jobs_dir=args.jobs_dir,
-            iteration=args.iteration, key=args.key, pixel_size=args.pixel_size,
-            read_confidence=args.min_confidence is not None)
+        classifications = _read_classifications(args)
         if not args.no_subsets:
             check_subset_sources(classifications)
         result = reciprocal_analysis(
@@ -87,14 +106,16 @@ def run(args):
                                         plots=not args.no_plots), 'the results')
         started = True
         with out:
+            if not args.no_subsets:
+                attach_star_sources(classifications, out, INPUTS_DIR)
             written = write_results(result, out, subsets=not args.no_subsets)
             plots = []
             if not args.no_plots:
                 from ..plotting.reciprocal import save_plots
-                histories = {c.name: relion_jobs.read_job_history(c.job_dir)
-                             for c in classifications}
+                relion = [c for c in classifications if c.job_dir is not None]
+                histories = {c.name: relion_jobs.read_job_history(c.job_dir) for c in relion}
                 maps = {}
-                for c in classifications:
+                for c in relion:
                     try:
                         maps[c.name] = relion_jobs.class_maps(c.job_dir, args.iteration)
                     except FormatError:
@@ -108,6 +129,51 @@ def run(args):
         return interrupted('reciprocal', outdir, started)
     _report(result, written, plots, outdir)
     return 0
+
+
+def _read_classifications(args):
+    """The classifications the arguments name (RELION jobs, cryoSPARC jobs or any inputs)."""
+    from ..core.classification_inputs import classifications_from_inputs
+    from ..core.reciprocal import classifications_from_relion
+    from ..formats.cryosparc_jobs import find_cs_jobs
+    if args.inputs is None and not args.jobs:
+        raise ValueError('--jobs is required with --relion_dir, --class3d_dir and '
+                         '--cryosparc_dir')
+    if args.inputs is not None and args.jobs:
+        raise ValueError('--jobs goes with --relion_dir, --class3d_dir or --cryosparc_dir, '
+                         'not with --inputs (give each input as a path)')
+    if args.inputs is None and args.cryosparc_dir is None:
+        if args.key in ('auto', 'uid'):
+            raise ValueError(f'--key {args.key} is for --inputs and --cryosparc_dir')
+        classifications = classifications_from_relion(
+            args.jobs, project_dir=args.relion_dir, jobs_dir=args.jobs_dir,
+            iteration=args.iteration, key=args.key or 'image', pixel_size=args.pixel_size,
+            read_confidence=args.min_confidence is not None)
+        if args.names:
+            _check_names(args.names, classifications)
+            for clf, name in zip(classifications, args.names):
+                clf.name = name
+        return classifications
+    if args.key == 'original':
+        raise ValueError('--key original reads RELION files only (--relion_dir)')
+    specs = args.inputs or [job.folder for job in find_cs_jobs(args.cryosparc_dir, args.jobs)]
+    if args.names:
+        _check_names(args.names, specs)
+    classifications, note = classifications_from_inputs(
+        specs, names=args.names, key=args.key or 'auto', iteration=args.iteration,
+        pixel_size=args.pixel_size, read_confidence=args.min_confidence is not None,
+        tolerance=args.tolerance_angstrom)
+    print(f'particles matched by {note}')
+    return classifications
+
+
+def _check_names(names, inputs):
+    if len(names) != len(inputs):
+        raise ValueError(f'--names gives {len(names)} names for {len(inputs)} inputs')
+    bad = [n for n in names if not n or '/' in n or n != n.strip()]
+    if bad:
+        raise ValueError(f'--names: {bad[0]!r} cannot name files (no "/", no surrounding '
+                         f'blanks)')
 
 
 def _report(result, written, plots, outdir):
@@ -129,3 +195,6 @@ def _report(result, written, plots, outdir):
     for category in ('per_class', 'intersections'):
         if written[category]:
             print(f'  {outdir / category}/ ({len(written[category])} STAR files)')
+    if written.get('cryosparc'):
+        print(f'  {len(written["cryosparc"])} .cs subsets of cryoSPARC inputs (per_class/, '
+              f'intersections/)')

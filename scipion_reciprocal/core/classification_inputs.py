@@ -32,6 +32,7 @@ from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, CS_SUFFIX, MULTI_POSTERIOR
 from ..formats.cryosparc_jobs import JOB_JSON, CsJobError, find_cs_job, project_of_file
 from ..formats.errors import FormatError, StarError
 from ..formats.labels import LABEL_SUFFIXES, read_labels
+from ..formats.result_folder import as_result_folder
 from ..formats.star import write_particles_star
 from ..formats.star_table import StarTable
 from . import particle_keys as pk
@@ -176,7 +177,7 @@ def _read(spec, iteration, pixel_size, read_confidence, with_classes=True):
         return _read_star(spec.path, None, pixel_size, read_confidence, with_classes)
     if spec.kind == 'cryosparc_job':
         job = find_cs_job(spec.path.parent, spec.path.name)
-        return _read_cs(job.open(), job.uid, job.folder, pixel_size, kind=job.kind,
+        return _read_cs(job.open(), job.uid, pixel_size, kind=job.kind,
                         n_classes=len(job.class_maps()) or None)
     if spec.kind == 'cs':
         return _read_cs_file(spec.path, pixel_size, with_classes)
@@ -265,11 +266,10 @@ def _read_cs_file(path, pixel_size, with_classes=True):
             pass
     m = re.search(r'(?:^|_)(J\d+)_', Path(path).name)
     return _read_cs(CsParticles(path, passthrough, project_dir=project), m.group(1) if m else
-                    Path(path).stem, None, pixel_size, with_classes=with_classes)
+                    Path(path).stem, pixel_size, with_classes=with_classes)
 
 
-def _read_cs(particles, name, job_dir, pixel_size, kind=None, n_classes=None,
-             with_classes=True):
+def _read_cs(particles, name, pixel_size, kind=None, n_classes=None, with_classes=True):
     name_field = class_field(particles.fields)
     if not with_classes:
         name_field, classes, confidence = 'none', np.full(len(particles), -1), None
@@ -292,7 +292,7 @@ def _read_cs(particles, name, job_dir, pixel_size, kind=None, n_classes=None,
     return _Run(name, 'cryoSPARC', ', '.join(str(p) for p in particles.paths),
                 classes + ZERO_BASED_OFFSET, keys, confidence=confidence,
                 class_ids=None if n_classes is None else np.arange(1, n_classes + 1),
-                kind=kind, job_dir=job_dir, cs=particles)
+                kind=kind, cs=particles)
 
 
 def _declared_classes(fields):
@@ -468,28 +468,29 @@ def classifications_from_inputs(specs, names=None, key='auto', iteration=None, p
     return out, note
 
 
-def attach_star_sources(classifications, folder):
-    """Write every cryoSPARC input (without a STAR source) as a RELION 3.1 STAR file in
-    ``folder`` (``<name>.star``: CTF, angles and origins in RELION's conventions, see
-    :mod:`.cryosparc_relion`) and make it the source of its STAR subsets.
+def attach_star_sources(classifications, out, folder=None):
+    """Write every cryoSPARC input (without a STAR source) as a RELION 3.1 STAR file
+    ``<name>.star`` in ``folder`` of ``out`` (a ResultFolder or a path; CTF, angles and origins
+    in RELION's conventions, see :mod:`.cryosparc_relion`) and make it the source of its
+    STAR subsets.
 
     Returns
     -------
     list of pathlib.Path
         The files written.
     """
+    out = as_result_folder(out)
     written = []
     for clf in classifications:
         particles = clf.cs_source
         if clf.source is not None or particles is None:
             continue
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         table, optics = relion_particles(particles, particles.project_dir)
         table['rlnClassNumber'] = clf.classes
-        path = folder / f'{clf.name}.star'
-        write_particles_star(path, table, optics)
-        clf.source = StarTable.open(path)
+        relpath = f'{folder}/{clf.name}.star' if folder else f'{clf.name}.star'
+        with out.writing(relpath) as tmp:
+            write_particles_star(tmp, table, optics)
+        clf.source = StarTable.open(out.path(relpath))
         clf.source.close()
-        written.append(path)
+        written.append(out.path(relpath))
     return written

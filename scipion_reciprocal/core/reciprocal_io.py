@@ -15,6 +15,9 @@ Layout (file names are the constants below)::
     summary.txt              what was read, filtered, matched and found; warnings
     per_class/<job>_class<k>.star                       (STAR inputs only)
     intersections/<job1>_class<k>_vs_<job2>_class<l>.star (STAR inputs only)
+    per_class/<job>_class<k>.cs, intersections/...cs    (cryoSPARC inputs)
+    inputs/<job>.star        cryoSPARC inputs in RELION's conventions (source of their STAR
+                             subsets)
 
 ``pysankey_input.csv``: one row per class pair with shared particles of each consecutive
 pair of jobs; ``id`` counts rows from 0, ``jobANo_class`` is ``<job number>_<class>`` of
@@ -24,7 +27,9 @@ shared count. With pySankey: ``df = pd.read_csv(path, index_col='id')`` then
 selecting one job pair.
 
 Subset STAR files hold the rows of the first job named, copied verbatim from its input
-file (optics and ``# version`` kept), rows in file order.
+file (optics and ``# version`` kept), rows in file order. A job read from cryoSPARC also
+gets its subsets as ``.cs`` files: the rows of its input (main and passthrough files joined),
+every field verbatim with the original ``uid``, loadable with ``numpy.load``.
 
 Every file is written under a temporary name and renamed, and recorded in the
 :class:`~scipion_reciprocal.formats.result_folder.ResultFolder` given (its manifest, written
@@ -39,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..formats.cryosparc import CS_SUFFIX
 from ..formats.errors import FormatError, StarError
 from ..formats.mrc import validate_mrc
 from ..formats.result_folder import as_result_folder
@@ -63,6 +69,12 @@ SANKEY_CSV = 'pysankey_input.csv'
 SUMMARY_TXT = 'summary.txt'
 PER_CLASS_DIR = 'per_class'
 INTERSECTIONS_DIR = 'intersections'
+#: Inputs written as STAR for their subsets (cryoSPARC inputs: ``inputs/<job>.star``).
+INPUTS_DIR = 'inputs'
+#: Suffixes of the subset files: RELION STAR for every input read from (or converted to)
+#: STAR, cryoSPARC ``.cs`` for inputs read from cryoSPARC.
+SUBSET_STAR_SUFFIX = '.star'
+SUBSET_CS_SUFFIX = CS_SUFFIX
 SANKEY_COLUMNS = ['id', 'jobANo_class', 'jobBNo_class', '#particles']
 
 
@@ -147,7 +159,7 @@ def write_results(result, out, subsets=True):
     """
     out = as_result_folder(out)
     written = {'tables': [], 'matrices': [], 'per_class': [], 'intersections': [],
-               'summary': []}
+               'cryosparc': [], 'summary': []}
 
     def csv(name, frame, **kw):
         written['tables'].append(out.write_csv(name, frame, index=False, **kw))
@@ -181,10 +193,10 @@ def write_results(result, out, subsets=True):
     return written
 
 
-def subset_relpath(subset):
-    """Path of a subset's STAR file in the result folder."""
+def subset_relpath(subset, suffix=SUBSET_STAR_SUFFIX):
+    """Path of a subset's STAR (or ``.cs``) file in the result folder."""
     folder = PER_CLASS_DIR if subset.kind == 'class' else INTERSECTIONS_DIR
-    return f'{folder}/{subset.name}.star'
+    return f'{folder}/{subset.name}{suffix}'
 
 
 def subsets_size(result):
@@ -192,11 +204,13 @@ def subsets_size(result):
     file's rows (header included once per file)."""
     total = 0
     for clf in result.classifications:
+        rows = [len(s.rows[clf.name]) for s in result.subsets if s.source_job == clf.name]
+        if clf.cs_source is not None:
+            total += clf.cs_source.row_bytes * sum(rows) + 4096 * len(rows)
         table = clf.source
         if table is None or not len(clf):
             continue
         size = os.path.getsize(table.path)
-        rows = [len(s.rows[clf.name]) for s in result.subsets if s.source_job == clf.name]
         total += int(size * sum(rows) / len(clf)) + 4096 * len(rows)
     return total
 
@@ -279,27 +293,32 @@ def _stack_box_size(star_path, image_name):
 
 
 def write_subsets(result, out):
-    """Write the per-class and intersection STAR files of jobs read from STAR files.
+    """Write the per-class and intersection STAR files of jobs read from STAR files, and the
+    ``.cs`` files of jobs read from cryoSPARC (category ``'cryosparc'``).
 
     Every job's file is mapped once; its subsets are copied from it, then it is released.
     """
     out = as_result_folder(out)
-    written = {'per_class': [], 'intersections': []}
+    written = {'per_class': [], 'intersections': [], 'cryosparc': []}
     by_job = {}
     for subset in result.subsets:
         by_job.setdefault(subset.source_job, []).append(subset)
     for clf in result.classifications:
-        table = clf.source
-        if table is None or clf.name not in by_job:
+        if clf.name not in by_job:
             continue
-        try:
-            for subset in by_job[clf.name]:
-                category = 'per_class' if subset.kind == 'class' else 'intersections'
-                with out.writing(subset_relpath(subset)) as tmp:
-                    table.write_subset(tmp, subset.rows[clf.name])
-                written[category].append(out.path(subset_relpath(subset)))
-        finally:
-            table.close()
+        for source, suffix in ((clf.source, SUBSET_STAR_SUFFIX), (clf.cs_source,
+                                                                   SUBSET_CS_SUFFIX)):
+            if source is None:
+                continue
+            try:
+                for subset in by_job[clf.name]:
+                    category = ('cryosparc' if suffix == SUBSET_CS_SUFFIX else
+                                'per_class' if subset.kind == 'class' else 'intersections')
+                    with out.writing(subset_relpath(subset, suffix)) as tmp:
+                        source.write_subset(tmp, subset.rows[clf.name])
+                    written[category].append(out.path(subset_relpath(subset, suffix)))
+            finally:
+                source.close()
     return written
 
 
@@ -312,6 +331,7 @@ def summary_text(result, written=None):
     """A human-readable account of the analysis."""
     p = result.parameters
     key = {'location': 'image location (index@stack) or original image name', 'id': 'particle id',
+           'uid': 'cryoSPARC uid',
            'coordinates': f'micrograph + coordinates within {p.get("tolerance")} A'}[p['key']]
     lines = [f'Reciprocal analysis of {len(result.names)} classifications',
              f'particle key: {key}',
@@ -354,5 +374,8 @@ def summary_text(result, written=None):
                   f'class, {sum(s.kind == "intersection" for s in result.subsets)} intersections)']
     if written is not None and not (written['per_class'] or written['intersections']):
         lines.append('  no STAR subset written (inputs not read from STAR files, or disabled)')
+    if written is not None and written.get('cryosparc'):
+        lines.append(f'  {len(written["cryosparc"])} of them also as .cs files (cryoSPARC inputs: '
+                     f'their rows with every field and uid)')
     lines += ['', 'Warnings'] + ([f'  {w}' for w in result.warnings] or ['  none'])
     return '\n'.join(lines) + '\n'

@@ -191,6 +191,12 @@ class CsParticles:
                                     f'{UID})')
             self._rows[k] = order[pos]
 
+    @property
+    def row_bytes(self):
+        """Bytes of one row with every field (as :meth:`write_subset` writes it)."""
+        return sum(self._arrays[self._owner[name]].dtype.fields[name][0].itemsize
+                   for name in self.fields)
+
     def field_source(self, name):
         """The file a field is read from."""
         return self.paths[self._owner[name]]
