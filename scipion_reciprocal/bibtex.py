@@ -32,6 +32,17 @@ year = {2018},
 doi = {10.7554/eLife.42166}
 }
 
+@article{Punjani2017cryosparc,
+title = {{cryoSPARC}: algorithms for rapid unsupervised cryo-{EM} structure determination},
+author = {Punjani, Ali and Rubinstein, John L. and Fleet, David J. and Brubaker, Marcus A.},
+journal = {Nature Methods},
+volume = {14},
+number = {3},
+pages = {290--296},
+year = {2017},
+doi = {10.1038/nmeth.4169}
+}
+
 @article{Hubert1985ari,
 title = {Comparing partitions},
 author = {Hubert, Lawrence and Arabie, Phipps},

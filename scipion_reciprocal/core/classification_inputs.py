@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, CS_SUFFIX, MULTI_POSTERIOR, UID,
-                                 CsError, CsParticles, class_field, posterior_field)
-from ..formats.cryosparc_jobs import JOB_JSON, CsJobError, find_cs_job, project_of_file
+from ..formats.cryosparc import BLOB_IDX, BLOB_PATH, CS_SUFFIX, UID, CsError, CsParticles
+from ..formats.cryosparc_jobs import JOB_JSON, cs_file_name, find_cs_job, open_cs_file
 from ..formats.errors import FormatError, StarError
 from ..formats.labels import LABEL_SUFFIXES, read_labels
 from ..formats.result_folder import as_result_folder
@@ -37,7 +36,8 @@ from ..formats.star import write_particles_star
 from ..formats.star_table import StarTable
 from . import particle_keys as pk
 from . import relion_jobs
-from .cryosparc_relion import LOCATION_FIELDS, micrograph_positions, relion_particles
+from .cryosparc_relion import (CLASS_OFFSET, LOCATION_FIELDS, hard_classes,
+                              micrograph_positions, relion_particles)
 from .reciprocal import (CONFIDENCE_LABEL, Classification, ReciprocalError,
                          _micrograph_pixel_size)
 
@@ -46,7 +46,7 @@ __all__ = ['InputSpec', 'parse_input', 'read_inputs', 'classifications_from_inpu
            'ENGINES']
 
 #: Added to cryoSPARC classes and to label-file labels (both count from 0).
-ZERO_BASED_OFFSET = 1
+ZERO_BASED_OFFSET = CLASS_OFFSET
 #: Automatic matching tries these keys in this order.
 KEY_ORDER = ('uid', 'image', 'coordinates')
 KEY_DESCRIPTIONS = {'uid': 'cryoSPARC uid', 'image': 'image location (stack + index)',
@@ -255,51 +255,21 @@ def _star_coordinate_keys(table, pixel_size):
 
 
 def _read_cs_file(path, pixel_size, with_classes=True):
-    project = project_of_file(path)
-    passthrough = []
-    if project is not None:
-        try:
-            job = find_cs_job(project, Path(path).resolve().parent.name)
-            if job.particles.resolve() == Path(path).resolve():
-                passthrough = job.passthrough
-        except CsJobError:
-            pass
-    m = re.search(r'(?:^|_)(J\d+)_', Path(path).name)
-    return _read_cs(CsParticles(path, passthrough, project_dir=project), m.group(1) if m else
-                    Path(path).stem, pixel_size, with_classes=with_classes)
+    return _read_cs(open_cs_file(path), cs_file_name(path), pixel_size,
+                    with_classes=with_classes)
 
 
 def _read_cs(particles, name, pixel_size, kind=None, n_classes=None, with_classes=True):
-    name_field = class_field(particles.fields)
-    if not with_classes:
-        name_field, classes, confidence = 'none', np.full(len(particles), -1), None
-    elif name_field is not None:
-        classes = particles.column(name_field).astype(np.int64)
-        posterior = posterior_field(particles.fields, name_field)
-        confidence = particles.column(posterior).astype(np.float64) if posterior else None
-    elif MULTI_POSTERIOR in particles and particles.column(MULTI_POSTERIOR, [0]).ndim == 2:
-        name_field = MULTI_POSTERIOR
-        probabilities = particles.column(MULTI_POSTERIOR)
-        classes, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
-        n_classes = n_classes or probabilities.shape[1]
+    if with_classes:
+        hard = hard_classes(particles)
+        classes, confidence = hard.classes, hard.confidence
+        kind, n_classes = kind or hard.kind, n_classes or hard.n_classes
     else:
-        raise CsError(particles.path, 'no class field (alignments3D/class, alignments2D/class '
-                                      f'or {MULTI_POSTERIOR}): not the output of a '
-                                      f'classification')
-    kind = kind or ('2D' if name_field.startswith('alignments2D') else '3D')
-    n_classes = n_classes or _declared_classes(particles.fields)
-    keys = _cs_keys(particles, pixel_size)
-    return _Run(name, 'cryoSPARC', ', '.join(str(p) for p in particles.paths),
-                classes + ZERO_BASED_OFFSET, keys, confidence=confidence,
+        classes, confidence = np.zeros(len(particles), dtype=np.int64), None
+    return _Run(name, 'cryoSPARC', ', '.join(str(p) for p in particles.paths), classes,
+                _cs_keys(particles, pixel_size), confidence=confidence,
                 class_ids=None if n_classes is None else np.arange(1, n_classes + 1),
                 kind=kind, cs=particles)
-
-
-def _declared_classes(fields):
-    """Number of classes from per-class fields (``alignments_class_<k>/...``), or None."""
-    found = {int(m.group(1)) for f in fields for m in [re.match(r'alignments_class_(\d+)/', f)]
-             if m}
-    return max(found) + 1 if found else None
 
 
 def _cs_keys(particles, pixel_size):

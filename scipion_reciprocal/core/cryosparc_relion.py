@@ -22,22 +22,82 @@
   default; matching across software tries both (see :mod:`.classification_inputs`).
 """
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.spatial.transform import Rotation
 
-from ..formats.cryosparc import BLOB_IDX, BLOB_PATH, clean_path
+from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, MULTI_POSTERIOR, CsError, class_field,
+                                 clean_path, posterior_field)
 from ..formats.star import format_image_names
 from .geometry import matrix_to_relion_euler
 
 __all__ = ['relion_angles_from_poses', 'relion_particles', 'micrograph_positions',
-           'stack_paths', 'alignment_prefix', 'LOCATION_FIELDS']
+           'stack_paths', 'alignment_prefix', 'hard_classes', 'HardClasses', 'LOCATION_FIELDS',
+           'CLASS_OFFSET']
 
+#: Added to cryoSPARC's 0-based classes: RELION and Scipion count classes from 1.
+CLASS_OFFSET = 1
 LOCATION_FIELDS = ('location/micrograph_path', 'location/center_x_frac',
                    'location/center_y_frac', 'location/micrograph_shape')
 _MIC_PSIZE = 'location/micrograph_psize_A'
+
+
+@dataclass
+class HardClasses:
+    """The class of every particle of a cryoSPARC dataset.
+
+    Attributes
+    ----------
+    classes : numpy.ndarray of int64
+        1-based (cryoSPARC's class + :data:`CLASS_OFFSET`).
+    confidence : numpy.ndarray of float64 or None
+        The posterior of that class.
+    field : str
+        Where the classes come from.
+    kind : str
+        ``'2D'`` or ``'3D'``.
+    n_classes : int or None
+        Classes declared by per-class fields (``alignments_class_<k>/...`` or the width of
+        ``alignments3D_multi``), empty ones included.
+    """
+
+    classes: np.ndarray
+    confidence: np.ndarray
+    field: str
+    kind: str
+    n_classes: int = None
+
+
+def hard_classes(particles):
+    """The hard class of every particle: ``alignments3D/class`` or ``alignments2D/class``
+    (+ 1) with its ``class_posterior``, or, for files with only per-class posteriors
+    (``alignments3D_multi/class_posterior``, rows x classes), the most probable class.
+
+    Raises
+    ------
+    CsError
+        If no file of the dataset has a class field (names the file).
+    """
+    name = class_field(particles.fields)
+    declared = {int(m.group(1)) for f in particles.fields
+                for m in [re.match(r'alignments_class_(\d+)/', f)] if m}
+    n_classes = max(declared) + 1 if declared else None
+    if name is not None:
+        posterior = posterior_field(particles.fields, name)
+        return HardClasses(particles.column(name).astype(np.int64) + CLASS_OFFSET,
+                           particles.column(posterior).astype(np.float64) if posterior else None,
+                           name, '2D' if name.startswith('alignments2D') else '3D', n_classes)
+    if MULTI_POSTERIOR in particles and particles.column(MULTI_POSTERIOR, [0]).ndim == 2:
+        probabilities = particles.column(MULTI_POSTERIOR)
+        return HardClasses(probabilities.argmax(axis=1).astype(np.int64) + CLASS_OFFSET,
+                           probabilities.max(axis=1).astype(np.float64), MULTI_POSTERIOR,
+                           '3D', probabilities.shape[1])
+    raise CsError(particles.path, 'no class field (alignments3D/class, alignments2D/class or '
+                                  f'{MULTI_POSTERIOR}): not the output of a classification')
 
 
 def relion_angles_from_poses(poses):
@@ -93,7 +153,7 @@ def micrograph_positions(particles, flip_y=False, project_dir=None):
     return mics, x, y, size
 
 
-def relion_particles(particles, project_dir=None, class_offset=1):
+def relion_particles(particles, project_dir=None):
     """RELION 3.1 (particles, optics) tables of a cryoSPARC particle dataset.
 
     Parameters
@@ -101,15 +161,13 @@ def relion_particles(particles, project_dir=None, class_offset=1):
     particles : CsParticles
     project_dir : path, optional
         The cryoSPARC project folder: stack and micrograph paths become absolute under it.
-    class_offset : int
-        Added to cryoSPARC's 0-based classes (``rlnClassNumber``).
 
     Returns
     -------
     particles_df, optics_df : pandas.DataFrame
-        Image names ``(blob/idx + 1)@stack``; CTF, angles, origins in Angstrom, class,
-        ``rlnMaxValueProbDistribution`` (the class posterior), random subset and position
-        when the fields exist; one optics group per distinct (exposure group, voltage, Cs,
+        Image names ``(blob/idx + 1)@stack``; CTF, angles, origins in Angstrom, class
+        (:func:`hard_classes`), ``rlnMaxValueProbDistribution`` (its posterior), random subset
+        and position when the fields exist; one optics group per distinct (exposure group, voltage, Cs,
         amplitude contrast, pixel size, box size).
     """
     n = len(particles)
@@ -128,14 +186,13 @@ def relion_particles(particles, project_dir=None, class_offset=1):
     prefix = alignment_prefix(particles)
     if prefix is not None:
         out.update(_alignment_columns(particles, prefix))
-    for name in (f'{prefix}/class', 'alignments3D/class', 'alignments2D/class'):
-        if name in particles:
-            out['rlnClassNumber'] = particles.column(name).astype(np.int64) + class_offset
-            posterior = name.rsplit('/', 1)[0] + '/class_posterior'
-            if posterior in particles:
-                out['rlnMaxValueProbDistribution'] = particles.column(posterior).astype(
-                    np.float64)
-            break
+    try:
+        hard = hard_classes(particles)
+        out['rlnClassNumber'] = hard.classes
+        if hard.confidence is not None:
+            out['rlnMaxValueProbDistribution'] = hard.confidence
+    except CsError:
+        pass
     table = pd.DataFrame(out, index=pd.RangeIndex(n))
     optics_keys = _optics_keys(particles)
     groups = optics_keys.groupby(list(optics_keys.columns), sort=False,

@@ -25,7 +25,8 @@ from pathlib import Path
 from .cryosparc import CsError, CsParticles
 
 __all__ = ['CsJob', 'CsJobError', 'JOB_JSON', 'parse_cs_job_list', 'find_cs_job',
-           'find_cs_jobs', 'project_of_file', 'ALL_CLASSES_GROUP', 'PARTICLES_GROUP']
+           'find_cs_jobs', 'project_of_file', 'open_cs_file', 'cs_file_name', 'job_of_file',
+           'ALL_CLASSES_GROUP', 'PARTICLES_GROUP']
 
 JOB_JSON = 'job.json'
 ALL_CLASSES_GROUP = 'particles_all_classes'
@@ -217,3 +218,31 @@ def project_of_file(path):
         if _JOB.match(parent.name):
             return parent.parent
     return None
+
+
+def job_of_file(path):
+    """The job whose main particle file ``path`` is (a :class:`CsJob`), or None."""
+    project = project_of_file(path)
+    if project is None:
+        return None
+    try:
+        job = find_cs_job(project, Path(path).resolve().parent.name)
+    except (CsJobError, ValueError):
+        return None
+    return job if job.particles.resolve() == Path(path).resolve() else None
+
+
+def open_cs_file(path):
+    """The particles of a ``.cs`` file: joined with its job's passthrough files when it is
+    the main particle file of a job folder, else the file alone (paths relative to the
+    project folder above it, when there is one)."""
+    job = job_of_file(path)
+    if job is not None:
+        return job.open()
+    return CsParticles(path, project_dir=project_of_file(path))
+
+
+def cs_file_name(path):
+    """A name for a ``.cs`` file: its job (``J30``) when the name has one, else its stem."""
+    m = re.search(r'(?:^|_)(J\d+)_', Path(path).name)
+    return m.group(1) if m else Path(path).stem

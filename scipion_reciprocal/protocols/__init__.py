@@ -2,6 +2,7 @@
 from .protocol_backend_check import ProtBackendCheck
 from .protocol_export_star import ProtExportParticlesStar
 from .protocol_import_relion_classes import ProtImportRelionClassifications
+from .protocol_import_cryosparc_classes import ProtImportCryosparcClassifications
 from .protocol_reciprocal import ProtReciprocalAnalysis
 from .protocol_map_clustering import ProtMapClustering
 from .protocol_classifier_train import ProtTrainParticleClassifier

@@ -27,6 +27,7 @@ from ..formats.result_folder import ResultFolder, folder_status
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
+from .protocol_import_cryosparc_classes import cryosparc_files, cryosparc_rows
 from .protocol_import_relion_classes import (JOBS_FILE, ProtImportRelionClassifications,
                                              classMapsFile, historyFile)
 
@@ -77,7 +78,9 @@ class ProtReciprocalAnalysis(EMProtocol):
                       label="Classifications",
                       help="Two or more classifications of the same particles, in the order "
                            "you want them in the Sankey diagram. Sets whose label is a RELION "
-                           "job name (job085) keep that name and number in the tables.")
+                           "or cryoSPARC job name (job085, J30) keep that name in the tables. "
+                           "Classifications imported from cryoSPARC also get their subsets as "
+                           ".cs files (the job's rows with every field and uid).")
         form.addParam("matchKey", params.EnumParam, choices=KEY_LABELS, default=0,
                       label="Match particles by",
                       help="How a particle is recognised across classifications. Image "
@@ -171,9 +174,22 @@ class ProtReciprocalAnalysis(EMProtocol):
                     imported[name] = self._importedSource(name, classes, pointer)
                     if imported[name] is None:
                         pending[name] = self._submitConversion(conversions, name, classes)
-            return [self._classification(name, classes, *(imported.get(name) or
-                                                          self._converted(name, pending[name])))
-                    for name, classes, _ in inputs]
+            classifications = [self._classification(name, classes, *(
+                imported.get(name) or self._converted(name, pending[name])))
+                for name, classes, _ in inputs]
+        for clf, (name, _, pointer) in zip(classifications, inputs):
+            self._attachCryosparcRows(clf, pointer)
+        return classifications
+
+    def _attachCryosparcRows(self, clf, pointer):
+        """Subsets of a classification imported from cryoSPARC are also written as .cs
+        files (the job's rows, every field), when its items are still the job's rows."""
+        files = cryosparc_files(pointer)
+        if files is None:
+            return
+        clf.cs_source, reason = cryosparc_rows(files, clf.ids)
+        self.info("%s: subsets also as .cs files, rows of %s" % (clf.name, files["main"])
+                  if reason is None else "%s: no .cs subsets (%s)" % (clf.name, reason))
 
     def _analyse(self, classifications):
         start = time.time()
@@ -257,7 +273,7 @@ class ProtReciprocalAnalysis(EMProtocol):
         for pointer in self.inputClassifications:
             classes = pointer.get()
             label = classes.getObjLabel() or ""
-            name = label if re.fullmatch(r"job\d+", label) else "run%s" % pointer.getObjValue().getObjId()
+            name = label if re.fullmatch(r"job\d+|J\d+", label) else "run%s" % pointer.getObjValue().getObjId()
             base, n = name, 2
             while name in used:
                 name, n = "%s_%d" % (base, n), n + 1

@@ -415,6 +415,7 @@ def _classification_job(project_dir, uid, spec, table, base, psize, rng, out):
 def _write_class_maps(project_dir, uid, spec, psize, is_2d):
     if spec.class_maps is None:
         return []
+    (Path(project_dir) / uid).mkdir(parents=True, exist_ok=True)
     maps = np.asarray(spec.class_maps, dtype=np.float32)
     if is_2d:
         name = f'{uid}_{spec.iteration:03d}_class_averages.mrc'

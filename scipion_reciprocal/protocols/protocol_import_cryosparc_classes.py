@@ -1,0 +1,212 @@
+"""Import cryoSPARC classifications (heterogeneous refinement, 3D and 2D classification) as
+Scipion sets of classes."""
+import json
+import os
+import re
+
+import numpy as np
+import pwem.objects as emobj
+from pwem.protocols import EMProtocol
+from pyworkflow.protocol import params
+
+from ..convert.particles import star_rows_to_particles
+from ..core.cryosparc_relion import CLASS_OFFSET, hard_classes, relion_particles
+from ..formats.cryosparc import CsParticles
+from ..formats.cryosparc_jobs import cs_file_name, find_cs_jobs, job_of_file, open_cs_file
+from ..formats.errors import FormatError
+
+JOBS_FILE = "cryosparc_jobs.json"
+SOURCES = ["cryoSPARC project folder and jobs", ".cs files"]
+FROM_PROJECT, FROM_FILES = range(2)
+OUTPUT_CLASSES, OUTPUT_PARTICLES = "outputClasses_", "outputParticles_"
+
+
+def cryosparc_files(pointer):
+    """The particle files of an output of :class:`ProtImportCryosparcClassifications` that
+    a pointer names: ``{"main", "passthrough", "project"}``, else None."""
+    source, extended = pointer.getObjValue(), pointer.getExtended() or ""
+    if not isinstance(source, ProtImportCryosparcClassifications) \
+            or not extended.startswith(OUTPUT_CLASSES):
+        return None
+    path = source._getExtraPath(JOBS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        jobs = {job["name"]: job for job in json.load(handle)}
+    return jobs.get(extended[len(OUTPUT_CLASSES):])
+
+
+def cryosparc_rows(files, row_ids):
+    """(CsParticles, None) when the items of an imported set, by id, are still the rows of
+    its .cs files (ids 1..N in file order, as the import appended them), else (None, why)."""
+    particles = CsParticles(files["main"], files["passthrough"], project_dir=files["project"])
+    row_ids = np.asarray(row_ids)
+    if len(row_ids) != len(particles) or not np.array_equal(
+            row_ids, np.arange(1, len(particles) + 1)):
+        return None, "%d items for the %d rows of %s" % (len(row_ids), len(particles),
+                                                           particles.path)
+    return particles, None
+
+
+class ProtImportCryosparcClassifications(EMProtocol):
+    """Imports the final particles of cryoSPARC classification jobs (heterogeneous
+    refinement, 3D classification, 2D classification), from a cryoSPARC project folder by
+    job or from .cs files. Each becomes a set of classes with its particles' CTF, alignment
+    and acquisition in Scipion's conventions, and the job's class volumes (or 2D class
+    averages) as representatives. Classes are numbered from 1: cryoSPARC's class + 1."""
+    _label = "import cryoSPARC classifications"
+    _possibleOutputs = {OUTPUT_CLASSES + "JNN": emobj.SetOfClasses3D,
+                        OUTPUT_PARTICLES + "JNN": emobj.SetOfParticles}
+
+    # --------------------------- DEFINE param functions ---------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("importFrom", params.EnumParam, choices=SOURCES, default=FROM_PROJECT,
+                      label="Import from",
+                      help="A cryoSPARC project folder and the numbers of its classification "
+                           "jobs (the job folders are read: job.json names the files of the "
+                           "final particles), or particle .cs files (exported, or copied "
+                           "out of a project).")
+        form.addParam("cryosparcDir", params.PathParam, label="cryoSPARC project folder",
+                      help="The project folder (P12, or where it was exported/copied): it "
+                           "holds one folder per job (J30, ...). The particles' stacks "
+                           "(blob/path, e.g. J19/extract/...) are relative to it. With .cs "
+                           "files it may stay empty when the files are in their job folders.")
+        form.addParam("jobs", params.StringParam, label="Jobs",
+                      condition="importFrom == %d" % FROM_PROJECT,
+                      help="Heterogeneous refinement, 3D classification or 2D classification "
+                           "jobs: J30,J31 or '30 31'. The order is that of the Sankey diagram "
+                           "of the reciprocal analysis. The job's final particles are read: "
+                           "its particles_all_classes output (3D) or particles output (2D), "
+                           "the last iteration's J30_NNNNN_particles.cs joined with its "
+                           "passthrough file by uid.")
+        form.addParam("csFiles", params.StringParam, label="Particle .cs files",
+                      condition="importFrom == %d" % FROM_FILES,
+                      help="One or more .cs files with classes (alignments3D/class or "
+                           "alignments2D/class), separated by spaces or commas. A job's main "
+                           "file (J30_00020_particles.cs) in its job folder is joined with "
+                           "the job's passthrough file (stacks, CTF, positions); any other "
+                           "file is read alone and must have blob/path, blob/idx and CTF.")
+
+    # --------------------------- INSERT steps functions ---------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.findJobsStep, needsGPU=False)
+        for name in self._describe():
+            self._insertFunctionStep(self.createOutputStep, name, needsGPU=False)
+
+    # --------------------------- STEPS functions ----------------------------
+    def findJobsStep(self):
+        described = list(self._describe().values())
+        for job in described:
+            self.info("%s: %s, %s%s" % (job["name"], job["type"] or "classification",
+                                        job["main"], "".join(" + " + p for p in
+                                                             job["passthrough"])))
+        with open(self._getExtraPath(JOBS_FILE), "w") as handle:
+            json.dump(described, handle, indent=1)
+
+    def createOutputStep(self, name):
+        job = {j["name"]: j for j in self._readJobs()}[name]
+        particles = CsParticles(job["main"], job["passthrough"], project_dir=job["project"])
+        hard = hard_classes(particles)
+        table, optics = relion_particles(particles, job["project"])
+        pixelSize = float(optics["rlnImagePixelSize"].iloc[0])
+        outParticles = self._createSetOfParticles(suffix="_" + name)
+        star_rows_to_particles(table, optics, outParticles, pixelSize, job["project"] or ".")
+        outParticles.setObjLabel(name)
+        create = self._createSetOfClasses2D if hard.kind == "2D" else self._createSetOfClasses3D
+        classes = create(outParticles, suffix="_" + name)
+        maps = {int(k): v for k, v in job["maps"].items()}
+        classes.classifyItems(updateClassCallback=lambda cls: self._setRepresentative(
+            cls, maps, hard.kind, pixelSize))
+        classes.setObjLabel(name)
+        self._defineOutputs(**{OUTPUT_PARTICLES + name: outParticles,
+                               OUTPUT_CLASSES + name: classes})
+        self.info("%s: %d particles in %d classes (%s + %d)" % (
+            name, outParticles.getSize(), classes.getSize(), hard.field, CLASS_OFFSET))
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        folder = self.cryosparcDir.get()
+        if self.importFrom.get() == FROM_PROJECT and (not folder or not os.path.isdir(folder)):
+            return ["cryoSPARC project folder %r not found." % folder]
+        if self.importFrom.get() == FROM_FILES and not self._csFiles():
+            return ["Give at least one particle .cs file."]
+        try:
+            for job in self._describe().values():
+                hard_classes(CsParticles(job["main"]))
+        except (FormatError, ValueError) as error:
+            return [str(error)]
+        return []
+
+    def _summary(self):
+        lines = []
+        for name, output in self.iterOutputAttributes():
+            if name.startswith(OUTPUT_CLASSES):
+                lines.append("%s: %d particles in %d classes" % (
+                    output.getObjLabel(), output.getImages().getSize(), output.getSize()))
+        if lines:
+            lines.append("Classes numbered from 1 (cryoSPARC's class + %d)." % CLASS_OFFSET)
+            return lines
+        return ["Jobs %s of %s." % (self.jobs.get(), self.cryosparcDir.get())
+                if self.importFrom.get() == FROM_PROJECT else "Files %s." % self.csFiles.get()]
+
+    def _methods(self):
+        what = ("jobs %s of the cryoSPARC project %s" % (self.jobs.get(), self.cryosparcDir.get())
+                if self.importFrom.get() == FROM_PROJECT else "files %s" % self.csFiles.get())
+        return ["Classifications made in cryoSPARC [Punjani2017cryosparc] (%s) were imported; "
+                "poses (rotation vectors) were converted to Euler angles and shifts to "
+                "Angstrom in RELION's conventions, classes renumbered from 1." % what]
+
+    def _citations(self):
+        return ["Punjani2017cryosparc"]
+
+    # --------------------------- UTILS functions ----------------------------
+    def _csFiles(self):
+        return [t for t in re.split(r"[,\s]+", self.csFiles.get() or "") if t]
+
+    def _describe(self):
+        """Output name -> what to import (files, project folder, job type, class maps), in
+        the order given."""
+        folder = self.cryosparcDir.get()
+        project = os.path.abspath(folder) if folder else None
+        if self.importFrom.get() == FROM_PROJECT:
+            jobs = [(job.uid, job) for job in find_cs_jobs(project, self.jobs.get() or "")]
+        else:
+            jobs = [(cs_file_name(path), job_of_file(path) or open_cs_file(path))
+                    for path in self._csFiles()]
+        described, used = {}, set()
+        for name, job in jobs:
+            name = re.sub(r"\W", "_", name)
+            base, n = name, 2
+            while name in used:
+                name, n = "%s_%d" % (base, n), n + 1
+            used.add(name)
+            described[name] = _describeJob(name, job, project)
+        return described
+
+    def _readJobs(self):
+        with open(self._getExtraPath(JOBS_FILE)) as handle:
+            return json.load(handle)
+
+    @staticmethod
+    def _setRepresentative(cls, maps, kind, pixelSize):
+        if cls.getObjId() not in maps:
+            return
+        path, index = maps[cls.getObjId()]
+        image = emobj.Volume() if kind == "3D" else emobj.Particle()
+        image.setLocation(emobj.NO_INDEX if index is None else int(index) + 1, path)
+        image.setSamplingRate(pixelSize)
+        cls.setRepresentative(image)
+
+
+def _describeJob(name, job, project):
+    """A JSON-able description of a job (CsJob) or a lone file (CsParticles)."""
+    if isinstance(job, CsParticles):
+        return {"name": name, "type": "", "main": str(job.path), "passthrough": [],
+                "project": str(job.project_dir or project or os.path.dirname(job.path)),
+                "maps": {}}
+    maps = {str(k): [str(p), None if i is None else int(i)]
+            for k, (p, i) in job.class_maps().items()}
+    return {"name": name, "type": job.job_type, "main": str(job.particles),
+            "passthrough": [str(p) for p in job.passthrough], "project": str(job.project_dir),
+            "maps": maps}
