@@ -96,3 +96,29 @@ def test_reextracted_positions_within_jitter(projects):
     index = particles.column('blob/idx')
     for _, rows in stacks.groupby(stacks).groups.items():
         assert sorted(index[rows]) == list(range(len(rows)))
+
+
+def test_hard_classes_from_class_fields_or_per_class_posteriors(tmp_path):
+    from scipion_reciprocal.core.cryosparc_relion import hard_classes
+    from scipion_reciprocal.formats.cryosparc import CsError, CsParticles, write_cs
+    from scipion_reciprocal.simulate.cryosparc import join_fields
+    rng = np.random.default_rng(0)
+    posteriors = rng.dirichlet(np.ones(4), size=10).astype(np.float32)
+    write_cs(tmp_path / 'multi.cs', join_fields({'uid': np.arange(10, dtype=np.uint64),
+                                                 'alignments3D_multi/class_posterior':
+                                                     posteriors}))
+    hard = hard_classes(CsParticles(tmp_path / 'multi.cs'))
+    assert hard.classes.tolist() == list(posteriors.argmax(axis=1) + 1)
+    assert np.allclose(hard.confidence, posteriors.max(axis=1)) and hard.n_classes == 4
+    fields = {'uid': np.arange(10, dtype=np.uint64),
+              'alignments2D/class': np.arange(10, dtype=np.uint32) % 3,
+              'alignments2D/class_posterior': np.full(10, 0.9, np.float32)}
+    fields.update({f'alignments_class_{k}/class_posterior': np.zeros(10, np.float32)
+                   for k in range(5)})
+    write_cs(tmp_path / 'two.cs', join_fields(fields))
+    hard = hard_classes(CsParticles(tmp_path / 'two.cs'))
+    assert hard.classes.tolist() == list(np.arange(10) % 3 + 1)
+    assert (hard.kind, hard.field, hard.n_classes) == ('2D', 'alignments2D/class', 5)
+    write_cs(tmp_path / 'none.cs', join_fields({'uid': np.arange(3, dtype=np.uint64)}))
+    with pytest.raises(CsError, match=r'none\.cs: no class field'):
+        hard_classes(CsParticles(tmp_path / 'none.cs'))
