@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats.cryosparc import BLOB_IDX, BLOB_PATH, CS_SUFFIX, UID, CsError, CsParticles
+from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, CLASS_FIELDS, CS_SUFFIX, UID, CsError,
+                                 CsParticles, posterior_field)
 from ..formats.cryosparc_jobs import JOB_JSON, cs_file_name, find_cs_job, open_cs_file
 from ..formats.errors import FormatError, StarError
 from ..formats.labels import LABEL_SUFFIXES, read_labels
@@ -260,6 +261,9 @@ def _read_cs_file(path, pixel_size, with_classes=True):
 
 
 def _read_cs(particles, name, pixel_size, kind=None, n_classes=None, with_classes=True):
+    # the main file's fields this reading needs, in one pass over it
+    particles.prefetch([UID] + [f for c in CLASS_FIELDS for f in (c, posterior_field(
+        particles.fields, c))] if with_classes else [UID])
     if with_classes:
         hard = hard_classes(particles)
         classes, confidence = hard.classes, hard.confidence
@@ -285,6 +289,7 @@ def _cs_keys(particles, pixel_size):
 
 
 def _cs_image_keys(particles):
+    particles.prefetch([BLOB_IDX, BLOB_PATH])
     keys = pk.location_keys_from_parts(particles.column(BLOB_IDX).astype(np.int64) + 1,
                                        particles.column(BLOB_PATH))
     keys.labels = np.array([p.lstrip('>') for p in keys.labels], dtype=object)
@@ -432,6 +437,8 @@ def classifications_from_inputs(specs, names=None, key='auto', iteration=None, p
     chosen, keys, note = choose_key(runs, key, tolerance)
     out = []
     for run, run_keys in zip(runs, keys):
+        if run.cs is not None:
+            run.cs.close()          # columns read for the keys are no longer needed
         out.append(Classification(run.name, run_keys, run.classes, confidence=run.confidence,
                                   class_ids=run.class_ids, kind=run.kind, source=run.star,
                                   job_dir=run.job_dir, cs_source=run.cs))

@@ -83,6 +83,8 @@ def hard_classes(particles):
         If no file of the dataset has a class field (names the file).
     """
     name = class_field(particles.fields)
+    if name is not None:
+        particles.prefetch([name, posterior_field(particles.fields, name) or name])
     declared = {int(m.group(1)) for f in particles.fields
                 for m in [re.match(r'alignments_class_(\d+)/', f)] if m}
     n_classes = max(declared) + 1 if declared else None
@@ -142,6 +144,7 @@ def micrograph_positions(particles, flip_y=False, project_dir=None):
     pixel_size : numpy.ndarray of float64 or None
         ``location/micrograph_psize_A`` when present.
     """
+    particles.prefetch(LOCATION_FIELDS + (_MIC_PSIZE,))
     codes, uniques = pd.factorize(particles.column('location/micrograph_path'))
     mics = np.array([_project_path(clean_path(u), project_dir) for u in uniques],
                     dtype=object)[codes]

@@ -227,7 +227,10 @@ def location_keys_from_parts(index, paths):
     """
     index = np.asarray(index, dtype=np.int64).copy()
     index[index == 0] = 1
-    codes, labels = _factorize_names(np.asarray(paths, dtype=object))
+    paths = np.asarray(paths)
+    if paths.dtype.kind != 'S':       # fixed-width bytes (cryoSPARC) take the fast path
+        paths = paths.astype(object)
+    codes, labels = _factorize_names(paths)
     return ParticleKeys('location', codes, index, labels)
 
 
@@ -254,12 +257,25 @@ def rebase_labels(keys, root, resolve=True):
     """The same keys with every relative stack (or micrograph) name made absolute under
     ``root``, links resolved when ``resolve`` (one ``realpath`` per distinct name)."""
     root = os.path.abspath(root)
-    labels = [os.path.join(root, name) if not os.path.isabs(name) else name
-              for name in keys.labels]
-    labels = [os.path.realpath(p) if resolve else os.path.normpath(p) for p in labels]
+    labels = [os.path.normpath(os.path.join(root, name)) for name in keys.labels]
+    if resolve:
+        labels = _resolved(labels)
     codes, uniques = pd.factorize(pd.Index(labels, dtype=object))
     return ParticleKeys(keys.kind, codes[keys.codes].astype(np.int64), keys.index,
                         np.asarray(uniques, dtype=object), keys.xy)
+
+
+def _resolved(paths):
+    """``os.path.realpath`` of many files in few folders: each folder resolved once, then a
+    file's own link, if it is one."""
+    folders, out = {}, []
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        path = os.path.join(folders[folder], name)
+        out.append(os.path.realpath(path) if os.path.islink(path) else path)
+    return out
 
 
 _CS_UID_PREFIX = re.compile(r'^\d{21}_')

@@ -15,14 +15,16 @@ million-particle job costs a few of its columns, not the whole file. Subsets are
 every field of every part, rows verbatim (:meth:`CsParticles.write_subset`), so that cryoSPARC
 users can bring them back.
 """
+import mmap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ._atomic import atomic_path
 from .errors import FormatError
 
-__all__ = ['CsError', 'CsParticles', 'load_cs', 'write_cs', 'clean_path', 'CS_SUFFIX',
+__all__ = ['CsError', 'CsParticles', 'load_cs', 'read_header', 'write_cs', 'clean_path', 'CS_SUFFIX',
            'UID', 'BLOB_PATH', 'BLOB_IDX', 'CLASS_FIELDS', 'MULTI_POSTERIOR',
            'class_field', 'posterior_field']
 
@@ -40,49 +42,85 @@ _NUMPY_MAGIC = b'\x93NUMPY'
 _CSDAT_MAGIC = b'\x95CSDAT'
 #: Headers of files with many fields (one alignment per class) exceed numpy's default.
 _MAX_HEADER = 1 << 20
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class CsError(FormatError):
     """A ``.cs`` file that cannot be read or lacks what is asked of it."""
 
 
-def load_cs(path, mmap=True):
-    """Open a ``.cs`` file as a structured array (memory-mapped unless ``mmap`` is false).
+def read_header(path):
+    """Check a ``.cs`` file and read its numpy header.
+
+    Returns
+    -------
+    dtype : numpy.dtype
+    n_rows : int
+    offset : int
+        Byte offset of the first row.
 
     Raises
     ------
     CsError
         If the file is missing, in cryoSPARC's compressed stream format, not a numpy
-        structured array, or holds Python objects (which would need unpickling).
+        structured array, truncated, or holds Python objects (which would need unpickling).
     """
     path = Path(path)
     if not path.is_file():
         raise CsError(path, 'file not found')
     with open(path, 'rb') as fh:
         magic = fh.read(6)
-    if magic == _CSDAT_MAGIC:
-        raise CsError(path, "cryoSPARC's compressed stream format (CSDAT) is not read: "
-                            "save the dataset in numpy format (cryosparc-tools "
-                            "Dataset.save(path), the default)")
-    if magic != _NUMPY_MAGIC:
-        raise CsError(path, 'not a cryoSPARC .cs file (no numpy array header)')
-    try:
-        array = np.load(path, mmap_mode='r' if mmap else None, allow_pickle=False,
-                        max_header_size=_MAX_HEADER)
-    except ValueError as exc:
-        if 'object' in str(exc).lower() or 'pickle' in str(exc).lower():
-            raise CsError(path, 'fields stored as Python objects are not read (they would '
-                                'need unpickling): save the dataset with text fields as '
-                                'bytes, as cryoSPARC does') from None
-        if mmap:        # an empty array cannot be mapped
-            return load_cs(path, mmap=False)
-        raise CsError(path, f'unreadable numpy array: {exc}') from None
-    except (OSError, EOFError) as exc:
-        raise CsError(path, f'unreadable numpy array: {exc}') from None
-    if array.dtype.names is None or array.ndim != 1:
+        if magic == _CSDAT_MAGIC:
+            raise CsError(path, "cryoSPARC's compressed stream format (CSDAT) is not read: "
+                                "save the dataset in numpy format (cryosparc-tools "
+                                "Dataset.save(path), the default)")
+        if magic != _NUMPY_MAGIC:
+            raise CsError(path, 'not a cryoSPARC .cs file (no numpy array header)')
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version not in _HEADER_READERS:
+                raise ValueError(f'numpy format version {version} is not read')
+            shape, fortran, dtype = _HEADER_READERS[version](fh, max_header_size=_MAX_HEADER)
+        except (ValueError, OSError, EOFError) as exc:
+            raise CsError(path, f'unreadable numpy array header: {exc}') from None
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise CsError(path, 'fields stored as Python objects are not read (they would need '
+                            'unpickling): save the dataset with text fields as bytes, as '
+                            'cryoSPARC does')
+    if dtype.names is None or len(shape) != 1 or fortran:
         raise CsError(path, 'not a table of particles (a one-dimensional array of named '
                             'fields)')
-    return array
+    if path.stat().st_size < offset + shape[0] * dtype.itemsize:
+        raise CsError(path, f'truncated: {shape[0]} rows of {dtype.itemsize} bytes announced')
+    return dtype, int(shape[0]), offset
+
+
+def load_cs(path, mmap=True):
+    """A ``.cs`` file as a structured array, memory-mapped unless ``mmap`` is false.
+
+    Raises
+    ------
+    CsError
+        See :func:`read_header`.
+    """
+    dtype, n, offset = read_header(path)
+    if n == 0:
+        return np.empty(0, dtype=dtype)
+    if mmap:
+        return np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=(n,))
+    with open(path, 'rb') as fh:
+        fh.seek(offset)
+        return np.fromfile(fh, dtype=dtype, count=n)
+
+
+def _release(mapped, start, length):
+    """Drop a mapped range's pages from this process (the page cache keeps them)."""
+    if hasattr(mapped, 'madvise') and hasattr(mmap, 'MADV_DONTNEED'):
+        aligned = start - start % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, aligned, start + length - aligned)
 
 
 def write_cs(path, array):
@@ -118,6 +156,11 @@ def posterior_field(fields, class_name=None):
 class CsParticles:
     """The particles of one cryoSPARC output: a main file and passthrough files by ``uid``.
 
+    Columns are read in blocks of rows (:meth:`column`, :meth:`prefetch`): only the fields
+    asked for are kept, and memory holds one block of the file at a time; whole columns stay
+    cached until :meth:`close`. Subsets (:meth:`subset`, :meth:`write_subset`) are gathered
+    from memory-mapped files, also released by :meth:`close`.
+
     Parameters
     ----------
     main : path
@@ -145,20 +188,24 @@ class CsParticles:
         main file.
     """
 
+    #: Bytes of a file read at a time by :meth:`column`.
+    BLOCK_BYTES = 1 << 25
+
     def __init__(self, main, passthrough=(), project_dir=None):
         self.path = Path(main)
         self.project_dir = Path(project_dir) if project_dir is not None else None
         self.paths = [self.path] + [Path(p) for p in passthrough]
-        self._mapped = [load_cs(p) for p in self.paths]
+        self._headers = [read_header(p) for p in self.paths]
         self._rows = [None] * len(self.paths)     # main row -> row of each part
+        self._mapped = None
+        self._cache = {}                            # (part, field) -> whole column
         self._owner = {}                            # field -> part index
-        for k, array in enumerate(self._arrays):
-            for name in array.dtype.names:
+        for k, (dtype, _, _) in enumerate(self._headers):
+            for name in dtype.names:
                 self._owner.setdefault(name, k)
         self.fields = list(self._owner)
-        self._n = len(self._mapped[0])
-        if len(self._arrays) > 1:
-            self._join()
+        self._n = self._headers[0][1]
+        self._joined = len(self.paths) == 1
 
     def __len__(self):
         return self._n
@@ -170,32 +217,94 @@ class CsParticles:
         return f'CsParticles({self.path}, {len(self)} rows, {len(self.paths) - 1} passthrough)'
 
     def _join(self):
-        main = self._arrays[0]
-        if UID not in main.dtype.names:
+        """Match the passthrough files' rows to the main file's, by uid (once, when a field
+        of a passthrough file is first needed)."""
+        if self._joined:
+            return
+        if UID not in self._headers[0][0].names:
             raise CsError(self.path, f'no {UID} field to match the passthrough files '
                                      f'({", ".join(str(p) for p in self.paths[1:])})')
-        uids = np.asarray(main[UID])
-        for k in range(1, len(self._arrays)):
-            part, path = self._arrays[k], self.paths[k]
-            if UID not in part.dtype.names:
+        uids = self._whole(0, [UID])[UID]
+        for k in range(1, len(self.paths)):
+            path = self.paths[k]
+            if UID not in self._headers[k][0].names:
                 raise CsError(path, f'no {UID} field: cannot be matched with {self.path}')
-            other = np.asarray(part[UID])
+            other = self._whole(k, [UID])[UID]
             if len(other) == len(uids) and np.array_equal(other, uids):
                 continue
-            order = np.argsort(other, kind='stable')
-            pos = np.minimum(np.searchsorted(other[order], uids), max(len(other) - 1, 0))
-            found = len(other) > 0 and np.array_equal(other[order][pos], uids)
-            if not found:
-                missing = int(np.sum(other[order][pos] != uids)) if len(other) else len(uids)
-                raise CsError(path, f'{missing} particles of {self.path} are missing (by '
-                                    f'{UID})')
-            self._rows[k] = order[pos]
+            try:
+                rows = pd.Index(other).get_indexer(uids)
+            except pd.errors.InvalidIndexError:
+                raise CsError(path, f'{UID} values repeat: cannot be matched with '
+                                    f'{self.path}') from None
+            if (rows < 0).any():
+                raise CsError(path, f'{int(np.sum(rows < 0))} particles of {self.path} are '
+                                    f'missing (by {UID})')
+            self._rows[k] = rows
+        self._joined = True
+
+    def _read(self, k, names, rows=None):
+        """Fields ``names`` of file ``k`` (its own row numbers ``rows``, or every row), read
+        through a memory map one block at a time, each block's pages released once its
+        fields are copied (memory stays at one block): {name: array}."""
+        dtype, n, offset = self._headers[k]
+        wanted = None if rows is None else np.asarray(rows, dtype=np.int64)
+        count = n if wanted is None else len(wanted)
+        out = {name: np.empty((count,) + dtype.fields[name][0].shape,
+                              dtype=dtype.fields[name][0].base) for name in names}
+        if not count:
+            return out
+        step = max(1, self.BLOCK_BYTES // dtype.itemsize)
+        if wanted is None:
+            blocks = [(start, slice(start, min(start + step, n)), None)
+                      for start in range(0, n, step)]
+        else:           # the wanted rows block by block, in file order
+            order = np.argsort(wanted, kind='stable')
+            ordered = wanted[order]
+            starts = np.arange(int(ordered[0]) - int(ordered[0]) % step, int(ordered[-1]) + 1,
+                               step)
+            bounds = np.searchsorted(ordered, np.append(starts, starts[-1] + step))
+            blocks = [(int(start), order[lo:hi], ordered[lo:hi] - start)
+                      for start, lo, hi in zip(starts, bounds[:-1], bounds[1:]) if hi > lo]
+        with open(self.paths[k], 'rb') as fh, \
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            for start, target, inside in blocks:
+                rows_here = min(step, n - start)
+                block = np.frombuffer(mapped, dtype=dtype, count=rows_here,
+                                      offset=offset + start * dtype.itemsize)
+                picked = block if inside is None else block[inside]
+                for name in names:
+                    out[name][target] = picked[name]
+                del block, picked
+                _release(mapped, offset + start * dtype.itemsize, rows_here * dtype.itemsize)
+        return out
+
+    def _whole(self, k, names):
+        """Whole columns of file ``k``, read together in one pass and cached."""
+        missing = [n for n in names if (k, n) not in self._cache]
+        if missing:
+            self._cache.update({(k, n): v for n, v in self._read(k, missing).items()})
+        return {n: self._cache[(k, n)] for n in names}
+
+    def prefetch(self, names):
+        """Read these fields (those present) in one pass per file, for :meth:`column`."""
+        by_part = {}
+        for name in names:
+            if name in self._owner:
+                by_part.setdefault(self._owner[name], []).append(name)
+        for k, part_names in by_part.items():
+            self._whole(k, part_names)
 
     @property
     def row_bytes(self):
         """Bytes of one row with every field (as :meth:`write_subset` writes it)."""
-        return sum(self._arrays[self._owner[name]].dtype.fields[name][0].itemsize
+        return sum(self._headers[self._owner[name]][0].fields[name][0].itemsize
                    for name in self.fields)
+
+    def check(self):
+        """Match the passthrough files now (raises :class:`CsError` when they lack some
+        particle of the main file)."""
+        self._join()
 
     def field_source(self, name):
         """The file a field is read from."""
@@ -212,26 +321,35 @@ class CsParticles:
         if name not in self._owner:
             raise CsError(self.path, f'no field {name} (fields: {", ".join(self.fields)})')
         k = self._owner[name]
-        values = self._arrays[k][name]
+        if k:
+            self._join()
         index = self._rows[k]
-        if index is not None:
-            rows = index if rows is None else index[rows]
-        return np.array(values if rows is None else values[rows])
+        if (k, name) in self._cache or rows is None:
+            values = self._whole(k, [name])[name]
+            if index is not None:
+                rows = index if rows is None else index[rows]
+            return values.copy() if rows is None else values[rows]
+        return self._read(k, [name], rows if index is None else index[rows])[name]
 
     def subset(self, rows):
         """Every field of the selected rows, one structured array (main fields first)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
-        if len(self._arrays) == 1:
-            return np.asarray(self._arrays[0][rows])
+        self._join()
+        arrays = self._arrays
+        if len(arrays) == 1:
+            return np.asarray(arrays[0][rows])
         descr = []
-        for k, array in enumerate(self._arrays):
-            descr += [(name, array.dtype.fields[name][0]) for name in array.dtype.names
+        for k, (dtype, _, _) in enumerate(self._headers):
+            descr += [(name, dtype.fields[name][0]) for name in dtype.names
                       if self._owner[name] == k]
         out = np.empty(len(rows), dtype=np.dtype(descr))
-        for name in self.fields:
-            out[name] = self.column(name, rows)
+        for k, array in enumerate(arrays):
+            part = array[rows if self._rows[k] is None else self._rows[k][rows]]
+            for name in array.dtype.names:
+                if self._owner[name] == k:
+                    out[name] = part[name]
         return out
 
     def write_subset(self, out_path, rows):
@@ -245,8 +363,10 @@ class CsParticles:
         return len(subset)
 
     def close(self):
-        """Release the memory maps (the files are mapped again on the next read)."""
+        """Release the cached columns and the memory maps of :meth:`subset` (read again
+        when next needed)."""
         self._mapped = None
+        self._cache = {}
 
     @property
     def _arrays(self):

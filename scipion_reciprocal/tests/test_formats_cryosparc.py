@@ -62,6 +62,24 @@ def test_passthrough_joined_by_uid_in_any_order(tmp_path, uids):
     assert np.array_equal(particles.column('blob/idx', [3, 1]), [3, 1])
 
 
+def test_columns_read_in_blocks_equal_the_whole_file(tmp_path, uids, monkeypatch):
+    rng = np.random.default_rng(2)
+    main, passthrough = _main(uids), _passthrough(uids)
+    order = rng.permutation(N)
+    write_cs(tmp_path / 'main.cs', main)
+    write_cs(tmp_path / 'pass.cs', passthrough[order])
+    monkeypatch.setattr(CsParticles, 'BLOCK_BYTES', 3 * main.dtype.itemsize)  # 3 rows a block
+    particles = CsParticles(tmp_path / 'main.cs', [tmp_path / 'pass.cs'])
+    rows = rng.integers(0, N, 20)                  # unsorted, with repeats
+    for name in main.dtype.names:
+        assert np.array_equal(particles.column(name), main[name]), name
+        assert np.array_equal(particles.column(name, rows), main[name][rows]), name
+    for name in ('blob/path', 'blob/idx'):
+        assert np.array_equal(particles.column(name), passthrough[name]), name
+        assert np.array_equal(particles.column(name, rows), passthrough[name][rows]), name
+    assert len(particles.column('uid', [])) == 0
+
+
 def test_subset_keeps_every_field_and_uid_verbatim(tmp_path, uids):
     main, passthrough = _main(uids), _passthrough(uids)
     write_cs(tmp_path / 'main.cs', main)
@@ -86,6 +104,10 @@ def test_unreadable_files_name_file_and_reason(tmp_path, uids):
     (tmp_path / 'csdat.cs').write_bytes(b'\x95CSDAT' + b'\0' * 32)
     with pytest.raises(CsError, match=r'csdat\.cs: .*compressed stream format'):
         load_cs(tmp_path / 'csdat.cs')
+    write_cs(tmp_path / 'whole.cs', _main(uids))
+    (tmp_path / 'cut.cs').write_bytes((tmp_path / 'whole.cs').read_bytes()[:-10])
+    with pytest.raises(CsError, match=r'cut\.cs: truncated: 12 rows'):
+        load_cs(tmp_path / 'cut.cs')
     (tmp_path / 'text.cs').write_text('uid,class\n1,2\n')
     with pytest.raises(CsError, match=r'text\.cs: not a cryoSPARC \.cs file'):
         load_cs(tmp_path / 'text.cs')
@@ -102,8 +124,12 @@ def test_unreadable_files_name_file_and_reason(tmp_path, uids):
         load_cs(tmp_path / 'missing.cs')
     write_cs(tmp_path / 'main.cs', _main(uids))
     write_cs(tmp_path / 'short.cs', _passthrough(uids)[:-2])
+    short = CsParticles(tmp_path / 'main.cs', [tmp_path / 'short.cs'])
+    assert np.array_equal(short.column('uid'), uids)      # the main file alone is fine
     with pytest.raises(CsError, match=r'short\.cs: 2 particles of .*main\.cs are missing'):
-        CsParticles(tmp_path / 'main.cs', [tmp_path / 'short.cs'])
+        short.column('blob/idx')
+    with pytest.raises(CsError, match='are missing'):
+        short.check()
     with pytest.raises(CsError, match='no field ctf/df1_A'):
         CsParticles(tmp_path / 'main.cs').column('ctf/df1_A')
 
