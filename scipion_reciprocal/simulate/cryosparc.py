@@ -40,7 +40,8 @@ from ..formats.cryosparc import write_cs
 from ..formats.mrc import write_map, write_stack
 from ..formats.star import parse_image_names
 
-__all__ = ['JobSpec', 'CryosparcProject', 'write_cryosparc_project', 'particle_rows',
+__all__ = ['JobSpec', 'CryosparcProject', 'write_cryosparc_project', 'demo_with_cryosparc',
+           'particle_rows',
            'alignment_rows', 'join_fields', 'write_cs_job', 'IMPORT_JOB', 'EXTRACT_JOB',
            'JOB_TYPES']
 
@@ -427,3 +428,33 @@ def _write_class_maps(project_dir, uid, spec, psize, is_2d):
         write_map(project_dir / uid / name, volume, psize)
         extra.append((f'volume_class_{k}', 'map', name))
     return extra
+
+
+def demo_with_cryosparc(root, jobs, n_particles=90, seed=0, cryosparc_seed=0):
+    """The demo RELION project (:func:`..dataset.build_demo_project`, one micrograph, two
+    iterations) in ``root/relion`` and a cryoSPARC project of its particles in ``root/P12``.
+
+    Parameters
+    ----------
+    jobs : dict
+        cryoSPARC job (``'J30'``) -> ``(job type, RELION job whose final classes it gets,
+        'J1' or 'J2')``, e.g. ``{'J30': ('hetero_refine', 'Class3D/job085', 'J1')}``.
+
+    Returns
+    -------
+    demo : DemoDataset
+    particles : ParticlesStar
+        The demo's particle STAR (``particles``, ``optics`` tables).
+    project : CryosparcProject
+    """
+    from ..formats.star import read_particles_star
+    from .dataset import build_demo_project
+    root = Path(root)
+    demo = build_demo_project(root / 'relion', seed=seed, n_particles=n_particles,
+                              n_iterations=2, n_micrographs=1)
+    star = read_particles_star(demo.particles_star)
+    specs = {uid: JobSpec(job_type, demo.labels[relion_job], source)
+             for uid, (job_type, relion_job, source) in jobs.items()}
+    project = write_cryosparc_project(root / 'P12', root / 'relion', star.particles,
+                                      star.optics, specs, seed=cryosparc_seed)
+    return demo, star, project

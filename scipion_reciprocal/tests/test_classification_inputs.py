@@ -12,10 +12,7 @@ from scipion_reciprocal.core.classification_inputs import (attach_star_sources,
 from scipion_reciprocal.core.reciprocal import ReciprocalError, reciprocal_analysis
 from scipion_reciprocal.formats.cryosparc import CsError
 from scipion_reciprocal.formats.errors import FormatError
-from scipion_reciprocal.formats.star import read_particles_star
-from scipion_reciprocal.simulate.cryosparc import (IMPORT_JOB, JobSpec, join_fields,
-                                                   write_cryosparc_project)
-from scipion_reciprocal.simulate.dataset import build_demo_project
+from scipion_reciprocal.simulate.cryosparc import IMPORT_JOB, demo_with_cryosparc, join_fields
 
 N = 90
 
@@ -23,13 +20,11 @@ N = 90
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp('engines')
-    demo = build_demo_project(root / 'relion', seed=2, n_particles=N, n_iterations=2,
-                              n_micrographs=1)
-    star = read_particles_star(demo.particles_star)
-    cs = write_cryosparc_project(root / 'P12', root / 'relion', star.particles, star.optics, {
-        'J30': JobSpec('hetero_refine', demo.labels['Class3D/job085'], 'J1'),
-        'J31': JobSpec('class_3D', demo.labels['Class3D/job086'], 'J2'),
-        'J33': JobSpec('hetero_refine', demo.labels['Class3D/job087'], 'J1')}, seed=8)
+    demo, _, cs = demo_with_cryosparc(root, {
+        'J30': ('hetero_refine', 'Class3D/job085', 'J1'),
+        'J31': ('class_3D', 'Class3D/job086', 'J2'),
+        'J33': ('hetero_refine', 'Class3D/job087', 'J1')}, n_particles=N, seed=2,
+        cryosparc_seed=8)
     return root, demo, cs
 
 

@@ -10,22 +10,17 @@ from scipion_reciprocal.core.cryosparc_relion import (micrograph_positions,
                                                       relion_particles)
 from scipion_reciprocal.core.geometry import relion_euler_to_matrix
 from scipion_reciprocal.formats.cryosparc_jobs import find_cs_job
-from scipion_reciprocal.formats.star import parse_image_names, read_particles_star
-from scipion_reciprocal.simulate.cryosparc import JobSpec, write_cryosparc_project
-from scipion_reciprocal.simulate.dataset import build_demo_project
+from scipion_reciprocal.formats.star import parse_image_names
+from scipion_reciprocal.simulate.cryosparc import demo_with_cryosparc
 
 
 @pytest.fixture(scope='module')
 def projects(tmp_path_factory):
-    root = tmp_path_factory.mktemp('cs')
-    demo = build_demo_project(root / 'relion', seed=11, n_particles=60, n_iterations=2,
-                              n_micrographs=1)
-    star = read_particles_star(demo.particles_star)
-    cs = write_cryosparc_project(root / 'P3', root / 'relion', star.particles, star.optics, {
-        'J30': JobSpec('hetero_refine', demo.labels['Class3D/job085'], 'J1'),
-        'J31': JobSpec('class_3D', demo.labels['Class3D/job086'], 'J2'),
-        'J32': JobSpec('class_2D', demo.labels['Class2D/job008'], 'J1')}, seed=4)
-    return demo, star, cs
+    return demo_with_cryosparc(tmp_path_factory.mktemp('cs'), {
+        'J30': ('hetero_refine', 'Class3D/job085', 'J1'),
+        'J31': ('class_3D', 'Class3D/job086', 'J2'),
+        'J32': ('class_2D', 'Class2D/job008', 'J1')}, n_particles=60, seed=11,
+        cryosparc_seed=4)
 
 
 def _rodrigues_transposed(pose):

@@ -12,9 +12,7 @@ import starfile
 from scipion_reciprocal.cli import main
 from scipion_reciprocal.formats.cryosparc import CsParticles, write_cs
 from scipion_reciprocal.formats.star import read_particles_star
-from scipion_reciprocal.simulate.cryosparc import (IMPORT_JOB, JobSpec, join_fields,
-                                                   write_cryosparc_project)
-from scipion_reciprocal.simulate.dataset import build_demo_project
+from scipion_reciprocal.simulate.cryosparc import IMPORT_JOB, demo_with_cryosparc, join_fields
 
 N = 90
 
@@ -22,12 +20,9 @@ N = 90
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp('cli-engines')
-    demo = build_demo_project(root / 'relion', seed=4, n_particles=N, n_iterations=2,
-                              n_micrographs=1)
-    star = read_particles_star(demo.particles_star)
-    cs = write_cryosparc_project(root / 'P12', root / 'relion', star.particles, star.optics, {
-        'J30': JobSpec('hetero_refine', demo.labels['Class3D/job085'], 'J1'),
-        'J31': JobSpec('class_3D', demo.labels['Class3D/job086'], 'J2')}, seed=6)
+    demo, _, cs = demo_with_cryosparc(root, {
+        'J30': ('hetero_refine', 'Class3D/job085', 'J1'),
+        'J31': ('class_3D', 'Class3D/job086', 'J2')}, n_particles=N, seed=4, cryosparc_seed=6)
     kmeans = np.random.default_rng(5).integers(0, 3, N)
     with open(root / 'labels.pkl', 'wb') as fh:
         pickle.dump(kmeans, fh)
