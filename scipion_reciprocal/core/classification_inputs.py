@@ -442,7 +442,21 @@ def classifications_from_inputs(specs, names=None, key='auto', iteration=None, p
         out.append(Classification(run.name, run_keys, run.classes, confidence=run.confidence,
                                   class_ids=run.class_ids, kind=run.kind, source=run.star,
                                   job_dir=run.job_dir, cs_source=run.cs))
+    _number_the_others(out)
     return out, note
+
+
+def _number_the_others(classifications):
+    """Runs without a RELION job number (``job085`` -> 85) get their position in the
+    analysis, or the next number no other run has: the long-form tables name runs by number."""
+    taken = {c.number for c in classifications if c.number is not None}
+    for position, clf in enumerate(classifications, 1):
+        if clf.number is None:
+            number = position
+            while number in taken:
+                number += 1
+            clf.number = number
+            taken.add(number)
 
 
 def attach_star_sources(classifications, out, folder=None):

@@ -60,6 +60,7 @@ def test_relion_and_cryosparc_runs_match_row_for_row_by_image(data):
     clfs, note = classifications_from_inputs([root / 'relion/Class3D/job085', root / 'P12/J30'],
                                              read_confidence=True)
     assert [c.name for c in clfs] == ['job085', 'J30'] and note.startswith('image location')
+    assert [c.number for c in clfs] == [85, 2]
     assert clfs[1].kind == '3D' and clfs[1].cs_source is not None
     assert clfs[1].classes.min() == 1              # cryoSPARC's 0-based classes, + 1
     result = reciprocal_analysis(clfs)
@@ -91,6 +92,10 @@ def test_cryosparc_runs_of_one_lineage_match_by_uid(data):
                                              names=['hetero A', 'hetero B'])
     assert note.startswith('cryoSPARC uid') and [c.name for c in clfs] == ['hetero A',
                                                                           'hetero B']
+    clfs_numbered, _ = classifications_from_inputs(
+        [cs.files['J30'][0], cs.files['J33'][0], root / 'relion/Class3D/job085'],
+        names=['a', 'b', 'job002'], key='image')
+    assert [c.number for c in clfs_numbered] == [1, 3, 2]      # job002 keeps 2
     result = reciprocal_analysis(clfs)
     rows_a, rows_b = _pairs(result, 'hetero A', 'hetero B')
     assert len(rows_a) == N and np.array_equal(cs.order['J30'][rows_a], cs.order['J33'][rows_b])
