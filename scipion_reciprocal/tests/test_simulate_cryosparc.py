@@ -70,7 +70,7 @@ def test_fields_have_cryosparcs_types_and_numbering(project):
             for name in array.dtype.names:
                 if name in REAL_TYPES:
                     assert _type(array.dtype[name]) == REAL_TYPES[name], (path.name, name)
-                elif name.endswith('_path'):          # text as fixed-width bytes
+                elif name.endswith('path'):           # text as fixed-width bytes
                     assert array.dtype[name].kind == 'S', (path.name, name)
     main = load_cs(cs.files['J30'][0])
     assert [f for f in main.dtype.names if f.startswith('alignments_class_')][:3] == [
