@@ -24,7 +24,8 @@ import pandas as pd
 from ._atomic import atomic_path
 from .errors import FormatError
 
-__all__ = ['CsError', 'CsParticles', 'load_cs', 'read_header', 'write_cs', 'clean_path', 'CS_SUFFIX',
+__all__ = ['CsError', 'CsParticles', 'load_cs', 'read_header', 'write_cs', 'clean_path',
+           'CS_SUFFIX',
            'UID', 'BLOB_PATH', 'BLOB_IDX', 'CLASS_FIELDS', 'MULTI_POSTERIOR',
            'class_field', 'posterior_field']
 
@@ -121,6 +122,20 @@ def _release(mapped, start, length):
     if hasattr(mapped, 'madvise') and hasattr(mmap, 'MADV_DONTNEED'):
         aligned = start - start % mmap.PAGESIZE
         mapped.madvise(mmap.MADV_DONTNEED, aligned, start + length - aligned)
+
+
+def _byte_runs(source, target, names):
+    """(source offset, target offset, length) of the byte ranges that copy fields ``names``
+    of records ``source`` into records ``target``, adjacent fields merged into one range."""
+    runs = []
+    for name in sorted(names, key=lambda n: source.fields[n][1]):
+        start, at = source.fields[name][1], target.fields[name][1]
+        length = source.fields[name][0].itemsize
+        if runs and runs[-1][0] + runs[-1][2] == start and runs[-1][1] + runs[-1][2] == at:
+            runs[-1][2] += length
+        else:
+            runs.append([start, at, length])
+    return runs
 
 
 def write_cs(path, array):
@@ -332,25 +347,40 @@ class CsParticles:
         return self._read(k, [name], rows if index is None else index[rows])[name]
 
     def subset(self, rows):
-        """Every field of the selected rows, one structured array (main fields first)."""
+        """Every field of the selected rows, one structured array (main fields first).
+
+        Rows are gathered as raw bytes from the memory-mapped files (a record is copied as
+        it is written), then each file's fields are placed by byte range."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64, copy=False)
         self._join()
-        arrays = self._arrays
-        if len(arrays) == 1:
-            return np.asarray(arrays[0][rows])
-        descr = []
-        for k, (dtype, _, _) in enumerate(self._headers):
-            descr += [(name, dtype.fields[name][0]) for name in dtype.names
-                      if self._owner[name] == k]
-        out = np.empty(len(rows), dtype=np.dtype(descr))
-        for k, array in enumerate(arrays):
-            part = array[rows if self._rows[k] is None else self._rows[k][rows]]
-            for name in array.dtype.names:
-                if self._owner[name] == k:
-                    out[name] = part[name]
+        if len(self.paths) == 1:
+            return self._take(0, rows).view(self._headers[0][0]).reshape(-1)
+        owned = [[name for name in dtype.names if self._owner[name] == k]
+                 for k, (dtype, _, _) in enumerate(self._headers)]
+        out = np.empty(len(rows), dtype=np.dtype([
+            (name, self._headers[k][0].fields[name][0]) for k, names in enumerate(owned)
+            for name in names]))
+        target = out.view(np.uint8).reshape(len(rows), out.dtype.itemsize)
+        for k, names in enumerate(owned):
+            source = self._take(k, rows if self._rows[k] is None else self._rows[k][rows])
+            for start, at, length in _byte_runs(self._headers[k][0], out.dtype, names):
+                target[:, at:at + length] = source[:, start:start + length]
         return out
+
+    def _take(self, k, rows):
+        """Rows of file ``k`` as raw records, (len(rows), record bytes) uint8."""
+        dtype, n, offset = self._headers[k]
+        if not n:
+            return np.empty((0, dtype.itemsize), dtype=np.uint8)
+        if self._mapped is None:
+            self._mapped = {}
+        if k not in self._mapped:
+            self._mapped[k] = np.memmap(self.paths[k], dtype=np.uint8, mode='r', offset=offset,
+                                        shape=(n, dtype.itemsize))
+        return np.take(self._mapped[k], rows, axis=0)
 
     def write_subset(self, out_path, rows):
         """Write the selected rows with every field (uid included) as a ``.cs`` file.
@@ -367,9 +397,3 @@ class CsParticles:
         when next needed)."""
         self._mapped = None
         self._cache = {}
-
-    @property
-    def _arrays(self):
-        if self._mapped is None:
-            self._mapped = [load_cs(p) for p in self.paths]
-        return self._mapped
