@@ -1,13 +1,15 @@
 """``scipion-reciprocal reciprocal``: reciprocal analysis of RELION classification jobs.
 
 Reads the last (or a given) iteration of two or more Class3D / Class2D jobs, compares their
-classes and writes matrices, statistics, consensus groups, subset STAR files and plots (the
-same files as the Scipion protocol; see :mod:`scipion_reciprocal.core.reciprocal_io`).
+classes and writes matrices, statistics, consensus groups, the consensus verdict (significance,
+reproducible states, merged groups, stable and unstable particles), subset STAR files and
+plots (the same files as the Scipion protocol; see :mod:`scipion_reciprocal.core.reciprocal_io`).
 The output folder is checked (writable, empty or an earlier result with --overwrite, enough
 free space) before anything is written; ``manifest.json``, written last, marks it complete.
 """
 from pathlib import Path
 
+from ..core.verdict import ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD
 from .errors import fail, interrupted, os_error_text
 
 DEFAULT_OUTDIR = 'reciprocal_output'
@@ -58,7 +60,55 @@ def register(subparsers):
     parser.add_argument('--no-subsets', action='store_true',
                         help='do not write per-class and intersection STAR files')
     parser.add_argument('--no-plots', action='store_true', help='do not draw figures')
+    verdict = parser.add_argument_group('consensus verdict')
+    verdict.add_argument('--jaccard-threshold', type=float, default=JACCARD_THRESHOLD,
+                         metavar='J',
+                         help='a class is reproduced in another run when the two classes are '
+                              'each other\'s best match, their intersection is significant '
+                              f'and their Jaccard index is at least J (default {JACCARD_THRESHOLD:g}: '
+                              'two classes of one size sharing a bit less than half of their '
+                              'particles)')
+    verdict.add_argument('--fdr', type=float, default=ALPHA, metavar='Q',
+                         help='false discovery rate: intersections and consensus groups with '
+                              f'a Benjamini-Hochberg q-value up to Q are significant (default '
+                              f'{ALPHA:g})')
+    verdict.add_argument('--stability-threshold', type=float, default=STABILITY_THRESHOLD,
+                         metavar='S',
+                         help='a particle is stable when the fraction of run pairs whose '
+                              'classes of it are reproduced is at least S and its consensus '
+                              f'group is significant (default {STABILITY_THRESHOLD:g}: with 4 '
+                              'runs or fewer, every pair)')
+    verdict.add_argument('--merge-distance', type=float, metavar='D',
+                         help='merge significant consensus groups joined at a distance up to '
+                              'D (0-1; default: cut at the largest gap between merge heights)')
+    verdict.add_argument('--no-verdict', action='store_true',
+                         help='skip significance, reproducibility, merging and stability '
+                              '(the tables, subsets and plots of the analysis only)')
     parser.set_defaults(func=run)
+
+
+def _check_verdict_options(args):
+    """A one-line message naming the first option outside its range, or None."""
+    if args.no_verdict:
+        return None
+    for option, value in (('--jaccard-threshold', args.jaccard_threshold), ('--fdr', args.fdr),
+                          ('--stability-threshold', args.stability_threshold),
+                          ('--merge-distance', args.merge_distance)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f'{option} must be between 0 and 1 (got {value:g})'
+    return None
+
+
+def _class_maps(classifications, iteration):
+    from ..core import relion_jobs
+    from ..formats.errors import FormatError
+    maps = {}
+    for c in classifications:
+        try:
+            maps[c.name] = relion_jobs.class_maps(c.job_dir, iteration)
+        except FormatError:
+            maps[c.name] = None
+    return maps
 
 
 def run(args):
@@ -66,8 +116,12 @@ def run(args):
     from ..core.reciprocal import (ReciprocalError, classifications_from_relion,
                                    reciprocal_analysis)
     from ..core.reciprocal_io import check_subset_sources, expected_size, write_results
+    from ..core.verdict import class_map_correlations, consensus_verdict
     from ..formats.errors import FormatError
     from ..formats.result_folder import ResultFolder, check_output_folder
+    problem = _check_verdict_options(args)
+    if problem:
+        return fail('reciprocal', problem)
     outdir = Path(args.outdir)
     out = ResultFolder(outdir, overwrite=args.overwrite, producer='scipion-reciprocal reciprocal')
     started = False
@@ -77,12 +131,18 @@ def run(args):
             args.jobs, project_dir=args.relion_dir, jobs_dir=args.jobs_dir,
             iteration=args.iteration, key=args.key, pixel_size=args.pixel_size,
             read_confidence=args.min_confidence is not None)
-        if not args.no_subsets:
+        if not args.no_subsets or not args.no_verdict:  # stable/unstable particles too
             check_subset_sources(classifications)
         result = reciprocal_analysis(
             classifications, min_confidence=args.min_confidence,
             tolerance=args.tolerance_angstrom, min_group_size=args.min_group_size,
             min_overlap=args.min_overlap, min_fraction=args.min_fraction)
+        maps = _class_maps(classifications, args.iteration)
+        if not args.no_verdict:
+            result.verdict = consensus_verdict(
+                result, jaccard_threshold=args.jaccard_threshold, alpha=args.fdr,
+                stability_threshold=args.stability_threshold, merge_distance=args.merge_distance,
+                map_correlations=class_map_correlations(result, maps))
         out.require_space(expected_size(result, subsets=not args.no_subsets,
                                         plots=not args.no_plots), 'the results')
         started = True
@@ -93,12 +153,6 @@ def run(args):
                 from ..plotting.reciprocal import save_plots
                 histories = {c.name: relion_jobs.read_job_history(c.job_dir)
                              for c in classifications}
-                maps = {}
-                for c in classifications:
-                    try:
-                        maps[c.name] = relion_jobs.class_maps(c.job_dir, args.iteration)
-                    except FormatError:
-                        maps[c.name] = None
                 plots = save_plots(result, out, histories, maps)
     except (FormatError, ReciprocalError, ValueError) as exc:
         return fail('reciprocal', exc)
@@ -112,6 +166,19 @@ def run(args):
 
 def _report(result, written, plots, outdir):
     jobs = result.jobs
+    if result.verdict is not None:
+        summary = result.verdict.summary
+        print(f'verdict: {result.verdict.sentence}')
+        for state in summary['states']:
+            print(f'  state: group {state["group"]} ({state["size"]} particles): ' +
+                  ', '.join(f'{job} class {c}' for job, c in state['classes'].items()))
+        print('  reproduced classes: ' + ', '.join(
+            f'{job} {n} of {summary["classes"][job]}'
+            for job, n in summary['reproduced_classes'].items()))
+        print(f'  {summary["significant_groups"]} significant consensus groups of '
+              f'{summary["consensus_groups"]}, merged into {summary["merged_groups"]}; '
+              f'{summary["stable_particles"]} stable and {summary["unstable_particles"]} '
+              f'unstable particles')
     print(f'{len(jobs)} jobs: ' + ', '.join(f'{j.job} ({j.rows} rows)' for j in jobs.itertuples()))
     print(f'particles shared by all jobs: {int(jobs["rows_shared"].iloc[0])} rows, '
           f'{int(jobs["images_shared"].iloc[0])} unique images')
@@ -126,6 +193,8 @@ def _report(result, written, plots, outdir):
     for path in written['tables'] + written['summary'] + plots:
         print(f'  {path}')
     print(f'  {outdir / "matrices"}/ ({len(written["matrices"])} wide matrices)')
+    for path in written['stability']:
+        print(f'  {path}')
     for category in ('per_class', 'intersections'):
         if written[category]:
             print(f'  {outdir / category}/ ({len(written[category])} STAR files)')

@@ -95,6 +95,10 @@ class ReciprocalResult:
     particle_groups : numpy.ndarray
         Consensus group (``consensus['group']``, kept or not) of every row of
         ``assignments``.
+    verdict : Verdict, optional
+        Significance, reproducibility, merging and stability
+        (:func:`scipion_reciprocal.core.verdict.consensus_verdict`), when computed; the
+        files, summary and plots include it.
     """
 
     jobs: pd.DataFrame
@@ -114,6 +118,7 @@ class ReciprocalResult:
     contingency: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
     particle_groups: np.ndarray = None
+    verdict: object = None
 
     @property
     def names(self):

@@ -14,14 +14,17 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from .consensus_merge import (flow_similarity, group_distances, map_similarity, merge_groups,
-                              MergeResult)
+from ..formats.errors import FormatError
+from ..formats.mrc import read_images, read_map
+from .consensus_merge import (flow_similarity, group_distances, map_correlations,
+                              map_similarity, merge_groups, MergeResult)
 from .consensus_significance import group_significance, significance_table
 from .reproducibility import (group_stability, pairwise_reproduced, reproduced_pairs,
                               reproducibility_table)
 
-__all__ = ['consensus_verdict', 'Verdict', 'verdict_sentence', 'JACCARD_THRESHOLD', 'ALPHA',
-           'STABILITY_THRESHOLD', 'GROUP_COLUMNS', 'METHODS']
+__all__ = ['consensus_verdict', 'Verdict', 'verdict_sentence', 'class_map_correlations',
+           'check_parameters', 'JACCARD_THRESHOLD', 'ALPHA', 'STABILITY_THRESHOLD',
+           'GROUP_COLUMNS', 'METHODS']
 
 #: Default Jaccard index a reproduced class pair reaches at least: two classes of equal size
 #: sharing a bit less than half of their particles.
@@ -115,6 +118,52 @@ def verdict_sentence(states, stable_fraction):
             f'{100.0 * stable_fraction:.0f}% of particles stable')
 
 
+def class_map_correlations(result, maps):
+    """Correlations of every run's class maps, for :func:`consensus_verdict`.
+
+    Parameters
+    ----------
+    result : ReciprocalResult
+    maps : dict
+        Run name -> class map table (``class``, ``path``, ``index``, ``exists``; from
+        :func:`~.relion_jobs.class_maps` or a Scipion set's representatives), or None.
+
+    Returns
+    -------
+    dict
+        Run name -> (classes x classes) correlation matrix in ``result.classes`` order, or
+        None for a run without a readable map (or image) of one shape for every class.
+    """
+    out = {}
+    for name in result.names:
+        table = (maps or {}).get(name)
+        out[name] = None
+        if table is None or not len(table):
+            continue
+        rows = table.set_index('class')
+        if not set(result.classes[name]) <= set(rows.index) or \
+                not rows.loc[result.classes[name], 'exists'].all():
+            continue
+        try:
+            volumes = [read_images(row['path'], [int(row['index'])])[0] if row['index']
+                       else read_map(row['path'])[0]
+                       for row in rows.loc[result.classes[name]].to_dict('records')]
+        except (FormatError, OSError, ValueError):
+            continue
+        if len({v.shape for v in volumes}) == 1:
+            out[name] = map_correlations(volumes)
+    return out
+
+
+def check_parameters(jaccard_threshold, alpha, stability_threshold, merge_distance=None):
+    """Raise ValueError naming the first parameter outside [0, 1]."""
+    for label, value in (('jaccard threshold', jaccard_threshold), ('alpha', alpha),
+                         ('stability threshold', stability_threshold),
+                         ('merge distance', merge_distance)):
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f'{label} must be between 0 and 1, not {value}')
+
+
 def _class_index(result, name, numbers):
     return np.searchsorted(result.classes[name], np.asarray(numbers, dtype=np.int64))
 
@@ -144,12 +193,7 @@ def consensus_verdict(result, jaccard_threshold=JACCARD_THRESHOLD, alpha=ALPHA,
     -------
     Verdict
     """
-    for label, value in (('jaccard threshold', jaccard_threshold), ('alpha', alpha),
-                         ('stability threshold', stability_threshold)):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f'{label} must be between 0 and 1, not {value}')
-    if merge_distance is not None and not 0.0 <= float(merge_distance) <= 1.0:
-        raise ValueError(f'merge distance must be between 0 and 1, not {merge_distance}')
+    check_parameters(jaccard_threshold, alpha, stability_threshold, merge_distance)
     names = result.names
     numbers = dict(zip(result.jobs['job'], result.jobs['number']))
     n = len(result.assignments)
