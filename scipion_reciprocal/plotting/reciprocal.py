@@ -269,5 +269,5 @@ def save_plots(result, out, histories=None, maps=None):
         if table is not None and len(table) and table['exists'].any():
             save(class_slices_figure(table, job), SLICES_PNG.format(job=job))
     if result.verdict is not None:
-        written += save_verdict_plots(result, folder)
+        written += save_verdict_plots(result, out, PLOTS_DIR)
     return written

@@ -182,14 +182,11 @@ def sankey_groups_figure(result):
                                f'grey: in no merged group)')
 
 
-def save_verdict_plots(result, folder):
-    """Write the verdict's figures into ``folder``; returns their paths."""
-    written = []
-    for function, name in ((enrichment_figure, ENRICHMENT_PNG),
-                           (dendrogram_figure, DENDROGRAM_PNG),
-                           (stability_figure, STABILITY_PNG),
-                           (sankey_groups_figure, SANKEY_GROUPS_PNG)):
-        path = folder / name
-        function(result).savefig(path, dpi=100)
-        written.append(path)
-    return written
+def save_verdict_plots(result, out, folder):
+    """Write the verdict's figures into ``folder`` of the ResultFolder ``out``; returns their
+    paths."""
+    return [out.save_figure(f'{folder}/{name}', function(result), dpi=100)
+            for function, name in ((enrichment_figure, ENRICHMENT_PNG),
+                                   (dendrogram_figure, DENDROGRAM_PNG),
+                                   (stability_figure, STABILITY_PNG),
+                                   (sankey_groups_figure, SANKEY_GROUPS_PNG))]

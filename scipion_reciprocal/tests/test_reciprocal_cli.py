@@ -156,6 +156,10 @@ def test_cli_consensus_verdict(simulated_states, tmp_path, capsys):
     np.testing.assert_allclose(per_class['rlnReciprocalStability'], by_row.loc[members], atol=1e-6)
     for name in ('enrichment.png', 'merge_dendrogram.png', 'stability.png', 'sankey_groups.png'):
         assert (out / 'plots' / name).stat().st_size > 10000, name
+    listed = {e['path'] for e in json.loads((out / 'manifest.json').read_text())['files']}
+    assert {'verdict.json', 'significance.csv', 'reproducibility.csv', 'merged_groups.csv',
+            'merge_linkage.csv', 'stable_particles.star', 'unstable_particles.star',
+            'plots/enrichment.png', 'plots/merge_dendrogram.png'} <= listed
     summary = (out / 'summary.txt').read_text()
     assert summary.startswith(f'Verdict: {verdict["verdict"]}')
     assert 'group p value: exact conditional hypergeometric test' in summary
