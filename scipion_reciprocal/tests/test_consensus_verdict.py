@@ -228,11 +228,14 @@ def test_map_similarity():
 
 # ------------------------------------------------------------------ the verdict
 
-@pytest.mark.parametrize('n_states,seed', [(2, 0), (3, 1), (5, 2)])
-def test_verdict_on_simulated_states_with_noise_and_junk(n_states, seed):
+@pytest.mark.parametrize('n_states,n,flip,seed', [(2, 20000, 0.15, 0), (3, 20000, 0.15, 1),
+                                                 (5, 20000, 0.15, 2), (3, 30000, 0.10, 3)])
+def test_verdict_on_simulated_states_with_noise_and_junk(n_states, n, flip, seed):
     """K true states, 4 runs of K+1 classes, 15% reassigned at random per run, junk
-    particles reassigned at random in every run (the runs' junk classes)."""
-    sim = simulate_runs(20000, n_states, n_runs=4, flip_fraction=0.15, junk_fraction=0.1,
+    particles reassigned at random in every run (the runs' junk classes). The last case is
+    the one on which Xmipp's consensus-classes elbow criteria suggest 23 to 98 merged groups
+    (3 states, 30,000 particles, 10% junk, 10% reassigned per run)."""
+    sim = simulate_runs(n, n_states, n_runs=4, flip_fraction=flip, junk_fraction=0.1,
                         seed=seed)
     result = analysis(sim.labels, min_group_size=10)
     verdict = consensus_verdict(result)
@@ -253,7 +256,9 @@ def test_verdict_on_simulated_states_with_noise_and_junk(n_states, seed):
                         verdict.stability)
     print(f'\nK={n_states}: merged groups ARI {ari:.4f}, stability ROC AUC {auc:.4f}')
     assert ari >= 0.95 and auc >= 0.95
-    assert verdict.summary['stable_particles'] + verdict.summary['unstable_particles'] == 20000
+    assert verdict.summary['stable_particles'] + verdict.summary['unstable_particles'] == n
+    # merged groups: the states, and at most the junk classes' own group
+    assert n_states <= verdict.summary['merged_groups'] <= n_states + 1
     # stable = consistent state particles (and the few junk particles that landed in one
     # state's classes in all four runs)
     consistent = sim.consistent[result.assignments['row_job001'].to_numpy()]
