@@ -17,8 +17,7 @@ from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_item_cou
 from ..convert.set_tables import read_set_items
 from ..convert.class_star import StarConversions
 from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
-from ..convert.set_subsets import (copy_class_rows, create_set_file, fill_classes,
-                                   write_item_subset)
+from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
 from ..core.reciprocal import (ReciprocalError, classification_from_dataframe,
                                keys_from_dataframe, reciprocal_analysis)
@@ -32,7 +31,7 @@ from ..formats.result_folder import ResultFolder, folder_status
 from ..formats.star_table import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
-from .reciprocal_verdict_outputs import VerdictOutputs
+from .reciprocal_verdict_outputs import VerdictOutputs, write_classes_file
 from .protocol_import_relion_classes import (JOBS_FILE, ProtImportRelionClassifications,
                                              classMapsFile, historyFile)
 
@@ -588,28 +587,13 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         The first group of each class of that classification is appended through the
         Scipion API (with the class's representative); the other groups copy its row."""
         source = inputs[subsets["first"]]
-        is3D = isinstance(source, emobj.SetOfClasses3D)
-        path = self._consensusFile(source)
-        if os.path.exists(path):
-            os.remove(path)  # a resumed step rewrites it
-        create_set_file(path)
-        consensus = self._consensusSetClass(source)(filename=path)
-        consensus.setImages(source.getImagesPointer())
         templates = {}  # class of the first classification -> its first group
         for group in subsets["consensus"]:
-            if group["class"] in templates:
-                continue
-            templates[group["class"]] = group["group"]
-            cls = (emobj.Class3D if is3D else emobj.Class2D)(objId=group["group"])
-            representative = source[group["class"]].getRepresentative()
-            if representative is not None:
-                cls.setRepresentative(representative.clone())
-            consensus.append(cls)
-        consensus.write()
-        consensus.close()  # release Scipion's connection before classes and items are added by SQL
-        copy_class_rows(consensus.getFileName(),
-                        {g["group"]: templates[g["class"]] for g in subsets["consensus"]
-                         if g["group"] != templates[g["class"]]})
+            templates.setdefault(group["class"], group["group"])
+        path = write_classes_file(self._consensusFile(source), source,
+                                  {g: c for c, g in templates.items()})
+        copy_class_rows(path, {g["group"]: templates[g["class"]] for g in subsets["consensus"]
+                               if g["group"] != templates[g["class"]]})
         members = {g["group"]: ("Class%03d_" % g["class"], g["ids"])
                    for g in subsets["consensus"]}
-        return consensus.getFileName(), source.getFileName(), members
+        return path, source.getFileName(), members

@@ -28,6 +28,27 @@ def _class_prefix(number):
     return "Class%03d_" % int(number)
 
 
+def write_classes_file(path, source, representatives):
+    """Create a SetOfClasses file of ``source``'s kind (items added later by SQL): one class
+    per entry of ``representatives`` (new class id -> id of the ``source`` class whose
+    representative it takes). The set is closed, so that SQL can add its items."""
+    is3D = isinstance(source, emobj.SetOfClasses3D)
+    if os.path.exists(path):
+        os.remove(path)  # a resumed step rewrites it
+    create_set_file(path)
+    classes = (emobj.SetOfClasses3D if is3D else emobj.SetOfClasses2D)(filename=path)
+    classes.setImages(source.getImagesPointer())
+    for new_id, source_id in representatives.items():
+        cls = (emobj.Class3D if is3D else emobj.Class2D)(objId=new_id)
+        representative = source[source_id].getRepresentative()
+        if representative is not None:
+            cls.setRepresentative(representative.clone())
+        classes.append(cls)
+    classes.write()
+    classes.close()
+    return path
+
+
 class VerdictOutputs:
     """Stable/unstable particle sets and merged classes of a reciprocal analysis."""
 
@@ -104,21 +125,8 @@ class VerdictOutputs:
         """Write the merged SetOfClasses file, one class per merged group with the
         representative of the first classification's class holding most of its particles;
         returns the arguments of :func:`fill_classes` that adds the items."""
-        is3D = isinstance(source, emobj.SetOfClasses3D)
-        path = self._mergedFile(source)
-        if os.path.exists(path):
-            os.remove(path)
-        create_set_file(path)
-        classes = (emobj.SetOfClasses3D if is3D else emobj.SetOfClasses2D)(filename=path)
-        classes.setImages(source.getImagesPointer())
-        for group in merged:
-            cls = (emobj.Class3D if is3D else emobj.Class2D)(objId=group["merged"])
-            representative = source[group["class"]].getRepresentative()
-            if representative is not None:
-                cls.setRepresentative(representative.clone())
-            classes.append(cls)
-        classes.write()
-        classes.close()
+        path = write_classes_file(self._mergedFile(source), source,
+                                  {group["merged"]: group["class"] for group in merged})
         members = {g["merged"]: [(_class_prefix(c), g["ids"][g["classes"] == c])
                                  for c in np.unique(g["classes"])] for g in merged}
         return path, source.getFileName(), members
@@ -139,9 +147,7 @@ class VerdictOutputs:
             self._defineOutputs(**{name: particles})
             self._defineSourceRelation(self.inputClassifications, particles)
         if members["merged"]:
-            is3D = isinstance(source, emobj.SetOfClasses3D)
-            merged = (emobj.SetOfClasses3D if is3D else emobj.SetOfClasses2D)(
-                filename=self._mergedFile(source))
+            merged = self._consensusSetClass(source)(filename=self._mergedFile(source))
             merged.setImages(source.getImagesPointer())
             merged.setObjLabel("merged consensus groups")
             self._defineOutputs(**{MERGED_OUTPUT: merged})
