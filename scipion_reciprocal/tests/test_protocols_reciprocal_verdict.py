@@ -130,6 +130,19 @@ class TestReciprocalVerdict(BaseTest):
         self.assertEqual(verdict["reproducible_states"], 3)
         self.assertEqual(verdict["stable_particles"], stable)
 
+    def test_without_the_verdict(self):
+        prot = self.newProtocol(ProtReciprocalAnalysis, minGroupSize=5, registerSubsets=2,
+                                doVerdict=False)
+        connect_many(prot.inputClassifications, self.imported,
+                     ["outputClasses_job090", "outputClasses_job091"])
+        self.launchProtocol(prot)
+        self.assertFalse(self._results("verdict.json", prot=prot).exists())
+        self.assertFalse(self._results("stable_particles.star", prot=prot).exists())
+        outputs = {name for name, _ in prot.iterOutputAttributes()}
+        self.assertEqual(outputs, {"outputConsensus"})
+        self.assertNotIn("p_value", pd.read_csv(self._results("consensus_groups.csv",
+                                                              prot=prot)).columns)
+
     def test_parameters_are_checked(self):
         prot = self.newProtocol(ProtReciprocalAnalysis, fdr=1.5, automaticCut=False,
                                 mergeDistance=-0.2)
