@@ -65,7 +65,8 @@ def register(subparsers):
                          metavar='J',
                          help='a class is reproduced in another run when the two classes are '
                               'each other\'s best match, their intersection is significant '
-                              f'and their Jaccard index is at least J (default {JACCARD_THRESHOLD:g}: '
+                              'and their Jaccard index is at least J (default '
+                              f'{JACCARD_THRESHOLD:g}: '
                               'two classes of one size sharing a bit less than half of their '
                               'particles)')
     verdict.add_argument('--fdr', type=float, default=ALPHA, metavar='Q',

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-__all__ = ['hypergeom_upper_tail', 'benjamini_hochberg', 'intersection_significance', 'significance_table',
-           'group_significance', 'SIGNIFICANCE_COLUMNS']
+__all__ = ['hypergeom_upper_tail', 'benjamini_hochberg', 'intersection_significance',
+           'significance_table', 'group_significance', 'SIGNIFICANCE_COLUMNS']
 
 SIGNIFICANCE_COLUMNS = ['job1', 'job2', 'class1', 'class2', 'observed', 'expected',
                         'enrichment', 'p_value', 'q_value']

@@ -21,7 +21,7 @@ With a consensus verdict (``result.verdict``, :mod:`scipion_reciprocal.core.verd
     significance.csv         job1,job2,class1,class2,observed,expected,enrichment,p_value,q_value
     reproducibility.csv      job,class,size,reproduced_in,n_runs,best_matches,status
     merged_groups.csv        merged,size,groups,states,stable,class_<job>...
-    merge_linkage.csv        the merging's linkage (SciPy's columns: cluster1,cluster2,distance,size)
+    merge_linkage.csv        the merging's linkage (SciPy's: cluster1,cluster2,distance,size)
     verdict.json             reproducible states, stable/unstable particles, reproduced classes
     stable_particles.star, unstable_particles.star      rows of the first job (STAR inputs)
 

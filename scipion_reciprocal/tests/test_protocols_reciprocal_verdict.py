@@ -57,6 +57,7 @@ class TestReciprocalVerdict(BaseTest):
             row = table[(table.job == job) & (table["class"] == junk)]
             self.assertEqual(row["status"].tolist(), ["not reproduced"])
         self.assertEqual(verdict["reproduced_classes"], {job: 3 for job in JOBS})
+        self.assertTrue(verdict["parameters"]["class_maps_used"])  # the classes' representatives
         summary = self.analysis.summary()
         self.assertTrue(summary[0].startswith("Verdict: 3 reproducible states;"), summary)
         self.assertIn("Benjamini1995fdr", self.analysis._citations())

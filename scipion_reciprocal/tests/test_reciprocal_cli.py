@@ -106,6 +106,7 @@ def test_cli_consensus_verdict(simulated_states, tmp_path, capsys):
     assert verdict['reproducible_states'] == 3
     assert verdict['stable_particles'] + verdict['unstable_particles'] == 900
     assert verdict['reproduced_classes'] == {f'job{90 + r:03d}': 3 for r in range(4)}
+    assert verdict['parameters']['class_maps_used']        # every class of every job has a map
     assert f'verdict: {verdict["verdict"]}' in printed and '3 reproducible states' in printed
     # significance: exact hypergeometric tails of the counts
     significance = pd.read_csv(out / 'significance.csv')
