@@ -55,6 +55,10 @@ def register(subparsers):
                              'two classes (default 0)')
     parser.add_argument('--min-group-size', type=int, default=1, metavar='N',
                         help='keep consensus groups of at least N particles (default 1)')
+    parser.add_argument('--only-particles', metavar='STAR',
+                        help='analyse only the particles of this particles STAR file (matched '
+                             'by --key), e.g. those a classifier kept; the other rows of every '
+                             'job are left out')
     parser.add_argument('--iteration', type=int, metavar='N',
                         help='iteration to read (default: the last one of each job)')
     parser.add_argument('--no-subsets', action='store_true',
@@ -115,7 +119,7 @@ def _class_maps(classifications, iteration):
 def run(args):
     from ..core import relion_jobs
     from ..core.reciprocal import (ReciprocalError, classifications_from_relion,
-                                   reciprocal_analysis)
+                                   keys_from_star, reciprocal_analysis)
     from ..core.reciprocal_io import check_subset_sources, expected_size, write_results
     from ..core.verdict import class_map_correlations, consensus_verdict
     from ..formats.errors import FormatError
@@ -134,10 +138,12 @@ def run(args):
             read_confidence=args.min_confidence is not None)
         if not args.no_subsets or not args.no_verdict:  # stable/unstable particles too
             check_subset_sources(classifications)
+        only = keys_from_star(args.only_particles, args.key, args.pixel_size) \
+            if args.only_particles else None
         result = reciprocal_analysis(
             classifications, min_confidence=args.min_confidence,
             tolerance=args.tolerance_angstrom, min_group_size=args.min_group_size,
-            min_overlap=args.min_overlap, min_fraction=args.min_fraction)
+            min_overlap=args.min_overlap, min_fraction=args.min_fraction, only=only)
         maps = _class_maps(classifications, args.iteration)
         if not args.no_verdict:
             result.verdict = consensus_verdict(

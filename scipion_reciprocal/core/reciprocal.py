@@ -28,6 +28,7 @@ from .reciprocal_tables import ReciprocalResult, compute_tables
 
 __all__ = ['Classification', 'ReciprocalError', 'ReciprocalResult', 'KEYS',
            'classification_from_star', 'classification_from_dataframe', 'keys_from_dataframe',
+           'keys_from_star',
            'classifications_from_relion', 'reciprocal_analysis', 'DEFAULT_COLUMNS']
 
 #: Matching keys: image location, original image name, micrograph + coordinates, id.
@@ -203,36 +204,57 @@ def classification_from_star(path, name=None, key='image', pixel_size=None, clas
         raise ValueError(f'key must be one of {KEYS[:3]}, not {key!r}')
     table = StarTable.open(path)
     name = name or _default_name(path)
-    needed = ['rlnClassNumber']
-    if key == 'image':
-        needed.append('rlnImageName')
-    elif key == 'original':
-        label = next((c for c in _ORIGINAL_LABELS if c in table.columns), _ORIGINAL_LABELS[0])
-        needed.append(label)
-    else:
-        needed += ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY']
-        if pixel_size is None and 'rlnOpticsGroup' in table.columns:
-            needed.append('rlnOpticsGroup')
+    needed = ['rlnClassNumber'] + _key_labels(table, key, pixel_size)
     table.require(needed, f'the {key} key of job {name}')
     if read_confidence and CONFIDENCE_LABEL in table.columns:
         needed.append(CONFIDENCE_LABEL)
-    kinds = {'rlnClassNumber': 'int', 'rlnImageName': 'text', 'rlnMicrographName': 'text',
-             'rlnCoordinateX': 'float', 'rlnCoordinateY': 'float', 'rlnOpticsGroup': 'int',
-             CONFIDENCE_LABEL: 'float', **{c: 'text' for c in _ORIGINAL_LABELS}}
-    columns = table.read_raw(needed, kinds=kinds)
-    try:
-        if key == 'coordinates':
-            size = _micrograph_pixel_size(table, columns.get('rlnOpticsGroup'), pixel_size)
-            keys = pk.coordinate_keys(columns['rlnMicrographName'], columns['rlnCoordinateX'],
-                                      columns['rlnCoordinateY'], size)
-        else:
-            keys = pk.location_keys(columns[needed[1]])
-    except ValueError as exc:
-        raise StarError(table.path, f'{needed[1]}: {exc}') from None
+    columns = table.read_raw(needed, kinds=_STAR_KINDS)
+    keys = _star_keys(table, columns, needed[1], key, pixel_size)
     table.close()
     return Classification(name, keys, columns['rlnClassNumber'],
                           confidence=columns.get(CONFIDENCE_LABEL), class_ids=class_ids,
                           number=number, kind=kind, source=table, job_dir=job_dir)
+
+
+_STAR_KINDS = {'rlnClassNumber': 'int', 'rlnImageName': 'text', 'rlnMicrographName': 'text',
+               'rlnCoordinateX': 'float', 'rlnCoordinateY': 'float', 'rlnOpticsGroup': 'int',
+               CONFIDENCE_LABEL: 'float', **{c: 'text' for c in _ORIGINAL_LABELS}}
+
+
+def _key_labels(table, key, pixel_size):
+    """The STAR columns a key reads (the identity column first)."""
+    if key == 'image':
+        return ['rlnImageName']
+    if key == 'original':
+        return [next((c for c in _ORIGINAL_LABELS if c in table.columns), _ORIGINAL_LABELS[0])]
+    labels = ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY']
+    if pixel_size is None and 'rlnOpticsGroup' in table.columns:
+        labels.append('rlnOpticsGroup')
+    return labels
+
+
+def _star_keys(table, columns, first, key, pixel_size):
+    """ParticleKeys of the columns read for a key (``first``: its identity column)."""
+    try:
+        if key == 'coordinates':
+            size = _micrograph_pixel_size(table, columns.get('rlnOpticsGroup'), pixel_size)
+            return pk.coordinate_keys(columns['rlnMicrographName'], columns['rlnCoordinateX'],
+                                      columns['rlnCoordinateY'], size)
+        return pk.location_keys(columns[first])
+    except ValueError as exc:
+        raise StarError(table.path, f'{first}: {exc}') from None
+
+
+def keys_from_star(path, key='image', pixel_size=None):
+    """The particle keys of a particles STAR file (e.g. particles to analyse alone; see
+    :func:`classification_from_star` for ``key`` and ``pixel_size``)."""
+    if key not in KEYS[:3]:
+        raise ValueError(f'key must be one of {KEYS[:3]}, not {key!r}')
+    with StarTable.open(path) as table:
+        needed = _key_labels(table, key, pixel_size)
+        table.require(needed, f'the {key} key of the chosen particles')
+        columns = table.read_raw(needed, kinds=_STAR_KINDS)
+        return _star_keys(table, columns, needed[0], key, pixel_size)
 
 
 def classification_from_dataframe(frame, name, key='image', columns=None, pixel_size=None,

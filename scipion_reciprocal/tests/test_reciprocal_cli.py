@@ -166,6 +166,27 @@ def test_cli_consensus_verdict(simulated_states, tmp_path, capsys):
     assert 'group p value: exact conditional hypergeometric test' in summary
 
 
+def test_cli_only_the_stable_particles(simulated_states, tmp_path, capsys):
+    """A second analysis of the first one's stable particles: every one of them is stable."""
+    root, sim = simulated_states
+    first = tmp_path / 'first'
+    jobs = ['--relion_dir', str(root), '--jobs', '90,91,92,93', '--min-group-size', '5',
+            '--no-plots', '--no-subsets']
+    assert main(['reciprocal', *jobs, '--outdir', str(first)]) == 0
+    stable = json.loads((first / 'verdict.json').read_text())['stable_particles']
+    second = tmp_path / 'second'
+    assert main(['reciprocal', *jobs, '--outdir', str(second), '--only-particles',
+                 str(first / 'stable_particles.star')]) == 0
+    assert pd.read_csv(second / 'jobs.csv')['rows_kept'].tolist() == [stable] * 4
+    again = json.loads((second / 'verdict.json').read_text())
+    assert again['stable_particles'] == stable and again['reproducible_states'] == 3
+    assert f'{900 - stable} of 900 rows are not among the {stable} chosen particles' in \
+        (second / 'summary.txt').read_text()
+    status = main(['reciprocal', *jobs, '--outdir', str(tmp_path / 'bad'), '--only-particles',
+                   str(tmp_path / 'none.star')])
+    assert status == 2 and 'none.star: file not found' in capsys.readouterr().err
+
+
 def test_cli_verdict_options(simulated_states, tmp_path, capsys):
     root, _ = simulated_states
     status = main(['reciprocal', '--relion_dir', str(root), '--jobs', '90,91',
