@@ -63,6 +63,17 @@ pages = {2837--2854},
 year = {2010}
 }
 
+@article{Benjamini1995fdr,
+title = {Controlling the false discovery rate: a practical and powerful approach to multiple testing},
+author = {Benjamini, Yoav and Hochberg, Yosef},
+journal = {Journal of the Royal Statistical Society: Series B (Methodological)},
+volume = {57},
+number = {1},
+pages = {289--300},
+year = {1995},
+doi = {10.1111/j.2517-6161.1995.tb02031.x}
+}
+
 @article{Jaccard1912,
 title = {The distribution of the flora in the alpine zone},
 author = {Jaccard, Paul},

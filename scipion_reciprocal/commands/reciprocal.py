@@ -2,8 +2,9 @@
 
 Reads two or more classifications (RELION Class3D / Class2D jobs, cryoSPARC heterogeneous
 refinement, 3D and 2D classification jobs, k-means labels of cryoDRGN or RECOVAR), compares
-their classes and writes matrices, statistics, consensus groups, subset STAR (and, for
-cryoSPARC inputs, ``.cs``) files and plots (the same files as the Scipion protocol; see
+their classes and writes matrices, statistics, consensus groups, the consensus verdict
+(significance, reproducible states, merged groups, stable and unstable particles), subset STAR
+(and, for cryoSPARC inputs, ``.cs``) files and plots (the same files as the Scipion protocol; see
 :mod:`scipion_reciprocal.core.reciprocal_io` and
 :mod:`scipion_reciprocal.core.classification_inputs`).
 The output folder is checked (writable, empty or an earlier result with --overwrite, enough
@@ -11,6 +12,7 @@ free space) before anything is written; ``manifest.json``, written last, marks i
 """
 from pathlib import Path
 
+from ..core.verdict import ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD
 from .errors import fail, interrupted, os_error_text
 
 DEFAULT_OUTDIR = 'reciprocal_output'
@@ -74,52 +76,116 @@ def register(subparsers):
                              'two classes (default 0)')
     parser.add_argument('--min-group-size', type=int, default=1, metavar='N',
                         help='keep consensus groups of at least N particles (default 1)')
+    parser.add_argument('--only-particles', metavar='STAR',
+                        help='analyse only the particles of this particles STAR file (matched '
+                             'by --key), e.g. those a classifier kept; the other rows of every '
+                             'job are left out')
     parser.add_argument('--iteration', type=int, metavar='N',
                         help='iteration to read (default: the last one of each job)')
     parser.add_argument('--no-subsets', action='store_true',
                         help='do not write per-class and intersection STAR (and .cs) files')
     parser.add_argument('--no-plots', action='store_true', help='do not draw figures')
+    verdict = parser.add_argument_group('consensus verdict')
+    verdict.add_argument('--jaccard-threshold', type=float, default=JACCARD_THRESHOLD,
+                         metavar='J',
+                         help='a class is reproduced in another run when the two classes are '
+                              'each other\'s best match, their intersection is significant '
+                              'and their Jaccard index is at least J (default '
+                              f'{JACCARD_THRESHOLD:g}: '
+                              'two classes of one size sharing a bit less than half of their '
+                              'particles)')
+    verdict.add_argument('--fdr', type=float, default=ALPHA, metavar='Q',
+                         help='false discovery rate: intersections and consensus groups with '
+                              f'a Benjamini-Hochberg q-value up to Q are significant (default '
+                              f'{ALPHA:g})')
+    verdict.add_argument('--stability-threshold', type=float, default=STABILITY_THRESHOLD,
+                         metavar='S',
+                         help='a particle is stable when the fraction of run pairs whose '
+                              'classes of it are reproduced is at least S and its consensus '
+                              f'group is significant (default {STABILITY_THRESHOLD:g}: with 4 '
+                              'runs or fewer, every pair)')
+    verdict.add_argument('--merge-distance', type=float, metavar='D',
+                         help='merge significant consensus groups joined at a distance up to '
+                              'D (0-1; default: cut at the largest gap between merge heights)')
+    verdict.add_argument('--no-verdict', action='store_true',
+                         help='skip significance, reproducibility, merging and stability '
+                              '(the tables, subsets and plots of the analysis only)')
     parser.set_defaults(func=run)
+
+
+def _check_verdict_options(args):
+    """A one-line message naming the first option outside its range, or None."""
+    if args.no_verdict:
+        return None
+    for option, value in (('--jaccard-threshold', args.jaccard_threshold), ('--fdr', args.fdr),
+                          ('--stability-threshold', args.stability_threshold),
+                          ('--merge-distance', args.merge_distance)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f'{option} must be between 0 and 1 (got {value:g})'
+    return None
+
+
+def _class_maps(classifications, iteration):
+    """Class maps of the RELION jobs (None for other inputs and jobs without maps)."""
+    from ..core import relion_jobs
+    from ..formats.errors import FormatError
+    maps = {}
+    for c in classifications:
+        if c.job_dir is None:
+            maps[c.name] = None
+            continue
+        try:
+            maps[c.name] = relion_jobs.class_maps(c.job_dir, iteration)
+        except FormatError:
+            maps[c.name] = None
+    return maps
 
 
 def run(args):
     from ..core import relion_jobs
     from ..core.classification_inputs import attach_star_sources
-    from ..core.reciprocal import ReciprocalError, reciprocal_analysis
+    from ..core.reciprocal import ReciprocalError, keys_from_star, reciprocal_analysis
     from ..core.reciprocal_io import (INPUTS_DIR, check_subset_sources, expected_size,
                                       write_results)
+    from ..core.verdict import class_map_correlations, consensus_verdict
     from ..formats.errors import FormatError
     from ..formats.result_folder import ResultFolder, check_output_folder
+    problem = _check_verdict_options(args)
+    if problem:
+        return fail('reciprocal', problem)
     outdir = Path(args.outdir)
     out = ResultFolder(outdir, overwrite=args.overwrite, producer='scipion-reciprocal reciprocal')
     started = False
     try:
         check_output_folder(outdir, overwrite=args.overwrite)
         classifications = _read_classifications(args)
-        if not args.no_subsets:
+        write_stars = not args.no_subsets or not args.no_verdict  # stable/unstable particles
+        if write_stars:
             check_subset_sources(classifications)
+        only = keys_from_star(args.only_particles, _star_key(args, classifications),
+                              args.pixel_size) if args.only_particles else None
         result = reciprocal_analysis(
             classifications, min_confidence=args.min_confidence,
             tolerance=args.tolerance_angstrom, min_group_size=args.min_group_size,
-            min_overlap=args.min_overlap, min_fraction=args.min_fraction)
+            min_overlap=args.min_overlap, min_fraction=args.min_fraction, only=only)
+        maps = _class_maps(classifications, args.iteration)
+        if not args.no_verdict:
+            result.verdict = consensus_verdict(
+                result, jaccard_threshold=args.jaccard_threshold, alpha=args.fdr,
+                stability_threshold=args.stability_threshold, merge_distance=args.merge_distance,
+                map_correlations=class_map_correlations(result, maps))
         out.require_space(expected_size(result, subsets=not args.no_subsets,
                                         plots=not args.no_plots), 'the results')
         started = True
         with out:
-            if not args.no_subsets:
+            if write_stars:
                 attach_star_sources(classifications, out, INPUTS_DIR)
             written = write_results(result, out, subsets=not args.no_subsets)
             plots = []
             if not args.no_plots:
                 from ..plotting.reciprocal import save_plots
-                relion = [c for c in classifications if c.job_dir is not None]
-                histories = {c.name: relion_jobs.read_job_history(c.job_dir) for c in relion}
-                maps = {}
-                for c in relion:
-                    try:
-                        maps[c.name] = relion_jobs.class_maps(c.job_dir, args.iteration)
-                    except FormatError:
-                        maps[c.name] = None
+                histories = {c.name: relion_jobs.read_job_history(c.job_dir)
+                             for c in classifications if c.job_dir is not None}
                 plots = save_plots(result, out, histories, maps)
     except (FormatError, ReciprocalError, ValueError) as exc:
         return fail('reciprocal', exc)
@@ -129,6 +195,17 @@ def run(args):
         return interrupted('reciprocal', outdir, started)
     _report(result, written, plots, outdir)
     return 0
+
+
+def _star_key(args, classifications):
+    """The key that matches an --only-particles STAR file with the classifications."""
+    kind = classifications[0].keys.kind
+    if kind == 'coordinates':
+        return 'coordinates'
+    if kind != 'location':
+        raise ValueError(f'--only-particles matches particles by image location or coordinates; '
+                         f'these inputs were matched by {kind} (give --key image or coordinates)')
+    return 'original' if args.key == 'original' else 'image'
 
 
 def _read_classifications(args):
@@ -178,6 +255,19 @@ def _check_names(names, inputs):
 
 def _report(result, written, plots, outdir):
     jobs = result.jobs
+    if result.verdict is not None:
+        summary = result.verdict.summary
+        print(f'verdict: {result.verdict.sentence}')
+        for state in summary['states']:
+            print(f'  state: group {state["group"]} ({state["size"]} particles): ' +
+                  ', '.join(f'{job} class {c}' for job, c in state['classes'].items()))
+        print('  reproduced classes: ' + ', '.join(
+            f'{job} {n} of {summary["classes"][job]}'
+            for job, n in summary['reproduced_classes'].items()))
+        print(f'  {summary["significant_groups"]} significant consensus groups of '
+              f'{summary["consensus_groups"]}, merged into {summary["merged_groups"]}; '
+              f'{summary["stable_particles"]} stable and {summary["unstable_particles"]} '
+              f'unstable particles')
     print(f'{len(jobs)} jobs: ' + ', '.join(f'{j.job} ({j.rows} rows)' for j in jobs.itertuples()))
     print(f'particles shared by all jobs: {int(jobs["rows_shared"].iloc[0])} rows, '
           f'{int(jobs["images_shared"].iloc[0])} unique images')
@@ -192,6 +282,8 @@ def _report(result, written, plots, outdir):
     for path in written['tables'] + written['summary'] + plots:
         print(f'  {path}')
     print(f'  {outdir / "matrices"}/ ({len(written["matrices"])} wide matrices)')
+    for path in written['stability']:
+        print(f'  {path}')
     for category in ('per_class', 'intersections'):
         if written[category]:
             print(f'  {outdir / category}/ ({len(written[category])} STAR files)')

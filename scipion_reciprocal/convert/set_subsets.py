@@ -66,20 +66,25 @@ def _add_members(conn, member_class, ids):
 
 
 def _copy_items(conn, source_prefix, target_prefix, member_class=0, schemas=None,
-                class_id=None):
-    """Create <target_prefix>Classes/Objects like the source's and copy the member items
-    (``schemas`` caches what is read of the source tables between calls).  With
-    ``class_id``, the copies' ``_classId`` (when they have one) is set to it."""
+                class_id=None, create=True):
+    """Create <target_prefix>Classes/Objects like the source's (unless ``create`` is False:
+    they exist) and copy the member items (``schemas`` caches what is read of the source
+    tables between calls).  With ``class_id``, the copies' ``_classId`` (when they have one)
+    is set to it."""
     schemas = {} if schemas is None else schemas
-    for table in ("Classes", "Objects"):
-        key = source_prefix + table
-        if key not in schemas:
-            schemas[key] = _table_sql(conn, key)
-        conn.execute(schemas[key].replace("CREATE TABLE %s" % key,
-                                          "CREATE TABLE main.%s%s" % (target_prefix, table), 1))
-    # Names are qualified: the attached source may hold tables of the same name.
-    conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses"
-                 % (target_prefix, source_prefix))
+    if create:
+        for table in ("Classes", "Objects"):
+            key = source_prefix + table
+            if key not in schemas:
+                schemas[key] = _table_sql(conn, key)
+            conn.execute(schemas[key].replace("CREATE TABLE %s" % key,
+                                              "CREATE TABLE main.%s%s" % (target_prefix, table),
+                                              1))
+        # Names are qualified: the attached source may hold tables of the same name.
+        conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses"
+                     % (target_prefix, source_prefix))
+    else:
+        _check_same_columns(conn, source_prefix, target_prefix)
     values = "o.*"
     if class_id is not None:
         class_column = _class_id_column(conn, source_prefix, schemas)
@@ -91,6 +96,17 @@ def _copy_items(conn, source_prefix, target_prefix, member_class=0, schemas=None
         "INSERT INTO main.%sObjects SELECT %s FROM temp.members AS m CROSS JOIN "
         "src.%sObjects AS o ON o.id = m.id WHERE m.class = ? AND o.enabled = 1 ORDER BY m.id"
         % (target_prefix, values, source_prefix), (member_class,)).rowcount
+
+
+def _check_same_columns(conn, source_prefix, target_prefix):
+    """Items of one more source table go to a target table: their columns must mean the
+    same attributes."""
+    query = "SELECT column_name, label_property, class_name FROM %s.%sClasses ORDER BY column_name"
+    source = conn.execute(query % ("src", source_prefix)).fetchall()
+    target = conn.execute(query % ("main", target_prefix)).fetchall()
+    if source != target:
+        raise SetTableError("%sObjects: its items have other attributes than those copied "
+                            "before into %sObjects" % (source_prefix, target_prefix))
 
 
 def _columns(conn, prefix, schemas):
@@ -116,19 +132,27 @@ def write_item_subset(source_file, target_file, ids, source_prefix=""):
     """Write the items of ``source_file`` whose ids are in ``ids`` as a new set file.
 
     ``source_prefix`` selects a class's items in a SetOfClasses file (``'Class003_'``).
+    ``ids`` may instead map several prefixes to the ids taken from each (``source_prefix``
+    unused): items of several classes of one SetOfClasses file into one set.
     Returns the number of items written.  The target must not exist.
     """
     target_file = Path(target_file)
     if target_file.exists():
         raise FileExistsError("%s already exists" % target_file)
+    parts = list(ids.items()) if isinstance(ids, dict) else [(source_prefix, ids)]
+    if not parts:
+        raise ValueError("%s: no class to copy items from" % target_file)
     with closing(sqlite3.connect(str(target_file))) as conn:
         _new_file_pragmas(conn)
         conn.execute("ATTACH DATABASE ? AS src", ("file:%s?mode=ro" % Path(source_file).resolve(),))
         conn.execute(_table_sql(conn, "Properties").replace("CREATE TABLE Properties",
                                                             "CREATE TABLE main.Properties", 1))
         _create_members(conn)
-        _add_members(conn, 0, ids)
-        count = _copy_items(conn, source_prefix, "")
+        count, schemas = 0, {}
+        for number, (prefix, part) in enumerate(parts):
+            _add_members(conn, number, part)
+            count += _copy_items(conn, prefix, "", member_class=number, schemas=schemas,
+                                 create=number == 0)
         conn.commit()
     return count
 
@@ -157,12 +181,15 @@ def fill_classes(classes_file, items_file, class_members):
 
     ``class_members`` maps class id -> (items prefix in ``items_file``, item ids), the
     prefix selecting a class's table when ``items_file`` is itself a SetOfClasses
-    (``'Class003_'``, or ``''`` for a plain set).  Each class gets
+    (``'Class003_'``, or ``''`` for a plain set), or -> a list of such pairs (items of
+    several source classes in one class).  Each class gets
     ``ClassNNN_Classes``/``ClassNNN_Objects`` tables and its ``_size`` column is set; the
     items' ``_classId`` becomes the class id.  The
     file is written without journal (see :func:`_new_file_pragmas`): fill the classes of a
     set the caller has just created.
     """
+    parts = {class_id: members if isinstance(members, list) else [members]
+             for class_id, members in class_members.items()}
     with closing(sqlite3.connect(str(classes_file))) as conn:
         _new_file_pragmas(conn)
         conn.execute("ATTACH DATABASE ? AS src", ("file:%s?mode=ro" % Path(items_file).resolve(),))
@@ -171,15 +198,20 @@ def fill_classes(classes_file, items_file, class_members):
         if size_column is None:
             raise SetTableError("%s: not a SetOfClasses file (no _size column)" % classes_file)
         _create_members(conn)
-        for class_id, (_, ids) in class_members.items():
-            _add_members(conn, class_id, ids)
+        numbers = {}
+        for class_id, members in parts.items():
+            for k, (_, ids) in enumerate(members):
+                numbers[(class_id, k)] = len(numbers)
+                _add_members(conn, numbers[(class_id, k)], ids)
         schemas = {}
-        for class_id, (items_prefix, _) in class_members.items():
+        for class_id, members in parts.items():
             prefix = "Class%03d_" % int(class_id)
             for table in ("Classes", "Objects"):
                 conn.execute("DROP TABLE IF EXISTS main.%s%s" % (prefix, table))
-            count = _copy_items(conn, items_prefix, prefix, int(class_id), schemas,
-                                class_id=int(class_id))
+            count = 0
+            for k, (items_prefix, _) in enumerate(members):
+                count += _copy_items(conn, items_prefix, prefix, numbers[(class_id, k)], schemas,
+                                     class_id=int(class_id), create=k == 0)
             conn.execute('UPDATE main.Objects SET "%s" = ? WHERE id = ?' % size_column[0],
                          (count, int(class_id)))
         conn.commit()

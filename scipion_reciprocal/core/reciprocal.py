@@ -27,7 +27,8 @@ from . import relion_jobs
 from .reciprocal_tables import ReciprocalResult, compute_tables
 
 __all__ = ['Classification', 'ReciprocalError', 'ReciprocalResult', 'KEYS',
-           'classification_from_star', 'classification_from_dataframe',
+           'classification_from_star', 'classification_from_dataframe', 'keys_from_dataframe',
+           'keys_from_star',
            'classifications_from_relion', 'reciprocal_analysis', 'DEFAULT_COLUMNS']
 
 #: Matching keys: image location, original image name, micrograph + coordinates, id.
@@ -215,36 +216,57 @@ def classification_from_star(path, name=None, key='image', pixel_size=None, clas
         raise ValueError(f'key must be one of {KEYS[:3]}, not {key!r}')
     table = StarTable.open(path)
     name = name or _default_name(path)
-    needed = ['rlnClassNumber']
-    if key == 'image':
-        needed.append('rlnImageName')
-    elif key == 'original':
-        label = next((c for c in _ORIGINAL_LABELS if c in table.columns), _ORIGINAL_LABELS[0])
-        needed.append(label)
-    else:
-        needed += ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY']
-        if pixel_size is None and 'rlnOpticsGroup' in table.columns:
-            needed.append('rlnOpticsGroup')
+    needed = ['rlnClassNumber'] + _key_labels(table, key, pixel_size)
     table.require(needed, f'the {key} key of job {name}')
     if read_confidence and CONFIDENCE_LABEL in table.columns:
         needed.append(CONFIDENCE_LABEL)
-    kinds = {'rlnClassNumber': 'int', 'rlnImageName': 'text', 'rlnMicrographName': 'text',
-             'rlnCoordinateX': 'float', 'rlnCoordinateY': 'float', 'rlnOpticsGroup': 'int',
-             CONFIDENCE_LABEL: 'float', **{c: 'text' for c in _ORIGINAL_LABELS}}
-    columns = table.read_raw(needed, kinds=kinds)
-    try:
-        if key == 'coordinates':
-            size = _micrograph_pixel_size(table, columns.get('rlnOpticsGroup'), pixel_size)
-            keys = pk.coordinate_keys(columns['rlnMicrographName'], columns['rlnCoordinateX'],
-                                      columns['rlnCoordinateY'], size)
-        else:
-            keys = pk.location_keys(columns[needed[1]])
-    except ValueError as exc:
-        raise StarError(table.path, f'{needed[1]}: {exc}') from None
+    columns = table.read_raw(needed, kinds=_STAR_KINDS)
+    keys = _star_keys(table, columns, needed[1], key, pixel_size)
     table.close()
     return Classification(name, keys, columns['rlnClassNumber'],
                           confidence=columns.get(CONFIDENCE_LABEL), class_ids=class_ids,
                           number=number, kind=kind, source=table, job_dir=job_dir)
+
+
+_STAR_KINDS = {'rlnClassNumber': 'int', 'rlnImageName': 'text', 'rlnMicrographName': 'text',
+               'rlnCoordinateX': 'float', 'rlnCoordinateY': 'float', 'rlnOpticsGroup': 'int',
+               CONFIDENCE_LABEL: 'float', **{c: 'text' for c in _ORIGINAL_LABELS}}
+
+
+def _key_labels(table, key, pixel_size):
+    """The STAR columns a key reads (the identity column first)."""
+    if key == 'image':
+        return ['rlnImageName']
+    if key == 'original':
+        return [next((c for c in _ORIGINAL_LABELS if c in table.columns), _ORIGINAL_LABELS[0])]
+    labels = ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY']
+    if pixel_size is None and 'rlnOpticsGroup' in table.columns:
+        labels.append('rlnOpticsGroup')
+    return labels
+
+
+def _star_keys(table, columns, first, key, pixel_size):
+    """ParticleKeys of the columns read for a key (``first``: its identity column)."""
+    try:
+        if key == 'coordinates':
+            size = _micrograph_pixel_size(table, columns.get('rlnOpticsGroup'), pixel_size)
+            return pk.coordinate_keys(columns['rlnMicrographName'], columns['rlnCoordinateX'],
+                                      columns['rlnCoordinateY'], size)
+        return pk.location_keys(columns[first])
+    except ValueError as exc:
+        raise StarError(table.path, f'{first}: {exc}') from None
+
+
+def keys_from_star(path, key='image', pixel_size=None):
+    """The particle keys of a particles STAR file (e.g. particles to analyse alone; see
+    :func:`classification_from_star` for ``key`` and ``pixel_size``)."""
+    if key not in KEYS[:3]:
+        raise ValueError(f'key must be one of {KEYS[:3]}, not {key!r}')
+    with StarTable.open(path) as table:
+        needed = _key_labels(table, key, pixel_size)
+        table.require(needed, f'the {key} key of the chosen particles')
+        columns = table.read_raw(needed, kinds=_STAR_KINDS)
+        return _star_keys(table, columns, needed[0], key, pixel_size)
 
 
 def classification_from_dataframe(frame, name, key='image', columns=None, pixel_size=None,
@@ -270,6 +292,27 @@ def classification_from_dataframe(frame, name, key='image', columns=None, pixel_
     ReciprocalError
         If a column the key needs is absent (the message names the job and column).
     """
+    keys = keys_from_dataframe(frame, name, key, columns, pixel_size)
+    cols = {**DEFAULT_COLUMNS, **(columns or {})}
+    if cols['class'] not in frame.columns:
+        raise ReciprocalError(f'{name}: no column {cols["class"]} (the class numbers; columns: '
+                              f'{", ".join(map(str, frame.columns))})')
+    classes = frame[cols['class']].to_numpy()
+    confidence = frame[cols['confidence']].to_numpy() if cols['confidence'] in frame else None
+    row_ids = frame[cols['row_id']].to_numpy() if cols['row_id'] in frame else None
+    return Classification(name, keys, classes, confidence=confidence, row_ids=row_ids,
+                          class_ids=class_ids, number=number, kind=kind)
+
+
+def keys_from_dataframe(frame, name, key='image', columns=None, pixel_size=None):
+    """The particle keys of a table with one row per particle (see
+    :func:`classification_from_dataframe` for ``key``, ``columns`` and ``pixel_size``).
+
+    Raises
+    ------
+    ReciprocalError
+        If a column the key needs is absent (the message names ``name`` and the column).
+    """
     if key not in KEYS:
         raise ValueError(f'key must be one of {KEYS}, not {key!r}')
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
@@ -281,23 +324,17 @@ def classification_from_dataframe(frame, name, key='image', columns=None, pixel_
                                   f'{key} key; columns: {", ".join(map(str, frame.columns))})')
         return [frame[cols[r]].to_numpy() for r in roles]
 
-    (classes,) = need('class')
     if key == 'image' and cols['image'] not in frame.columns:
         index, stacks = need('index', 'stack')
-        keys = pk.location_keys_from_parts(index, stacks)
-    elif key in ('image', 'original'):
+        return pk.location_keys_from_parts(index, stacks)
+    if key in ('image', 'original'):
         (names,) = need(key)
-        keys = pk.location_keys(np.asarray(names, dtype=object))
-    elif key == 'coordinates':
+        return pk.location_keys(np.asarray(names, dtype=object))
+    if key == 'coordinates':
         mics, x, y = need('micrograph', 'x', 'y')
         size = pixel_size if pixel_size is not None else need('pixel_size')[0]
-        keys = pk.coordinate_keys(np.asarray(mics, dtype=object), x, y, size)
-    else:
-        keys = pk.id_keys(need('id')[0])
-    confidence = frame[cols['confidence']].to_numpy() if cols['confidence'] in frame else None
-    row_ids = frame[cols['row_id']].to_numpy() if cols['row_id'] in frame else None
-    return Classification(name, keys, classes, confidence=confidence, row_ids=row_ids,
-                          class_ids=class_ids, number=number, kind=kind)
+        return pk.coordinate_keys(np.asarray(mics, dtype=object), x, y, size)
+    return pk.id_keys(need('id')[0])
 
 
 def classifications_from_relion(jobs, project_dir=None, jobs_dir=None, iteration=None,
@@ -348,9 +385,10 @@ class _Alignment:
     same_order: bool = False                      # every job lists the same rows in order
 
 
-def _align(classifications, min_confidence, tolerance, warnings):
+def _align(classifications, min_confidence, tolerance, warnings, only=None):
     align = _Alignment()
-    for c in classifications:
+    chosen = _chosen_rows(classifications, only, tolerance) if only is not None else None
+    for j, c in enumerate(classifications):
         keep = np.ones(len(c), dtype=bool)
         threshold = min_confidence.get(c.name) if isinstance(min_confidence, dict) \
             else min_confidence
@@ -363,6 +401,11 @@ def _align(classifications, min_confidence, tolerance, warnings):
                 if not keep.all():
                     warnings.append(f'{c.name}: {len(c) - int(keep.sum())} of {len(c)} rows '
                                     f'below confidence {threshold} left out')
+        if chosen is not None:
+            if not chosen[j].all():
+                warnings.append(f'{c.name}: {len(c) - int(chosen[j].sum())} of {len(c)} rows '
+                                f'are not among the {len(only)} chosen particles: left out')
+            keep = keep & chosen[j]
         align.kept.append(np.flatnonzero(keep) if not keep.all() else np.arange(len(c)))
     keys = [c.keys.take(k) for c, k in zip(classifications, align.kept)]
     try:
@@ -393,6 +436,23 @@ def _align(classifications, min_confidence, tolerance, warnings):
     return align
 
 
+def _chosen_rows(classifications, only, tolerance):
+    """Per classification, whether each row is one of the particles of ``only``."""
+    if only.kind != classifications[0].keys.kind:
+        raise ReciprocalError(f'the chosen particles are keyed by {only.kind}, the '
+                              f'classifications by {classifications[0].keys.kind}')
+    try:
+        numbers = pk.match_particles([c.keys for c in classifications] + [only], tolerance)
+    except ValueError as exc:
+        raise ReciprocalError(str(exc)) from None
+    chosen = [np.isin(n, numbers[-1]) for n in numbers[:-1]]
+    for c, mask in zip(classifications, chosen):
+        if not mask.any():
+            raise ReciprocalError(f'{c.name}: none of its {len(c)} rows is among the '
+                                  f'{len(only)} chosen particles (key: {only.kind})')
+    return chosen
+
+
 def _occurrence(codes):
     """0 for the first row of each code, 1 for the second, ... (file order)."""
     if not len(codes) or np.bincount(codes).max() == 1:
@@ -401,7 +461,7 @@ def _occurrence(codes):
 
 
 def reciprocal_analysis(classifications, min_confidence=None, tolerance=10.0,
-                        min_group_size=1, min_overlap=1, min_fraction=0.0):
+                        min_group_size=1, min_overlap=1, min_fraction=0.0, only=None):
     """Compare two or more classifications of the same particles.
 
     Parameters
@@ -420,6 +480,10 @@ def reciprocal_analysis(classifications, min_confidence=None, tolerance=10.0,
         An intersection subset is kept for a class pair of two jobs when it holds at least
         ``min_overlap`` particles and at least ``min_fraction`` of one of the two classes
         (the larger of its two fractions counts).
+    only : ParticleKeys, optional
+        Analyse only these particles (keys of the classifications' kind, e.g. from
+        :func:`keys_from_dataframe`): the other rows are left out like rows below the
+        confidence threshold, with a warning.
 
     Returns
     -------
@@ -433,9 +497,9 @@ def reciprocal_analysis(classifications, min_confidence=None, tolerance=10.0,
     """
     classifications = list(classifications)
     if len(classifications) < 2:
-        only = classifications[0].name if classifications else 'none'
+        first = classifications[0].name if classifications else 'none'
         raise ReciprocalError(f'reciprocal analysis needs at least two classifications '
-                              f'(got {len(classifications)}: {only})')
+                              f'(got {len(classifications)}: {first})')
     names = [c.name for c in classifications]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -448,7 +512,7 @@ def reciprocal_analysis(classifications, min_confidence=None, tolerance=10.0,
         if c.number is None:
             c.number = i
     warnings = []
-    align = _align(classifications, min_confidence, tolerance, warnings)
+    align = _align(classifications, min_confidence, tolerance, warnings, only)
     return compute_tables(classifications, align, warnings, dict(
         key=classifications[0].keys.kind, min_confidence=min_confidence,
         tolerance=tolerance if classifications[0].keys.kind == 'coordinates' else None,

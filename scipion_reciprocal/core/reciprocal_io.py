@@ -19,6 +19,19 @@ Layout (file names are the constants below)::
     inputs/<job>.star        cryoSPARC inputs in RELION's conventions (source of their STAR
                              subsets)
 
+With a consensus verdict (``result.verdict``, :mod:`scipion_reciprocal.core.verdict`)::
+
+    significance.csv         job1,job2,class1,class2,observed,expected,enrichment,p_value,q_value
+    reproducibility.csv      job,class,size,reproduced_in,n_runs,best_matches,status
+    merged_groups.csv        merged,size,groups,states,stable,class_<job>...
+    merge_linkage.csv        the merging's linkage (SciPy's: cluster1,cluster2,distance,size)
+    verdict.json             reproducible states, stable/unstable particles, reproduced classes
+    stable_particles.star, unstable_particles.star      rows of the first job (STAR inputs)
+
+and ``consensus_groups.csv`` gains ``expected,enrichment,p_value,q_value,significant,
+reproducible,stability,merged``, ``consensus_membership.csv`` gains ``stability`` and
+``merged``, and every subset STAR file gains a last column ``rlnReciprocalStability``.
+
 ``pysankey_input.csv``: one row per class pair with shared particles of each consecutive
 pair of jobs; ``id`` counts rows from 0, ``jobANo_class`` is ``<job number>_<class>`` of
 the earlier job (``85_1``), ``jobBNo_class`` the same for the later one, ``#particles`` the
@@ -37,6 +50,7 @@ when the caller finishes it, marks the folder complete); a plain path writes the
 without recording them.
 """
 
+import json
 import os
 from itertools import combinations
 from pathlib import Path
@@ -52,7 +66,7 @@ from ..formats.star import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
 
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
            'write_int_csv', 'subset_relpath', 'subsets_size', 'expected_size',
-           'check_subset_sources']
+           'check_subset_sources', 'membership_columns', 'consensus_table']
 
 COUNTS_CSV = 'counts_matrix.csv'
 FRACTIONS_CSV = 'fraction_matrix.csv'
@@ -75,6 +89,15 @@ INPUTS_DIR = 'inputs'
 #: STAR, cryoSPARC ``.cs`` for inputs read from cryoSPARC.
 SUBSET_STAR_SUFFIX = '.star'
 SUBSET_CS_SUFFIX = CS_SUFFIX
+SIGNIFICANCE_CSV = 'significance.csv'
+REPRODUCIBILITY_CSV = 'reproducibility.csv'
+MERGED_CSV = 'merged_groups.csv'
+MERGE_LINKAGE_CSV = 'merge_linkage.csv'
+VERDICT_JSON = 'verdict.json'
+STABLE_STAR = 'stable_particles.star'
+UNSTABLE_STAR = 'unstable_particles.star'
+#: STAR label of the stability score in subset STAR files (RELION 3.1.2+ keeps unknown labels).
+STABILITY_LABEL = 'rlnReciprocalStability'
 SANKEY_COLUMNS = ['id', 'jobANo_class', 'jobBNo_class', '#particles']
 
 
@@ -96,20 +119,23 @@ def sankey_table(result):
 
 
 def write_int_csv(path, columns):
-    """Write integer columns as CSV (digits formatted with numpy, no per-row Python).
+    """Write integer columns (and float columns of few distinct values) as CSV, formatted
+    with numpy (no per-row Python).
 
     Parameters
     ----------
     path : path
     columns : dict
-        Header name -> integer array; all of one length.
+        Header name -> integer array, or float array (``%.6g``, each distinct value formatted
+        once); all of one length.
     """
     names = list(columns)
-    values = [np.asarray(columns[n], dtype=np.int64) for n in names]
+    values = [np.asarray(columns[n]) for n in names]
     n = len(values[0]) if values else 0
     parts = []
     for k, v in enumerate(values):
-        parts.append(_format_ints(v))
+        parts.append(_format_floats(v) if v.dtype.kind == 'f' else
+                     _format_ints(v.astype(np.int64, copy=False)))
         parts.append(np.full((n, 1), ord(',' if k < len(values) - 1 else '\n'), dtype=np.uint8))
     with open(path, 'wb') as fh:
         fh.write((','.join(names) + '\n').encode())
@@ -117,6 +143,16 @@ def write_int_csv(path, columns):
             grid = np.hstack(parts)
             keep = grid != 0
             fh.write(grid[keep].tobytes())
+
+
+def _format_floats(values):
+    """``%.6g`` text of floats, left-aligned with zero bytes after it: (n, width)."""
+    uniques, inverse = np.unique(values, return_inverse=True)
+    texts = [('%.6g' % v).encode() for v in uniques.tolist()]
+    table = np.zeros((len(texts), max(map(len, texts), default=1)), dtype=np.uint8)
+    for i, text in enumerate(texts):
+        table[i, :len(text)] = np.frombuffer(text, dtype=np.uint8)
+    return table[inverse.ravel()]
 
 
 def _format_ints(values):
@@ -155,29 +191,43 @@ def write_results(result, out, subsets=True):
     -------
     dict
         Category (``'tables'``, ``'matrices'``, ``'per_class'``, ``'intersections'``,
-        ``'summary'``) -> list of pathlib.Path written.
+        ``'stability'`` (stable and unstable particles), ``'summary'``) -> list of
+        pathlib.Path written.
     """
     out = as_result_folder(out)
     written = {'tables': [], 'matrices': [], 'per_class': [], 'intersections': [],
-               'cryosparc': [], 'summary': []}
+               'cryosparc': [], 'stability': [], 'summary': []}
 
     def csv(name, frame, **kw):
         written['tables'].append(out.write_csv(name, frame, index=False, **kw))
 
+    verdict = result.verdict
     csv(COUNTS_CSV, result.counts)
     csv(FRACTIONS_CSV, result.fractions, float_format='%.6f')
     csv(JACCARD_CSV, result.jaccard, float_format='%.6f')
     csv(AGREEMENT_CSV, result.agreement, float_format='%.6f')
     csv(STABILITY_CSV, result.stability, float_format='%.6f')
-    csv(CONSENSUS_CSV, result.consensus, float_format='%.6f')
+    if verdict is None:
+        csv(CONSENSUS_CSV, result.consensus, float_format='%.6f')
+    else:
+        csv(CONSENSUS_CSV, consensus_table(result), float_format='%.6g')
     csv(CLASS_SIZES_CSV, result.class_sizes)
     csv(JOBS_CSV, result.jobs)
     csv(OVERLAP_CSV, result.overlap)
     csv(SANKEY_CSV, sankey_table(result))
     with out.writing(MEMBERSHIP_CSV) as tmp:
-        write_int_csv(tmp, {c: result.assignments[c].to_numpy()
-                            for c in result.assignments.columns})
+        write_int_csv(tmp, membership_columns(result))
     written['tables'].append(out.path(MEMBERSHIP_CSV))
+    if verdict is not None:
+        csv(SIGNIFICANCE_CSV, verdict.significance, float_format='%.6g')
+        csv(REPRODUCIBILITY_CSV, verdict.reproducibility)
+        csv(MERGED_CSV, verdict.merge_table)
+        csv(MERGE_LINKAGE_CSV, pd.DataFrame(verdict.merge.linkage, columns=[
+            'cluster1', 'cluster2', 'distance', 'size']).astype(
+            {'cluster1': np.int64, 'cluster2': np.int64, 'size': np.int64}),
+            float_format='%.6f')
+        written['tables'].append(out.write_text(
+            VERDICT_JSON, json.dumps(verdict.summary, indent=2) + '\n'))
     for a in result.names:
         for b in result.names:
             if a == b:
@@ -186,8 +236,8 @@ def write_results(result, out, subsets=True):
                 written['matrices'].append(out.write_csv(
                     f'{MATRICES_DIR}/{kind}_{a}_vs_{b}.csv', result.matrix(kind, a, b),
                     float_format='%.6f'))
-    if subsets:
-        for category, paths in write_subsets(result, out).items():
+    if subsets or verdict is not None:
+        for category, paths in write_subsets(result, out, subsets).items():
             written[category] += paths
     written['summary'] = [write_summary(result, out, written)]
     return written
@@ -229,7 +279,13 @@ def expected_size(result, subsets=True, plots=True):
               + cells * 3 * 80 + (1 << 20))
     n = len(names)
     figures = FIGURE_BYTES * (2 * n * (n - 1) + 3 + 2 * n) if plots else 0
-    return tables + (subsets_size(result) if subsets else 0) + figures
+    stable = 0
+    if result.verdict is not None:      # stable + unstable particles: the first job's rows
+        first = result.classifications[0].source
+        stable = os.path.getsize(first.path) + 8192 if first is not None else 0
+        tables += len(result.assignments) * 16 + len(result.verdict.significance) * 100
+        figures += 4 * FIGURE_BYTES if plots else 0
+    return tables + (subsets_size(result) if subsets else 0) + figures + stable
 
 
 #: Per-particle columns of a RELION 3.0 file that its subsets' optics table is built from.
@@ -292,39 +348,129 @@ def _stack_box_size(star_path, image_name):
                                f'size is not found: {where}{_NO_SUBSETS}')
 
 
-def write_subsets(result, out):
-    """Write the per-class and intersection STAR files of jobs read from STAR files, and the
-    ``.cs`` files of jobs read from cryoSPARC (category ``'cryosparc'``).
+def consensus_table(result):
+    """``consensus_groups.csv``: the consensus groups, with the verdict's columns when there
+    is one."""
+    if result.verdict is None:
+        return result.consensus
+    from .verdict import GROUP_COLUMNS
+    groups = result.verdict.groups
+    return pd.concat([result.consensus.reset_index(drop=True),
+                      groups[GROUP_COLUMNS].reset_index(drop=True)], axis=1)
+
+
+def membership_columns(result):
+    """Columns of ``consensus_membership.csv``: ``row_<job>``, ``class_<job>``, ``group``, and
+    with a verdict ``stability`` and ``merged``."""
+    columns = {c: result.assignments[c].to_numpy() for c in result.assignments.columns}
+    if result.verdict is not None:
+        columns['stability'] = result.verdict.stability
+        columns['merged'] = result.verdict.merged
+    return columns
+
+
+def _stability_by_row(result, name):
+    """Stability of every input row of a job (NaN for rows outside the analysis)."""
+    clf = result.classifications[result.names.index(name)]
+    values = np.full(len(clf), np.nan)
+    values[result.assignments[f'row_{name}'].to_numpy()] = result.verdict.stability
+    return values
+
+
+def write_subsets(result, out, subsets=True):
+    """Write the per-class and intersection STAR files of jobs read from STAR files, the
+    ``.cs`` files of jobs read from cryoSPARC (category ``'cryosparc'``), and with a verdict the stable and unstable particles (rows of the first job) and the stability of
+    every row as a last column (:data:`STABILITY_LABEL`).
 
     Every job's file is mapped once; its subsets are copied from it, then it is released.
+    ``subsets=False`` writes only the stable and unstable particles.
     """
     out = as_result_folder(out)
-    written = {'per_class': [], 'intersections': [], 'cryosparc': []}
+    written = {'per_class': [], 'intersections': [], 'cryosparc': [], 'stability': []}
     by_job = {}
-    for subset in result.subsets:
+    for subset in (result.subsets if subsets else []):
         by_job.setdefault(subset.source_job, []).append(subset)
+    verdict = result.verdict
+    first = result.names[0]
     for clf in result.classifications:
-        if clf.name not in by_job:
+        table = clf.source
+        stable_files = verdict is not None and clf.name == first
+        if clf.cs_source is not None and clf.name in by_job:
+            _write_cs_subsets(clf, by_job[clf.name], out, written)
+        if table is None or (clf.name not in by_job and not stable_files):
             continue
-        for source, suffix in ((clf.source, SUBSET_STAR_SUFFIX), (clf.cs_source,
-                                                                   SUBSET_CS_SUFFIX)):
-            if source is None:
-                continue
-            try:
-                for subset in by_job[clf.name]:
-                    category = ('cryosparc' if suffix == SUBSET_CS_SUFFIX else
-                                'per_class' if subset.kind == 'class' else 'intersections')
-                    with out.writing(subset_relpath(subset, suffix)) as tmp:
-                        source.write_subset(tmp, subset.rows[clf.name])
-                    written[category].append(out.path(subset_relpath(subset, suffix)))
-            finally:
-                source.close()
+        stability = _stability_by_row(result, clf.name) if verdict is not None else None
+        try:
+            for subset in by_job.get(clf.name, []):
+                category = 'per_class' if subset.kind == 'class' else 'intersections'
+                rows = subset.rows[clf.name]
+                extra = None if stability is None else {STABILITY_LABEL: stability[rows]}
+                with out.writing(subset_relpath(subset)) as tmp:
+                    table.write_subset(tmp, rows, extra_columns=extra)
+                written[category].append(out.path(subset_relpath(subset)))
+            if stable_files:
+                rows = result.assignments[f'row_{first}'].to_numpy()
+                for name, chosen in ((STABLE_STAR, verdict.stable),
+                                     (UNSTABLE_STAR, ~verdict.stable)):
+                    selected = np.sort(rows[chosen])
+                    with out.writing(name) as tmp:
+                        table.write_subset(tmp, selected,
+                                           extra_columns={STABILITY_LABEL: stability[selected]})
+                    written['stability'].append(out.path(name))
+        finally:
+            table.close()
     return written
+
+
+def _write_cs_subsets(clf, subsets, out, written):
+    """The ``.cs`` subsets of a job read from cryoSPARC: its input rows, every field verbatim
+    (no stability column: cryoSPARC users get it from the STAR subsets)."""
+    source = clf.cs_source
+    try:
+        for subset in subsets:
+            relpath = subset_relpath(subset, SUBSET_CS_SUFFIX)
+            with out.writing(relpath) as tmp:
+                source.write_subset(tmp, subset.rows[clf.name])
+            written['cryosparc'].append(out.path(relpath))
+    finally:
+        source.close()
 
 
 def write_summary(result, out, written):
     """Write ``summary.txt`` (see :func:`summary_text`); returns its path."""
     return as_result_folder(out).write_text(SUMMARY_TXT, summary_text(result, written))
+
+
+def verdict_lines(result):
+    """The verdict's part of ``summary.txt``: states, reproduced classes, significance,
+    merging, stability, and how each is computed."""
+    verdict = result.verdict
+    summary = verdict.summary
+    p = summary['parameters']
+    lines = [f'Consensus verdict: {verdict.sentence}',
+             f'  parameters: Jaccard threshold {p["jaccard_threshold"]:g}, false discovery rate '
+             f'{p["alpha"]:g}, stability threshold {p["stability_threshold"]:g}, minimum group '
+             f'size {p["min_group_size"]}']
+    for state in summary['states']:
+        classes = ', '.join(f'{job} class {c}' for job, c in state['classes'].items())
+        lines.append(f'  state (group {state["group"]}, {state["size"]} particles, merged group '
+                     f'{state["merged"]}): {classes}')
+    lines.append('  reproduced classes per run: ' + ', '.join(
+        f'{job} {n} of {summary["classes"][job]}'
+        for job, n in summary['reproduced_classes'].items()))
+    for row in verdict.reproducibility.to_dict('records'):
+        if row['status'] != 'reproduced':
+            lines.append(f'    {row["job"]} class {row["class"]} ({row["size"]} particles): '
+                         f'{row["status"]} (best matches {row["best_matches"]})')
+    lines.append(f'  consensus groups: {summary["significant_groups"]} significant of '
+                 f'{summary["consensus_groups"]}; merged into {summary["merged_groups"]} groups '
+                 f'(cut at distance {summary["merge_cut"]:.3f}: {summary["merge_criterion"]}'
+                 f'{"; class maps used" if p["class_maps_used"] else ""})')
+    lines.append(f'  particles: {summary["stable_particles"]} stable, '
+                 f'{summary["unstable_particles"]} unstable of {summary["particles"]}')
+    lines.append('  methods:')
+    lines += [f'    {name.replace("_", " ")}: {text}' for name, text in summary['methods'].items()]
+    return lines
 
 
 def summary_text(result, written=None):
@@ -337,7 +483,10 @@ def summary_text(result, written=None):
              f'particle key: {key}',
              f'minimum confidence: {p["min_confidence"]}; consensus groups kept from '
              f'{p["min_group_size"]} particles; intersections kept from {p["min_overlap"]} '
-             f'particles and {p["min_fraction"]:g} of a class', '', 'Inputs (rows; unique images)']
+             f'particles and {p["min_fraction"]:g} of a class']
+    if result.verdict is not None:
+        lines.insert(0, f'Verdict: {result.verdict.sentence}')
+    lines += ['', 'Inputs (rows; unique images)']
     for job in result.jobs.itertuples():
         lines.append(f'  {job.job} (number {job.number}{", " + job.kind if job.kind else ""}): '
                      f'{job.source or "table"}')
@@ -370,6 +519,8 @@ def summary_text(result, written=None):
                                               table['jaccard'], table['fraction']):
             lines.append(f'  {a} class {cls} ({size}) -> {b} class {best}: '
                          f'Jaccard {jac:.3f}, {100.0 * frac:.1f}%')
+    if result.verdict is not None:
+        lines += [''] + verdict_lines(result)
     lines += ['', f'Subsets: {len(result.subsets)} ({sum(s.kind == "class" for s in result.subsets)} per '
                   f'class, {sum(s.kind == "intersection" for s in result.subsets)} intersections)']
     if written is not None and not (written['per_class'] or written['intersections']):

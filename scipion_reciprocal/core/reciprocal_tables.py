@@ -92,6 +92,13 @@ class ReciprocalResult:
         (job name a, job name b) -> count matrix (classes of a x classes of b), a before b.
     classes : dict
         Job name -> class numbers (rows/columns of the matrices).
+    particle_groups : numpy.ndarray
+        Consensus group (``consensus['group']``, kept or not) of every row of
+        ``assignments``.
+    verdict : Verdict, optional
+        Significance, reproducibility, merging and stability
+        (:func:`scipion_reciprocal.core.verdict.consensus_verdict`), when computed; the
+        files, summary and plots include it.
     """
 
     jobs: pd.DataFrame
@@ -110,6 +117,8 @@ class ReciprocalResult:
     classifications: list = field(default_factory=list)
     contingency: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
+    particle_groups: np.ndarray = None
+    verdict: object = None
 
     @property
     def names(self):
@@ -395,7 +404,8 @@ def _consensus(result, names, idx, rows, min_size):
     for j, name in enumerate(names):
         assignments[f'row_{name}'] = rows[j]
         assignments[f'class_{name}'] = result.classes[name][idx[name]]
-    assignments['group'] = np.where(kept[code], group_of[code], 0)
+    result.particle_groups = group_of[code]
+    assignments['group'] = np.where(kept[code], result.particle_groups, 0)
     result.assignments = pd.DataFrame(assignments)
 
 

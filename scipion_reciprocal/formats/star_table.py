@@ -242,7 +242,7 @@ class StarTable:
 
     # ------------------------------------------------------------------ writing
 
-    def write_subset(self, out_path, rows):
+    def write_subset(self, out_path, rows, extra_columns=None):
         """Write the header and the selected rows, byte for byte, to ``out_path``.
 
         Parameters
@@ -250,6 +250,10 @@ class StarTable:
         out_path : str or os.PathLike
         rows : array-like of int or bool
             Row indices (written in the order given) or a mask of length ``n_rows``.
+        extra_columns : dict, optional
+            Label (without the leading underscore) -> one value per selected row, in the
+            order of ``rows``. Appended as the last column(s) of every row and of the loop
+            header (numbers as RELION writes them: integers as they are, others ``%.6f``).
 
         Returns
         -------
@@ -264,33 +268,67 @@ class StarTable:
         The file is written under a temporary name and renamed when complete.
         """
         rows = self._as_indices(rows)
+        extra_columns = self._check_extra(extra_columns, len(rows))
         if not self.has_optics:
-            return self._write_subset_upgraded(out_path, rows)
+            return self._write_subset_upgraded(out_path, rows, extra_columns)
         if self._store is None:
             self._store = self._row_store()
+        header = self.header
+        if header and not header.endswith(b'\n'):
+            header += b'\n'
+        if extra_columns:
+            header = _add_labels(header, len(self.columns), list(extra_columns))
+        suffix = _column_bytes(extra_columns, len(rows)) if extra_columns else None
         with atomic_path(out_path) as tmp, open(tmp, 'wb') as fh:
-            fh.write(self.header)
-            if self.header and not self.header.endswith(b'\n'):
-                fh.write(b'\n')
-            self._write_rows(fh, rows)
+            fh.write(header)
+            self._write_rows(fh, rows, suffix)
         return len(rows)
 
-    def _write_rows(self, fh, rows):
-        """Write the selected rows, each ending with a newline, in blocks."""
+    def _check_extra(self, extra_columns, n):
+        if not extra_columns:
+            return None
+        for label, values in extra_columns.items():
+            if label.startswith('_') or not label or any(c.isspace() for c in label):
+                raise ValueError(f'{self.path}: extra column label {label!r}: give it without '
+                                 f'the leading underscore and without spaces')
+            if label in self.columns:
+                raise ValueError(f'{self.path}: data_{self.block} already has a column '
+                                 f'_{label}')
+            if len(values) != n:
+                raise ValueError(f'{self.path}: {len(values)} values of _{label} for {n} rows')
+        return dict(extra_columns)
+
+    def _write_rows(self, fh, rows, suffix=None):
+        """Write the selected rows, each ending with a newline, in blocks; ``suffix`` (one
+        byte row per selected row, from its separator to its newline) replaces the line
+        ends."""
         kind, store = self._store
         if kind == 'lines':
             if len(rows):
-                fh.write(b'\n'.join(store[rows].tolist()))
+                lines = store[rows].tolist()
+                if suffix is not None:
+                    fh.write(b''.join(line.rstrip(b'\r') + end.tobytes()
+                                      for line, end in zip(lines, suffix)))
+                    return
+                fh.write(b'\n'.join(lines))
                 fh.write(b'\n')
             return
-        width = store.shape[1]
-        step = max(1, _WRITE_BLOCK // width)
-        if self._block is None or len(self._block) < min(step, len(rows)):
+        cut = 0
+        if suffix is not None and store.shape[0]:
+            cut = 2 if store.shape[1] > 1 and store[0, -2] == 13 else 1    # \r\n or \n
+        width = store.shape[1] - cut + (suffix.shape[1] if suffix is not None else 0)
+        step = max(1, _WRITE_BLOCK // max(width, 1))
+        if self._block is None or self._block.shape[1] != width or \
+                len(self._block) < min(step, len(rows)):
             self._block = np.empty((min(step, max(len(rows), 1)), width), dtype=np.uint8)
         for start in range(0, len(rows), step):
             part = rows[start:start + step]
             out = self._block[:len(part)]
-            np.take(store, part, axis=0, out=out)
+            if suffix is None:
+                np.take(store, part, axis=0, out=out)
+            else:
+                out[:, :store.shape[1] - cut] = store[part, :store.shape[1] - cut]
+                out[:, store.shape[1] - cut:] = suffix[start:start + len(part)]
             fh.write(out)
 
     def release(self):
@@ -298,13 +336,15 @@ class StarTable:
         self._store = None
         self._block = None
 
-    def _write_subset_upgraded(self, out_path, rows):
+    def _write_subset_upgraded(self, out_path, rows, extra_columns=None):
         from .star import write_particles_star
         if self._store is None or self._store[0] != 'frame':
             self._store = ('frame', self.read_columns(self.columns))
-        frame = self._store[1]
-        write_particles_star(out_path, frame.iloc[rows].reset_index(drop=True),
-                             version=self.version or '30001', image_size=self.image_size)
+        frame = self._store[1].iloc[rows].reset_index(drop=True)
+        for label, values in (extra_columns or {}).items():
+            frame[label] = np.asarray(values)
+        write_particles_star(out_path, frame, version=self.version or '30001',
+                             image_size=self.image_size)
         return len(rows)
 
     def _as_indices(self, rows):
@@ -455,6 +495,49 @@ def _version_before(data, block_start):
         if words and not words[0].startswith(b'#'):
             return None
     return None
+
+
+def _add_labels(header, n_columns, labels):
+    """The header with loop labels appended after its last label line (``_label #N``)."""
+    last = header.rfind(b'\n_')
+    last = 0 if last < 0 and header.startswith(b'_') else last + 1
+    end = header.find(b'\n', last)
+    end = len(header) if end < 0 else end + 1
+    added = b''.join(f'_{label} #{n_columns + i + 1}\n'.encode()
+                     for i, label in enumerate(labels))
+    return header[:end] + added + header[end:]
+
+
+def _format_values(values):
+    """Text of each value: integers as they are, other numbers ``%.6f``, text as it is;
+    formatted once per distinct value."""
+    values = np.asarray(values)
+    if values.dtype.kind in 'iub':
+        values = values.astype(np.int64)
+        fmt = '%d'
+    elif values.dtype.kind == 'f':
+        fmt = '%.6f'
+    else:
+        fmt = '%s'
+    uniques, inverse = np.unique(values, return_inverse=True)
+    texts = [(fmt % v).encode() for v in uniques.tolist()]
+    if any(not t or any(c in t for c in b' \t\n') for t in texts):
+        raise ValueError('extra column values must not be empty or hold whitespace')
+    return texts, inverse
+
+
+def _column_bytes(columns, n):
+    """(n, width) uint8: ``' value1 value2 ...\n'`` per row, right-padded with spaces."""
+    parts = []
+    for values in columns.values():
+        texts, inverse = _format_values(values)
+        width = max(map(len, texts), default=0) + 1
+        table = np.full((len(texts), width), ord(' '), dtype=np.uint8)
+        for i, text in enumerate(texts):
+            table[i, 1:1 + len(text)] = np.frombuffer(text, dtype=np.uint8)
+        parts.append(table[inverse] if n else np.zeros((0, width), dtype=np.uint8))
+    parts.append(np.full((n, 1), ord('\n'), dtype=np.uint8))
+    return np.hstack(parts)
 
 
 def _uniform_rows(data, start, end):

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from ..formats.mrc import read_images, read_map
 from ..formats.result_folder import as_result_folder
 from .sankey import sankey_figure, sankey_html, sankey_layout
+from .verdict import save_verdict_plots
 
 __all__ = ['heatmap_figure', 'sankey_figures', 'convergence_figure', 'class_slices_figure',
            'agreement_figure', 'save_plots']
@@ -235,6 +236,8 @@ def save_plots(result, out, histories=None, maps=None):
     maps : dict, optional
         Job name -> class map table (slice montages).
 
+    With ``result.verdict`` set, the verdict's figures too (:mod:`.verdict`).
+
     Returns
     -------
     list of pathlib.Path
@@ -265,4 +268,6 @@ def save_plots(result, out, histories=None, maps=None):
     for job, table in (maps or {}).items():
         if table is not None and len(table) and table['exists'].any():
             save(class_slices_figure(table, job), SLICES_PNG.format(job=job))
+    if result.verdict is not None:
+        written += save_verdict_plots(result, out, PLOTS_DIR)
     return written

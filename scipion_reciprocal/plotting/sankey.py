@@ -26,7 +26,7 @@ NODE_WIDTH = 0.06
 GAP = 0.015
 
 
-def sankey_layout(names, classes, sizes, counts):
+def sankey_layout(names, classes, sizes, counts, band_counts=None, band_colours=None):
     """Positions of nodes and bands.
 
     Parameters
@@ -39,6 +39,11 @@ def sankey_layout(names, classes, sizes, counts):
         Job -> class sizes (same order as ``classes``).
     counts : callable
         ``counts(a, b)`` -> count matrix (classes of a x classes of b) of consecutive jobs.
+    band_counts : callable, optional
+        ``band_counts(a, b)`` -> (classes of a, classes of b, groups) counts: every band is
+        split by group (e.g. merged consensus group, 0 for none) and coloured by
+        ``band_colours[group]``; nodes are then grey.
+    band_colours : list of str, optional
 
     Returns
     -------
@@ -48,7 +53,7 @@ def sankey_layout(names, classes, sizes, counts):
     links : pandas.DataFrame
         ``job1``, ``class1``, ``job2``, ``class2``, ``count``, ``fraction1`` (of class1),
         ``fraction2`` (of class2), ``x0``, ``x1``, ``ya0``, ``ya1`` (left edge), ``yb0``,
-        ``yb1`` (right edge), ``colour``.
+        ``yb1`` (right edge), ``colour``, ``group`` (0 without ``band_counts``).
     """
     palette = colormaps['tab20'].colors
     total = max(max(float(np.sum(sizes[n])) for n in names), 1.0)
@@ -73,6 +78,8 @@ def sankey_layout(names, classes, sizes, counts):
             dominant = np.argmax(flow, axis=0)
             colours = [colour_prev[d] if weight[i] > 0 else '#bbbbbb'
                        for i, d in enumerate(dominant)]
+        if band_counts is not None:
+            colours = ['#d9d9d9'] * k
         y0 = np.zeros(k)
         cursor = 0.0
         for i in order:
@@ -89,7 +96,10 @@ def sankey_layout(names, classes, sizes, counts):
                                              'y0', 'y1', 'colour'])
     link_rows = []
     for col, (a, b) in enumerate(zip(names[:-1], names[1:])):
-        flow = np.asarray(counts(a, b), dtype=float)
+        if band_counts is None:
+            flow = np.asarray(counts(a, b), dtype=float)[:, :, None]
+        else:
+            flow = np.asarray(band_counts(a, b), dtype=float)
         pa, pb = placed[a], placed[b]
         colours_a = dict(zip(nodes[nodes['job'] == a]['class'], nodes[nodes['job'] == a]['colour']))
         out_cursor = pa['y0'].copy()
@@ -97,27 +107,32 @@ def sankey_layout(names, classes, sizes, counts):
         sa, sb = np.asarray(sizes[a], dtype=float), np.asarray(sizes[b], dtype=float)
         targets = np.argsort(pb['y0'], kind='stable')
         sources = np.argsort(pa['y0'], kind='stable')
+        groups = range(flow.shape[2])
         left_edge = {}
         for i in sources:
             for k in targets:
-                if flow[i, k] > 0:
-                    h = flow[i, k] / total * scale
-                    left_edge[(i, k)] = (out_cursor[i], out_cursor[i] + h)
-                    out_cursor[i] += h
+                for g in groups:
+                    if flow[i, k, g] > 0:
+                        h = flow[i, k, g] / total * scale
+                        left_edge[(i, k, g)] = (out_cursor[i], out_cursor[i] + h)
+                        out_cursor[i] += h
         for k in targets:
             for i in sources:
-                if flow[i, k] > 0:
-                    h = flow[i, k] / total * scale
-                    ya0, ya1 = left_edge[(i, k)]
-                    link_rows.append((a, int(classes[a][i]), b, int(classes[b][k]),
-                                      int(flow[i, k]), flow[i, k] / max(sa[i], 1),
-                                      flow[i, k] / max(sb[k], 1), col + NODE_WIDTH, col + 1.0,
-                                      ya0, ya1, in_cursor[k], in_cursor[k] + h,
-                                      colours_a[int(classes[a][i])]))
-                    in_cursor[k] += h
+                for g in groups:
+                    if flow[i, k, g] > 0:
+                        h = flow[i, k, g] / total * scale
+                        ya0, ya1 = left_edge[(i, k, g)]
+                        colour = colours_a[int(classes[a][i])] if band_counts is None \
+                            else band_colours[g]
+                        link_rows.append((a, int(classes[a][i]), b, int(classes[b][k]),
+                                          int(flow[i, k, g]), flow[i, k, g] / max(sa[i], 1),
+                                          flow[i, k, g] / max(sb[k], 1), col + NODE_WIDTH,
+                                          col + 1.0, ya0, ya1, in_cursor[k], in_cursor[k] + h,
+                                          colour, g))
+                        in_cursor[k] += h
     links = pd.DataFrame(link_rows, columns=['job1', 'class1', 'job2', 'class2', 'count',
                                              'fraction1', 'fraction2', 'x0', 'x1', 'ya0', 'ya1',
-                                             'yb0', 'yb1', 'colour'])
+                                             'yb0', 'yb1', 'colour', 'group'])
     return nodes, links
 
 

@@ -14,14 +14,18 @@ from pyworkflow.protocol import params
 
 from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_item_count, class_items,
                                class_representatives, resolved_stack_paths)
+from ..convert.set_tables import read_set_items
 from ..convert.class_star import StarConversions
 from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
-from ..convert.set_subsets import (copy_class_rows, create_set_file, fill_classes,
-                                   write_item_subset)
+from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
-from ..core.reciprocal import ReciprocalError, classification_from_dataframe, reciprocal_analysis
-from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, check_subset_sources,
-                                  expected_size, write_results, write_subsets, write_summary)
+from ..core.reciprocal import (ReciprocalError, classification_from_dataframe,
+                               keys_from_dataframe, reciprocal_analysis)
+from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, VERDICT_JSON,
+                                  check_subset_sources, expected_size, write_results,
+                                  write_subsets, write_summary)
+from ..core.verdict import (ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD,
+                            class_map_correlations, consensus_verdict)
 from ..formats._atomic import atomic_path
 from ..formats.result_folder import ResultFolder, folder_status
 from ..formats.star_table import StarTable
@@ -30,6 +34,7 @@ from .inputs import describePointer
 from .protocol_import_cryosparc_classes import cryosparc_files, cryosparc_rows
 from .protocol_import_relion_classes import (JOBS_FILE, ProtImportRelionClassifications,
                                              classMapsFile, historyFile)
+from .reciprocal_verdict_outputs import VerdictOutputs, write_classes_file
 
 KEYS = ["image", "original", "coordinates"]
 KEY_LABELS = ["image location (index@stack)", "original image name",
@@ -58,16 +63,23 @@ def copy_threads():
     return max(1, min(MAX_COPY_THREADS, cpus))
 
 
-class ProtReciprocalAnalysis(EMProtocol):
+class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
     """Compares two or more classifications of the same particles (RELION Class3D/Class2D,
     any Scipion set of classes, RECOVAR k-means). For every pair of classes of different
     classifications it counts the particles they share (counts, fractions, Jaccard), measures
     the agreement of every pair of classifications (adjusted Rand index, normalised mutual
     information), finds the consensus groups (particles in the same class in every run), and
     outputs per-class and intersection particle subsets as Scipion sets and as RELION STAR
-    files with an optics table."""
+    files with an optics table. Its verdict: which intersections and consensus groups exceed
+    chance (exact p-values, false discovery rate), which classes other runs reproduce, how
+    many reproducible states there are, the significant groups merged by how their
+    particles move between classes, and every particle's stability, with the stable and the
+    unstable particles as outputs."""
     _label = "reciprocal class analysis"
     _possibleOutputs = {"outputConsensus": emobj.SetOfClasses3D,
+                        "outputMerged": emobj.SetOfClasses3D,
+                        "outputStableParticles": emobj.SetOfParticles,
+                        "outputUnstableParticles": emobj.SetOfParticles,
                         "outputParticles_jobNNN_classK": emobj.SetOfParticles}
 
     # --------------------------- DEFINE param functions ---------------------
@@ -96,6 +108,12 @@ class ProtReciprocalAnalysis(EMProtocol):
                       label="Minimum rlnMaxValueProbDistribution",
                       help="Drop particles whose class assignment is less certain than this "
                            "(0 keeps all). Applies to inputs that carry the value (RELION).")
+        form.addParam("onlyParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      allowsNull=True, label="Analyse only these particles (optional)",
+                      help="Leave out every particle of the classifications that is not in "
+                           "this set (matched by the key above), e.g. the particles a "
+                           "classifier kept, to see how consistent the classifications are on "
+                           "them. Empty: all particles.")
         group = form.addGroup("Subsets")
         group.addParam("minOverlap", params.IntParam, default=10,
                        label="Minimum shared particles",
@@ -111,9 +129,47 @@ class ProtReciprocalAnalysis(EMProtocol):
                        default=1, label="Scipion outputs",
                        help="Which subsets become Scipion sets. STAR files are always written "
                             "for every per-class and kept intersection subset.")
+        self._defineVerdictParams(form)
         # Threads: classifications not imported from RELION are converted to STAR in that
         # many processes at once.
         form.addParallelSection(threads=2, mpi=0)
+
+    def _defineVerdictParams(self, form):
+        form.addSection(label="Verdict")
+        form.addParam("doVerdict", params.BooleanParam, default=True,
+                      label="Consensus verdict",
+                      help="Significance of every intersection and consensus group, "
+                           "reproducible classes and states, merged groups, particle "
+                           "stability, and the stable and unstable particles as outputs.")
+        form.addParam("jaccardThreshold", params.FloatParam, default=JACCARD_THRESHOLD,
+                      condition="doVerdict", label="Jaccard threshold",
+                      help="A class of one run is reproduced in another when the two classes "
+                           "are each other's best match (Jaccard index), their intersection "
+                           "is significant, and their Jaccard index is at least this. 0.3: "
+                           "two classes of one size that share a bit less than half of their "
+                           "particles.")
+        form.addParam("fdr", params.FloatParam, default=ALPHA, condition="doVerdict",
+                      label="False discovery rate",
+                      help="Intersections and consensus groups whose Benjamini-Hochberg "
+                           "q-value is at most this are significant (exact hypergeometric "
+                           "p-values against classifications independent of each other).")
+        form.addParam("stabilityThreshold", params.FloatParam, default=STABILITY_THRESHOLD,
+                      condition="doVerdict", label="Stability threshold",
+                      help="A particle's stability is the fraction of run pairs in which its "
+                           "two classes reproduce each other. Stable particles reach this "
+                           "and are in a significant consensus group; the others are "
+                           "unstable. 0.75: with 4 runs or fewer, every pair must agree.")
+        form.addParam("automaticCut", params.BooleanParam, default=True,
+                      condition="doVerdict", label="Cut the merging automatically",
+                      help="Yes: cut the merge tree of the significant consensus groups at the "
+                           "largest gap between merge heights (0 and 1 counting as heights). "
+                           "No: merge every groups joined up to the distance below.")
+        form.addParam("mergeDistance", params.FloatParam, default=0.5,
+                      condition="doVerdict and not automaticCut", label="Merge distance",
+                      help="Groups joined at a distance up to this are merged (0-1; distance "
+                           "= 1 - mean over runs of how alike their classes are by where "
+                           "their particles go in the other runs, and by class-map "
+                           "correlation when every class has a map).")
 
     # --------------------------- INSERT steps functions ---------------------
     def _insertAllSteps(self):
@@ -135,13 +191,15 @@ class ProtReciprocalAnalysis(EMProtocol):
             classifications = self._readInputs()
             check_subset_sources(classifications)
             result = self._analyse(classifications)
+            histories, maps = self._historiesAndMaps()
+            if self.doVerdict.get():
+                self._verdict(result, maps)
             out.require_space(expected_size(result), "the results")
             start = time.time()
             written = write_results(result, out, subsets=False)
             self._writeSubsets(result)
             with ThreadPoolExecutor(copy_threads()) as copies:
                 copied = self._startSetFiles(copies)
-                histories, maps = self._historiesAndMaps()
                 save_plots(result, out, histories=histories, maps=maps)
                 self.info("Wrote %d tables and drew the plots in %s (%.1f s)"
                           % (len(written["tables"]), out.root, time.time() - start))
@@ -149,9 +207,10 @@ class ProtReciprocalAnalysis(EMProtocol):
                 for category, paths in write_subsets(result, out).items():
                     written[category] += paths
                 write_summary(result, out, written)
-                self.info("Wrote %d per-class and %d intersection STAR files (%.1f s)"
+                self.info("Wrote %d per-class and %d intersection STAR files%s (%.1f s)"
                           % (len(written["per_class"]), len(written["intersections"]),
-                             time.time() - start))
+                             ", the stable and the unstable particles" if written["stability"]
+                             else "", time.time() - start))
                 start = time.time()
                 for done in copied:
                     done.result()
@@ -197,7 +256,8 @@ class ProtReciprocalAnalysis(EMProtocol):
             result = reciprocal_analysis(
                 classifications, min_confidence=self.minConfidence.get() or None,
                 tolerance=self.tolerance.get(), min_group_size=self.minGroupSize.get(),
-                min_overlap=self.minOverlap.get(), min_fraction=self.minFraction.get())
+                min_overlap=self.minOverlap.get(), min_fraction=self.minFraction.get(),
+                only=self._onlyKeys())
         except ReciprocalError as error:
             raise RuntimeError(str(error)) from error
         for warning in result.warnings:
@@ -205,6 +265,37 @@ class ProtReciprocalAnalysis(EMProtocol):
         self.info("Matrices, statistics and consensus groups computed (%.1f s)"
                   % (time.time() - start))
         return result
+
+    def _onlyKeys(self):
+        """Keys of the particles of the optional "only these particles" set, or None."""
+        particles = self.onlyParticles.get()
+        if particles is None:
+            return None
+        items = read_set_items(particles.getFileName(), self._keyAttributes(confidence=False),
+                               skip_missing=True)
+        stack = CLASSIFICATION_COLUMNS["stack"]
+        if stack in items:
+            items[stack] = resolved_stack_paths(items[stack])
+        try:
+            keys = keys_from_dataframe(items, describePointer(self.onlyParticles),
+                                       key=KEYS[self.matchKey.get()],
+                                       columns=CLASSIFICATION_COLUMNS,
+                                       pixel_size=particles.getSamplingRate())
+        except ReciprocalError as error:
+            raise RuntimeError(str(error)) from error
+        self.info("Analysing only the %d particles of %s" % (len(keys), particles.getObjLabel()
+                                                            or particles.getFileName()))
+        return keys
+
+    def _verdict(self, result, maps):
+        """Significance, reproducibility, merging and stability (``result.verdict``)."""
+        start = time.time()
+        result.verdict = consensus_verdict(
+            result, jaccard_threshold=self.jaccardThreshold.get(), alpha=self.fdr.get(),
+            stability_threshold=self.stabilityThreshold.get(),
+            merge_distance=None if self.automaticCut.get() else self.mergeDistance.get(),
+            map_correlations=class_map_correlations(result, maps))
+        self.info("Verdict: %s (%.1f s)" % (result.verdict.sentence, time.time() - start))
 
     def createOutputStep(self):
         """Register the subsets and the consensus classes, whose set files the analysis step
@@ -221,6 +312,7 @@ class ProtReciprocalAnalysis(EMProtocol):
             consensus.setImages(source.getImagesPointer())
             self._defineOutputs(outputConsensus=consensus)
             self._defineSourceRelation(self.inputClassifications, consensus)
+        self._registerVerdictOutputs(subsets["verdict"], inputs[subsets["first"]])
         self.info("%d particle subsets and the consensus classes registered (%.1f s)"
                   % (len(chosen), time.time() - start))
 
@@ -236,6 +328,17 @@ class ProtReciprocalAnalysis(EMProtocol):
                 errors.append("%s has no classes." % describePointer(pointer))
             elif not classes.getImages() or not classes.getImages().getSamplingRate():
                 errors.append("%s has no particles with a sampling rate." % describePointer(pointer))
+        if self.doVerdict.get():
+            for label, param in (("Jaccard threshold", self.jaccardThreshold),
+                                 ("False discovery rate", self.fdr),
+                                 ("Stability threshold", self.stabilityThreshold),
+                                 ("Merge distance", None if self.automaticCut.get()
+                                  else self.mergeDistance)):
+                if param is not None and not 0.0 <= (param.get() or 0.0) <= 1.0:
+                    errors.append("%s must be between 0 and 1 (it is %s)." % (label, param.get()))
+        only = self.onlyParticles.get()
+        if only is not None and only.getSize() == 0:
+            errors.append("%s has no particles." % describePointer(self.onlyParticles))
         return errors
 
     def _summary(self):
@@ -253,17 +356,41 @@ class ProtReciprocalAnalysis(EMProtocol):
         kept = consensus[consensus["kept"].astype(bool)]
         lines.append("%d consensus groups (%d kept, %d particles)"
                      % (len(consensus), len(kept), kept["size"].sum()))
+        verdict = os.path.join(results, VERDICT_JSON)
+        if os.path.exists(verdict):
+            with open(verdict) as handle:
+                summary = json.load(handle)
+            lines.insert(0, "Verdict: %s" % summary["verdict"])
+            lines.append("%d significant consensus groups, merged into %d; %d stable and %d "
+                         "unstable particles; reproduced classes: %s"
+                         % (summary["significant_groups"], summary["merged_groups"],
+                            summary["stable_particles"], summary["unstable_particles"],
+                            ", ".join("%s %d of %d" % (job, n, summary["classes"][job])
+                                      for job, n in summary["reproduced_classes"].items())))
         lines.append("Tables, STAR files and plots in %s" % results)
         return lines
 
     def _methods(self):
-        return ["%d classifications were compared by the particles their classes share "
-                "(reciprocal analysis): counts, fractions and Jaccard indices for every class "
-                "pair, adjusted Rand index [Hubert1985ari] and normalised mutual information "
-                "[Vinh2010nmi] for every pair of classifications." % len(self.inputClassifications)]
+        methods = ["%d classifications were compared by the particles their classes share "
+                   "(reciprocal analysis): counts, fractions and Jaccard indices for every class "
+                   "pair, adjusted Rand index [Hubert1985ari] and normalised mutual information "
+                   "[Vinh2010nmi] for every pair of classifications."
+                   % len(self.inputClassifications)]
+        if self.doVerdict.get():
+            methods.append(
+                "Every class intersection and consensus group was tested against "
+                "classifications independent of each other with exact hypergeometric "
+                "p-values, with Benjamini-Hochberg q-values [Benjamini1995fdr] at a false "
+                "discovery rate of %g. A class was reproduced in another run when the two "
+                "classes were each other's best match, significant, with a Jaccard index of "
+                "at least %g; a particle's stability was the fraction of run pairs whose "
+                "classes of it reproduce each other (stable from %g, in a significant group)."
+                % (self.fdr.get(), self.jaccardThreshold.get(), self.stabilityThreshold.get()))
+        return methods
 
     def _citations(self):
-        return ["Hubert1985ari", "Vinh2010nmi", "Jaccard1912"]
+        return ["Hubert1985ari", "Vinh2010nmi", "Jaccard1912"] + (
+            ["Benjamini1995fdr"] if self.doVerdict.get() else [])
 
     # --------------------------- UTILS functions ----------------------------
     def _namedInputs(self):
@@ -318,10 +445,10 @@ class ProtReciprocalAnalysis(EMProtocol):
             return None
         return table, items, "RELION rows kept (%.1f s)" % (time.time() - start)
 
-    def _keyAttributes(self):
+    def _keyAttributes(self, confidence=True):
         """Item attributes the matching key (and the confidence filter, when on) reads."""
-        roles = KEY_ROLES[KEYS[self.matchKey.get()]] + (["confidence"] if self.minConfidence.get()
-                                                        else [])
+        roles = KEY_ROLES[KEYS[self.matchKey.get()]] + (
+            ["confidence"] if confidence and self.minConfidence.get() else [])
         return [CLASSIFICATION_COLUMNS[role] for role in roles]
 
     @staticmethod
@@ -398,7 +525,10 @@ class ProtReciprocalAnalysis(EMProtocol):
         arrays["consensus_id"] = ids[first][members["row_%s" % first].to_numpy()]
         consensus = [{"group": int(g), "class": int(c)}
                      for g, c in zip(groups["group"], groups["class_%s" % first])]
-        info = json.dumps({"first": first, "subsets": subsets, "consensus": consensus})
+        verdict_arrays, verdict_info = self._verdictArrays(result, ids)
+        arrays.update(verdict_arrays)
+        info = json.dumps({"first": first, "subsets": subsets, "consensus": consensus,
+                           "verdict": verdict_info})
         with atomic_path(self._getExtraPath(SUBSETS_FILE)) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, info=np.array(info), **arrays)
 
@@ -410,6 +540,7 @@ class ProtReciprocalAnalysis(EMProtocol):
                 subset["ids"] = saved["subset%d" % i]
             order = np.argsort(saved["consensus_group"], kind="stable")
             groups, members = saved["consensus_group"][order], saved["consensus_id"][order]
+            subsets["verdict"] = self._verdictMembers(saved, subsets.get("verdict") or {})
         for group in subsets["consensus"]:
             first, last = np.searchsorted(groups, [group["group"], group["group"] + 1])
             group["ids"] = members[first:last]
@@ -431,6 +562,7 @@ class ProtReciprocalAnalysis(EMProtocol):
             futures.append(pool.submit(fill_classes, *self._prepareConsensus(subsets, inputs)))
         else:
             self.warning("No consensus group reaches the minimum size: no consensus output.")
+        futures += self._startVerdictSets(pool, subsets["verdict"], inputs[subsets["first"]])
         futures += [pool.submit(self._writeSubsetFile, s, inputs[s["job"]])
                     for s in subsets["subsets"] if self._isRegistered(s)]
         return futures
@@ -471,28 +603,13 @@ class ProtReciprocalAnalysis(EMProtocol):
         The first group of each class of that classification is appended through the
         Scipion API (with the class's representative); the other groups copy its row."""
         source = inputs[subsets["first"]]
-        is3D = isinstance(source, emobj.SetOfClasses3D)
-        path = self._consensusFile(source)
-        if os.path.exists(path):
-            os.remove(path)  # a resumed step rewrites it
-        create_set_file(path)
-        consensus = self._consensusSetClass(source)(filename=path)
-        consensus.setImages(source.getImagesPointer())
         templates = {}  # class of the first classification -> its first group
         for group in subsets["consensus"]:
-            if group["class"] in templates:
-                continue
-            templates[group["class"]] = group["group"]
-            cls = (emobj.Class3D if is3D else emobj.Class2D)(objId=group["group"])
-            representative = source[group["class"]].getRepresentative()
-            if representative is not None:
-                cls.setRepresentative(representative.clone())
-            consensus.append(cls)
-        consensus.write()
-        consensus.close()  # release Scipion's connection before classes and items are added by SQL
-        copy_class_rows(consensus.getFileName(),
-                        {g["group"]: templates[g["class"]] for g in subsets["consensus"]
-                         if g["group"] != templates[g["class"]]})
+            templates.setdefault(group["class"], group["group"])
+        path = write_classes_file(self._consensusFile(source), source,
+                                  {g: c for c, g in templates.items()})
+        copy_class_rows(path, {g["group"]: templates[g["class"]] for g in subsets["consensus"]
+                               if g["group"] != templates[g["class"]]})
         members = {g["group"]: ("Class%03d_" % g["class"], g["ids"])
                    for g in subsets["consensus"]}
-        return consensus.getFileName(), source.getFileName(), members
+        return path, source.getFileName(), members

@@ -101,6 +101,43 @@ def test_filled_classes_hold_their_members_with_the_class_id(tmp_path):
     assert sizes == {7: 3, 8: 3}
 
 
+def _classes(tmp_path, source):
+    """A SetOfClasses3D of the ten particles by their class id (1 + i % 3)."""
+    particles = emobj.SetOfParticles(filename=str(source))
+    particles.loadAllProperties()
+    classes = emobj.SetOfClasses3D(filename=str(tmp_path / "classes.sqlite"))
+    classes.setImages(particles)
+    classes.classifyItems()
+    classes.write()
+    classes.close()
+    return classes.getFileName()
+
+
+def test_items_of_several_classes_in_one_subset_and_one_class(tmp_path):
+    classes = _classes(tmp_path, _particles(tmp_path / "particles.sqlite"))
+    target = tmp_path / "subset.sqlite"
+    # class 1: 3, 6, 9; class 2: 1, 4 (disabled), 7, 10; class 3: 2, 5, 8
+    assert write_item_subset(classes, target, {"Class002_": [10, 4, 1], "Class003_": [5, 8, 3]}) == 4
+    items = read_set_items(target, ["_index", "_classId"])
+    assert items["id"].tolist() == [1, 5, 8, 10] and items["_classId"].tolist() == [2, 3, 3, 2]
+    with pytest.raises(ValueError, match="no class to copy items from"):
+        write_item_subset(classes, tmp_path / "none.sqlite", {})
+    merged = emobj.SetOfClasses3D(filename=str(tmp_path / "merged.sqlite"))
+    merged.setImages(emobj.SetOfParticles(filename=str(tmp_path / "particles.sqlite")))
+    for class_id in (1, 2):
+        merged.append(emobj.Class3D(objId=class_id))
+    merged.write()
+    merged.close()
+    fill_classes(merged.getFileName(), classes, {1: [("Class001_", [3, 9]), ("Class003_", [2])],
+                                                 2: ("Class002_", [7])})
+    read = read_class_items(merged.getFileName(), ["_index", "_classId"])
+    assert read.groupby("classId")["_index"].apply(sorted).to_dict() == {1: [2, 3, 9], 2: [7]}
+    assert (read["_classId"] == read["classId"]).all()
+    sizes = {cls.getObjId(): cls.getSize()
+             for cls in emobj.SetOfClasses3D(filename=merged.getFileName())}
+    assert sizes == {1: 3, 2: 1}
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_classes_written_as_star_a_class_at_a_time_equal_the_whole_conversion(tmp_path,
                                                                               processes):

@@ -138,8 +138,13 @@ class TestReciprocalProtocols(BaseTest):
         rows = [line for line in source.read_text().splitlines() if "@" in line]
         classes = starfile.read(source, always_dict=True)["particles"]["rlnClassNumber"]
         star = self._results("per_class", "job085_class2.star").read_text()
-        self.assertEqual([line for line in star.splitlines() if "@" in line],
-                         [row for row, k in zip(rows, classes) if k == 2])
+        # each row verbatim, then its stability (rlnReciprocalStability, the last column)
+        copied = [line for line in star.splitlines() if "@" in line]
+        expected = [row for row, k in zip(rows, classes) if k == 2]
+        self.assertEqual([line[:len(row)] for line, row in zip(copied, expected)], expected)
+        self.assertEqual(len(copied), len(expected))
+        self.assertTrue(all(len(line[len(row):].split()) == 1
+                            for line, row in zip(copied, expected)))
         self.assertTrue(star.startswith(source.read_text().split("data_particles")[0]))
         self.assertFalse(os.path.exists(self.analysis._getExtraPath("inputs", "job085.star")))
 

@@ -204,6 +204,27 @@ def test_confidence_filter(tmp_path):
     assert not any('no rlnMaxValueProbDistribution' in w for w in per_job.warnings)
 
 
+def test_only_the_chosen_particles():
+    from scipion_reciprocal.core.reciprocal import keys_from_dataframe
+    a = classification_from_dataframe(pd.DataFrame({'id': range(10), 'class': A}), 'job001',
+                                      key='id')
+    b = classification_from_dataframe(pd.DataFrame({'id': range(10), 'class': B}), 'job002',
+                                      key='id')
+    chosen = keys_from_dataframe(pd.DataFrame({'id': [0, 1, 2, 3, 4, 42]}), 'kept', key='id')
+    result = reciprocal_analysis([a, b], only=chosen)
+    # class 3 of job001 keeps its (empty) row
+    assert result.matrix('counts', 'job001', 'job002').to_numpy().tolist() == [
+        [2, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert result.jobs['rows_kept'].tolist() == [5, 5]
+    assert 'job001: 5 of 10 rows are not among the 6 chosen particles: left out' in result.warnings
+    with pytest.raises(ReciprocalError, match='job001: none of its 10 rows is among the 1 chosen'):
+        reciprocal_analysis([a, b], only=keys_from_dataframe(pd.DataFrame({'id': [42]}), 'x',
+                                                             key='id'))
+    images = keys_from_dataframe(pd.DataFrame({'image': ['1@a.mrcs']}), 'kept')
+    with pytest.raises(ReciprocalError, match='chosen particles are keyed by location'):
+        reciprocal_analysis([a, b], only=images)
+
+
 def test_partial_overlap_and_disjoint_jobs():
     a = classification_from_dataframe(pd.DataFrame({'id': range(10), 'class': 1}), 'job001', key='id')
     b = classification_from_dataframe(pd.DataFrame({'id': range(4, 10), 'class': 2}), 'job002', key='id')

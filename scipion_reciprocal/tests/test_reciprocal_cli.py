@@ -1,4 +1,6 @@
 """``scipion-reciprocal reciprocal`` end to end on simulated RELION jobs, and its errors."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,7 +67,10 @@ def test_cli_writes_every_file(project, tmp_path, capsys):
     subset = starfile.read(out / 'per_class' / 'job013_class1.star')
     assert len(subset['particles']) == 30 and 'optics' in subset
     source = starfile.read(root / 'Class2D' / 'job013' / 'run_it003_data.star')['particles']
-    pd.testing.assert_frame_equal(subset['particles'], source.iloc[:30].reset_index(drop=True))
+    # rows verbatim, the stability score appended as the last column
+    assert subset['particles'].columns[-1] == 'rlnReciprocalStability'
+    pd.testing.assert_frame_equal(subset['particles'].iloc[:, :-1],
+                                  source.iloc[:30].reset_index(drop=True))
     assert (out / 'intersections' / 'job085_class1_vs_job013_class1.star').exists()
     plots = out / 'plots'
     for name in ('sankey_counts.png', 'sankey_fractions.png', 'sankey.html', 'agreement.png',
@@ -77,6 +82,128 @@ def test_cli_writes_every_file(project, tmp_path, capsys):
     assert 'job085 class 1 -&gt; job086 class' in page
     summary = (out / 'summary.txt').read_text()
     assert 'Reciprocal analysis of 3 classifications' in summary
+
+
+@pytest.fixture(scope='module')
+def simulated_states(tmp_path_factory):
+    """3 states + 10% junk, 4 Class3D runs of 4 classes, 15% reassigned at random per run."""
+    from scipion_reciprocal.simulate.consensus_runs import simulate_runs
+    root = tmp_path_factory.mktemp('relion_states')
+    sim = simulate_runs(900, 3, n_runs=4, flip_fraction=0.15, junk_fraction=0.1, seed=11)
+    for r, labels in enumerate(sim.labels):
+        write_job(root, f'Class3D/job{90 + r:03d}', labels, n_iterations=1)
+    return root, sim
+
+
+def test_cli_consensus_verdict(simulated_states, tmp_path, capsys):
+    from scipy.stats import hypergeom
+    root, sim = simulated_states
+    out = tmp_path / 'out'
+    assert main(['reciprocal', '--relion_dir', str(root), '--jobs', '90,91,92,93',
+                 '--outdir', str(out), '--min-group-size', '5', '--min-overlap', '5000']) == 0
+    printed = capsys.readouterr().out
+    verdict = json.loads((out / 'verdict.json').read_text())
+    assert verdict['reproducible_states'] == 3
+    assert verdict['stable_particles'] + verdict['unstable_particles'] == 900
+    assert verdict['reproduced_classes'] == {f'job{90 + r:03d}': 3 for r in range(4)}
+    assert verdict['parameters']['class_maps_used']        # every class of every job has a map
+    assert f'verdict: {verdict["verdict"]}' in printed and '3 reproducible states' in printed
+    # significance: exact hypergeometric tails of the counts
+    significance = pd.read_csv(out / 'significance.csv')
+    assert list(significance.columns) == ['job1', 'job2', 'class1', 'class2', 'observed',
+                                          'expected', 'enrichment', 'p_value', 'q_value']
+    assert len(significance) == 6 * 16
+    pair = significance[(significance.job1 == 90) & (significance.job2 == 93)]
+    a, b = sim.labels[0], sim.labels[3]
+    observed = [int(np.sum((a == i) & (b == k))) for i in range(1, 5) for k in range(1, 5)]
+    assert pair['observed'].tolist() == observed
+    sizes_a = np.bincount(a)[pair['class1']]
+    sizes_b = np.bincount(b)[pair['class2']]
+    np.testing.assert_allclose(pair['p_value'], hypergeom.sf(pair['observed'] - 1, 900, sizes_a,
+                                                             sizes_b), rtol=1e-5, atol=1e-300)
+    np.testing.assert_allclose(pair['expected'], sizes_a * sizes_b / 900, rtol=1e-5)
+    reproducibility = pd.read_csv(out / 'reproducibility.csv')
+    assert list(reproducibility.columns[:6]) == ['job', 'class', 'size', 'reproduced_in',
+                                                 'n_runs', 'best_matches']
+    for r, junk in enumerate(sim.junk_classes):
+        row = reproducibility[(reproducibility.job == f'job{90 + r:03d}') &
+                              (reproducibility['class'] == junk)]
+        assert row['reproduced_in'].tolist() == [0] and row['status'].tolist() == ['not reproduced']
+    groups = pd.read_csv(out / 'consensus_groups.csv')
+    for column in ('expected', 'enrichment', 'p_value', 'q_value', 'significant', 'merged'):
+        assert column in groups.columns
+    assert groups['reproducible'].sum() == 3
+    membership = pd.read_csv(out / 'consensus_membership.csv')
+    assert list(membership.columns[-2:]) == ['stability', 'merged']
+    stable = starfile.read(out / 'stable_particles.star')
+    unstable = starfile.read(out / 'unstable_particles.star')['particles']
+    assert len(stable['particles']) == verdict['stable_particles'] and 'optics' in stable
+    assert len(unstable) == verdict['unstable_particles']
+    assert (stable['particles']['rlnReciprocalStability'] >= 0.75).all()
+    # the stable particles are the consistently classified state particles (and junk
+    # particles that landed in one state's classes in every run)
+    rows = membership['row_job090'].to_numpy()
+    expected_stable = np.sort(rows[(membership['stability'] >= 0.75) &
+                                   membership['group'].isin(groups.loc[groups['significant'],
+                                                                       'group'])])
+    source = starfile.read(root / 'Class3D' / 'job090' / 'run_it001_data.star')['particles']
+    assert stable['particles']['rlnImageName'].tolist() == \
+        source['rlnImageName'].iloc[expected_stable].tolist()
+    real = sim.states[expected_stable] >= 0
+    assert np.array_equal(np.sort(expected_stable[real]), np.flatnonzero(sim.consistent))
+    per_class = starfile.read(out / 'per_class' / 'job091_class1.star')['particles']
+    by_row = membership.set_index('row_job091')['stability']
+    members = np.flatnonzero(sim.labels[1] == 1)
+    np.testing.assert_allclose(per_class['rlnReciprocalStability'], by_row.loc[members], atol=1e-6)
+    for name in ('enrichment.png', 'merge_dendrogram.png', 'stability.png', 'sankey_groups.png'):
+        assert (out / 'plots' / name).stat().st_size > 10000, name
+    listed = {e['path'] for e in json.loads((out / 'manifest.json').read_text())['files']}
+    assert {'verdict.json', 'significance.csv', 'reproducibility.csv', 'merged_groups.csv',
+            'merge_linkage.csv', 'stable_particles.star', 'unstable_particles.star',
+            'plots/enrichment.png', 'plots/merge_dendrogram.png'} <= listed
+    summary = (out / 'summary.txt').read_text()
+    assert summary.startswith(f'Verdict: {verdict["verdict"]}')
+    assert 'group p value: exact conditional hypergeometric test' in summary
+
+
+def test_cli_only_the_stable_particles(simulated_states, tmp_path, capsys):
+    """A second analysis of the first one's stable particles: every one of them is stable."""
+    root, sim = simulated_states
+    first = tmp_path / 'first'
+    jobs = ['--relion_dir', str(root), '--jobs', '90,91,92,93', '--min-group-size', '5',
+            '--no-plots', '--no-subsets']
+    assert main(['reciprocal', *jobs, '--outdir', str(first)]) == 0
+    stable = json.loads((first / 'verdict.json').read_text())['stable_particles']
+    second = tmp_path / 'second'
+    assert main(['reciprocal', *jobs, '--outdir', str(second), '--only-particles',
+                 str(first / 'stable_particles.star')]) == 0
+    assert pd.read_csv(second / 'jobs.csv')['rows_kept'].tolist() == [stable] * 4
+    again = json.loads((second / 'verdict.json').read_text())
+    assert again['stable_particles'] == stable and again['reproducible_states'] == 3
+    assert f'{900 - stable} of 900 rows are not among the {stable} chosen particles' in \
+        (second / 'summary.txt').read_text()
+    status = main(['reciprocal', *jobs, '--outdir', str(tmp_path / 'bad'), '--only-particles',
+                   str(tmp_path / 'none.star')])
+    assert status == 2 and 'none.star: file not found' in capsys.readouterr().err
+
+
+def test_cli_verdict_options(simulated_states, tmp_path, capsys):
+    root, _ = simulated_states
+    status = main(['reciprocal', '--relion_dir', str(root), '--jobs', '90,91',
+                   '--outdir', str(tmp_path / 'bad'), '--jaccard-threshold', '1.5'])
+    err = capsys.readouterr().err
+    assert status == 2 and err == ('scipion-reciprocal reciprocal: error: --jaccard-threshold '
+                                   'must be between 0 and 1 (got 1.5)\n')
+    assert not (tmp_path / 'bad').exists()
+    out = tmp_path / 'plain'
+    assert main(['reciprocal', '--relion_dir', str(root), '--jobs', '90,91', '--outdir', str(out),
+                 '--no-verdict', '--no-plots', '--no-subsets']) == 0
+    assert not (out / 'verdict.json').exists() and not (out / 'stable_particles.star').exists()
+    assert 'p_value' not in pd.read_csv(out / 'consensus_groups.csv').columns
+    strict = tmp_path / 'strict'
+    assert main(['reciprocal', '--relion_dir', str(root), '--jobs', '90,91,92', '--outdir',
+                 str(strict), '--jaccard-threshold', '0.99', '--no-plots', '--no-subsets']) == 0
+    assert json.loads((strict / 'verdict.json').read_text())['reproducible_states'] == 0
 
 
 def test_cli_jobs_dir_without_subsets_or_plots(project, tmp_path, capsys):

@@ -111,6 +111,39 @@ def test_subset_rows_are_copied_verbatim(star, tmp_path, small_chunks):
     assert out.read_text() == header
 
 
+def test_subset_with_extra_columns(star, tmp_path, small_chunks):
+    """Extra columns go last, in the loop header and in every row; the rest stays verbatim."""
+    path, frame = star
+    table = StarTable.open(path)
+    rows = np.array([9, 2, 400, 3])
+    stability = np.array([1.0, 0.5, 2 / 3, 0.0])
+    out = tmp_path / 'extra.star'
+    assert table.write_subset(out, rows, extra_columns={'rlnReciprocalStability': stability,
+                                                        'rlnReciprocalGroup': [3, 1, 12, 0]}) == 4
+    back = starfile.read(out)
+    expected = frame.iloc[rows].reset_index(drop=True)
+    expected['rlnReciprocalStability'] = np.round(stability, 6)
+    expected['rlnReciprocalGroup'] = [3, 1, 12, 0]
+    pd.testing.assert_frame_equal(back['particles'], expected, check_dtype=False)
+    pd.testing.assert_frame_equal(back['optics'], OPTICS, check_dtype=False)
+    lines = path.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if '@Extract' in line)
+    written = out.read_text().splitlines()
+    labels = [line for line in written if line.startswith('_rlnReciprocal')]
+    assert labels == ['_rlnReciprocalStability #9', '_rlnReciprocalGroup #10']
+    body = written[written.index(labels[-1]) + 1:]
+    assert [line.split()[-2:] for line in body] == [['1.000000', '3'], ['0.500000', '1'],
+                                                    ['0.666667', '12'], ['0.000000', '0']]
+    assert [line[:len(lines[first + r])] for line, r in zip(body, rows)] == \
+        [lines[first + r] for r in rows]
+    with pytest.raises(ValueError, match='already has a column _rlnClassNumber'):
+        table.write_subset(out, rows, extra_columns={'rlnClassNumber': [1, 2, 3, 4]})
+    with pytest.raises(ValueError, match='3 values of _rlnX for 4 rows'):
+        table.write_subset(out, rows, extra_columns={'rlnX': [1, 2, 3]})
+    with pytest.raises(ValueError, match='without the leading underscore'):
+        table.write_subset(out, rows, extra_columns={'_rlnX': [1, 2, 3, 4]})
+
+
 def test_closed_table_maps_the_file_again(star, tmp_path):
     path, frame = star
     with StarTable.open(path) as table:
@@ -137,6 +170,13 @@ def test_relion30_subsets_get_an_optics_table(tmp_path):
     back = starfile.read(tmp_path / 'out.star')
     assert back['optics']['rlnImagePixelSize'].tolist() == [1.4]
     assert back['particles']['rlnImageName'].tolist() == frame['rlnImageName'].iloc[[1, 2, 5]].tolist()
+    table.write_subset(tmp_path / 'extra.star', [5, 1],
+                       extra_columns={'rlnReciprocalStability': [0.25, 1.0]})
+    back = starfile.read(tmp_path / 'extra.star')['particles']
+    # the upgraded table gains rlnOpticsGroup after the file's own columns
+    assert list(back.columns[-2:]) == ['rlnReciprocalStability', 'rlnOpticsGroup']
+    assert back['rlnReciprocalStability'].tolist() == [0.25, 1.0]
+    assert back['rlnImageName'].tolist() == frame['rlnImageName'].iloc[[5, 1]].tolist()
 
 
 def test_body_ends_at_the_next_block_and_comments_take_the_slow_path(tmp_path):

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -86,7 +87,7 @@ def test_templates_are_listed_by_scipion(capsys):
     plugin = Config.getDomain().getPlugins()["scipion_reciprocal"]._pluginInstance
     names = {template.name for template in plugin.getTemplates()}
     assert {"reciprocal_consensus_maps", "classifier_train_pick",
-            "recovar_states_vs_class3d"} <= names
+            "recovar_states_vs_class3d", "consensus_cleaning"} <= names
     assert set(wt.template_names()) == names
     fields = wt.template_fields("reciprocal_consensus_maps")
     assert list(fields) == ["relionDir", "job1", "job2", "job3", "minGroupSize", "lowpass",
@@ -192,6 +193,59 @@ def test_classifier_template_from_scipion_command(dataset):
     assert micrographs.getSize() == len(dataset.micrograph_paths)
     assert coordinates.getSize() > 0
     assert {c.getMicId() for c in coordinates.iterItems()} <= {m.getObjId() for m in micrographs}
+
+
+CLEANING_PARTICLES = 800
+
+
+@pytest.fixture(scope="module")
+def cleaning_dataset():
+    """3 states and 30% junk (noise images), 4 Class3D runs of 4 classes, 5% of particles
+    reassigned at random per run, 32 px."""
+    from scipion_reciprocal.simulate.consensus_runs import write_consensus_project
+    folder = Path(tempfile.mkdtemp(prefix="reciprocal-template-cleaning-")) / "relion"
+    return write_consensus_project(folder, n_particles=CLEANING_PARTICLES, n_states=3, n_runs=4,
+                                   flip_fraction=0.05, junk_fraction=0.3, box=32, seed=2)
+
+
+def test_consensus_cleaning_template_from_scipion_command(cleaning_dataset):
+    """Stable particles train the classifier as good, unstable ones as bad; the particles it
+    keeps are purer than the input and hold at least 90% of the true-state particles."""
+    import json
+    from scipion_reciprocal import Plugin
+    from scipion_reciprocal.convert.set_tables import read_set_items
+
+    missing = Plugin.validateBackend("classifier")
+    if missing:
+        pytest.skip(missing[0])
+    sim = cleaning_dataset
+    project = run_cli("consensus_cleaning", "tpl_cleaning", schedule=False,
+                      relionDir=sim.project_dir, job1="090", job2="091", job3="092", job4="093",
+                      minGroupSize=5, jaccardThreshold=0.3, fdr=0.05, stabilityThreshold=0.75,
+                      box=32, epochs=10, threshold=0.5)
+    runs = runs_by_class(project)        # Scipion's template command drops the run labels
+    first, second = sorted((run for run in project.getRuns()
+                            if run.getClassName() == "ProtReciprocalAnalysis"),
+                           key=lambda run: run.getObjId())
+    assert first.onlyParticles.get() is None and second.onlyParticles.get() is not None
+    verdict = json.loads(open(first._getExtraPath("results", "verdict.json")).read())
+    assert verdict["reproducible_states"] == 3
+    states = sim.runs.states
+    real = states >= 0
+    train = runs["ProtTrainParticleClassifier"]
+    assert train.goodParticles.get().getSize() == verdict["stable_particles"]
+    kept = read_set_items(runs["ProtClassifyParticles"].outputGood.getFileName(), ["_index"])
+    kept_states = states[kept["_index"].to_numpy() - 1]
+    precision = float(np.mean(kept_states >= 0))
+    recall = float(np.sum(kept_states >= 0) / real.sum())
+    print("\nconsensus cleaning: input precision %.3f, kept %d of %d: precision %.3f, "
+          "recall %.3f" % (real.mean(), len(kept), len(states), precision, recall))
+    assert precision > real.mean() and recall >= 0.9
+    jobs = pd.read_csv(second._getExtraPath("results", "jobs.csv"))
+    assert jobs["rows_kept"].tolist() == [len(kept)] * 4
+    again = json.loads(open(second._getExtraPath("results", "verdict.json")).read())
+    assert again["reproducible_states"] == 3
+    assert again["stable_fraction"] > verdict["stable_fraction"]
 
 
 @pytest.fixture(scope="module")

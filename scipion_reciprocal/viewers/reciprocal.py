@@ -1,25 +1,64 @@
 """Viewers of the reciprocal analysis and of imported RELION classifications."""
-from ..core.reciprocal_io import SUMMARY_TXT
+import json
+import os
+
+from pyworkflow.protocol import params
+from pyworkflow.viewer import TextView
+
+from ..core.reciprocal_io import REPRODUCIBILITY_CSV, SUMMARY_TXT, VERDICT_JSON
 from ..plotting.reciprocal import PLOTS_DIR, SANKEY_HTML
+from ..plotting.verdict import DENDROGRAM_PNG, ENRICHMENT_PNG, SANKEY_GROUPS_PNG, STABILITY_PNG
 from ..protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
 from ..protocols.protocol_import_relion_classes import PLOTS_DIR as IMPORT_PLOTS_DIR
 from ..protocols.protocol_reciprocal import RESULTS_DIR
 from .plot_files import PlotFilesViewer
 
+_PLOTS = "%s/%s/" % (RESULTS_DIR, PLOTS_DIR)
+
 
 class ReciprocalAnalysisViewer(PlotFilesViewer):
-    """Heatmaps (counts, fractions, Jaccard), Sankey diagrams, agreement table, convergence
-    plots and class-map slices of a reciprocal analysis."""
+    """The verdict in words and its pictures (enrichment with significance, merge dendrogram
+    with its cut, particle stability, Sankey diagram by merged group), then heatmaps (counts,
+    fractions, Jaccard), Sankey diagrams, agreement table, convergence plots and class-map
+    slices of a reciprocal analysis."""
     _label = "reciprocal analysis viewer"
     _targets = [ProtReciprocalAnalysis]
-    _plotPatterns = ("%s/%s/sankey_*.png" % (RESULTS_DIR, PLOTS_DIR),
-                     "%s/%s/agreement.png" % (RESULTS_DIR, PLOTS_DIR),
-                     "%s/%s/heatmap_*.png" % (RESULTS_DIR, PLOTS_DIR),
-                     "%s/%s/convergence_*.png" % (RESULTS_DIR, PLOTS_DIR),
-                     "%s/%s/class_slices_*.png" % (RESULTS_DIR, PLOTS_DIR))
-    _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),)
+    _plotPatterns = tuple(_PLOTS + name for name in (
+        SANKEY_GROUPS_PNG, ENRICHMENT_PNG, DENDROGRAM_PNG, STABILITY_PNG, "sankey_*.png",
+        "agreement.png", "heatmap_*.png", "convergence_*.png", "class_slices_*.png"))
+    _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),
+                  ("Reproducibility of every class (table)",
+                   "%s/%s" % (RESULTS_DIR, REPRODUCIBILITY_CSV)))
     _htmlFiles = (("Interactive Sankey diagram (browser)",
                    "%s/%s/%s" % (RESULTS_DIR, PLOTS_DIR, SANKEY_HTML)),)
+
+    def plotFiles(self):
+        """Every PNG once, in the order of the patterns (``sankey_groups`` matches two)."""
+        return list(dict.fromkeys(super().plotFiles()))
+
+    def verdictSentence(self):
+        """The verdict as written to verdict.json ("3 reproducible states; 81% of particles
+        stable"), or None before the analysis has run (or without a verdict)."""
+        path = self._extra(RESULTS_DIR, VERDICT_JSON)
+        if not os.path.exists(path):
+            return None
+        with open(path) as handle:
+            return json.load(handle)["verdict"]
+
+    def _defineParams(self, form):
+        PlotFilesViewer._defineParams(self, form)
+        sentence = self.verdictSentence()
+        if sentence:
+            form.addParam("verdict", params.LabelParam, label="Verdict: %s" % sentence,
+                          help="Reproducible states: significant consensus groups whose "
+                               "classes reproduce each other in every run pair; stable "
+                               "particles: stability at least the threshold, in a significant "
+                               "group. The summary explains every number.")
+
+    def _getVisualizeDict(self):
+        visualize = PlotFilesViewer._getVisualizeDict(self)
+        visualize["verdict"] = lambda e=None: [TextView([self._extra(RESULTS_DIR, SUMMARY_TXT)])]
+        return visualize
 
 
 class RelionClassificationsViewer(PlotFilesViewer):
