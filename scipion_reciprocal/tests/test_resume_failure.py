@@ -54,7 +54,11 @@ def new_import(project, dataset):
 def steps(protocol):
     """(function, arguments, status, start, end) of every step in the run's steps database."""
     with sqlite3.connect(protocol.getStepsFile()) as conn:
-        return conn.execute("SELECT c09, c10, c02, c03, c04 FROM Objects ORDER BY id").fetchall()
+        try:
+            return conn.execute("SELECT c09, c10, c02, c03, c04 FROM Objects ORDER BY id"
+                                ).fetchall()
+        except sqlite3.OperationalError:  # the run has created the file, not its table yet
+            return []
 
 
 def protocol_pids(project, protocol):
@@ -184,6 +188,7 @@ def test_reciprocal_analysis_killed_while_writing_reruns_from_a_clean_results_fo
     from pyworkflow.protocol.constants import MODE_RESUME
     from scipion_reciprocal.formats.result_folder import JOURNAL, MANIFEST, folder_status
     from scipion_reciprocal.protocols import ProtReciprocalAnalysis
+    from scipion_reciprocal.viewers import ReciprocalAnalysisViewer
     from scipion_reciprocal.workflows.wiring import connect_many
 
     project = new_project("reciprocal_rerun_after_kill")
@@ -208,12 +213,22 @@ def test_reciprocal_analysis_killed_while_writing_reruns_from_a_clean_results_fo
 
     prot = reload(project, prot)
     assert prot.isFailed()
+    viewer = ReciprocalAnalysisViewer(project=project, protocol=prot)
+    viewer.setProtocol(prot)  # builds the form, as the GUI does
+    assert viewer.getParam("plot").label.get() == "Plot (results incomplete)"
+    assert "incomplete, no manifest.json" in viewer.incompleteReason()
+    message = viewer._showPlot()[0]
+    assert "Its files are not shown: run the protocol again" in message._msg
+    assert "incomplete" in viewer._getVisualizeDict()["text0"]()[0]._msg
     prot.runMode.set(MODE_RESUME)
     project.launchProtocol(prot, wait=True)
     prot = reload(project, prot)
     assert prot.isFinished(), prot.getErrorMessage()
     status = folder_status(results, verify=True)
     assert status.complete and not stale.exists()
+    viewer = ReciprocalAnalysisViewer(project=project, protocol=prot)
+    viewer.setProtocol(prot)
+    assert viewer.incompleteReason() == "" and viewer._showPlot()[0].getFigure()
     present = sorted(p.relative_to(results).as_posix() for p in results.rglob("*")
                      if p.is_file() and p.name != MANIFEST)
     assert present == status.files

@@ -18,6 +18,7 @@ class ReciprocalAnalysisViewer(PlotFilesViewer):
                      "%s/%s/convergence_*.png" % (RESULTS_DIR, PLOTS_DIR),
                      "%s/%s/class_slices_*.png" % (RESULTS_DIR, PLOTS_DIR))
     _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),)
+    _resultFolders = (RESULTS_DIR,)
     _htmlFiles = (("Interactive Sankey diagram (browser)",
                    "%s/%s/%s" % (RESULTS_DIR, PLOTS_DIR, SANKEY_HTML)),)
 
@@ -29,3 +30,4 @@ class RelionClassificationsViewer(PlotFilesViewer):
     _targets = [ProtImportRelionClassifications]
     _plotPatterns = ("%s/convergence_*.png" % IMPORT_PLOTS_DIR,
                      "%s/class_slices_*.png" % IMPORT_PLOTS_DIR)
+    _resultFolders = ("",)
