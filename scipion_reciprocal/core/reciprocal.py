@@ -226,6 +226,9 @@ def classification_from_star(path, name=None, key='image', pixel_size=None, clas
         if pixel_size is None and 'rlnOpticsGroup' in table.columns:
             needed.append('rlnOpticsGroup')
     table.require(needed, f'the {key} key of job {name}')
+    if not len(table):
+        raise StarError(table.path, f'data_{table.block} has no rows: job {name} has no '
+                                    f'particles')
     if read_confidence and CONFIDENCE_LABEL in table.columns:
         needed.append(CONFIDENCE_LABEL)
     kinds = {'rlnClassNumber': 'int', 'rlnImageName': 'text', 'rlnMicrographName': 'text',

@@ -275,6 +275,41 @@ def test_class_numbers_below_one_are_refused(project, tmp_path, bad):
     assert not (tmp_path / 'out').exists()
 
 
+def _truncate(text):
+    return text[:len(text) * 2 // 3]
+
+
+def _no_rows(text):
+    return '\n'.join(line for line in text.splitlines() if '@' not in line) + '\n'
+
+
+def _class_not_a_number(text):
+    lines = text.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith('000005@'))
+    values = lines[row].split()
+    values[10] = 'abc'                  # rlnClassNumber
+    lines[row] = '\t'.join(values)
+    return '\n'.join(lines) + '\n'
+
+
+@pytest.mark.parametrize('damage, message', [
+    (_truncate, 'values instead of 15 (truncated or corrupt row)'),
+    (lambda text: '', 'run_it003_data.star: empty file: not a STAR file'),
+    (_no_rows, 'run_it003_data.star: data_particles has no rows: job job086 has no particles'),
+    (_class_not_a_number, 'column _rlnClassNumber holds values that are not int numbers'),
+    (lambda text: text.replace('_rlnImageName', '_rlnImageNameX'),
+     'data_particles has no column _rlnImageName (needed for the image key of job job086)'),
+])
+def test_damaged_star_file_is_refused_naming_it(project, tmp_path, damage, message):
+    root, _ = project
+    copy = copy_project(root, tmp_path)
+    path = copy / 'Class3D' / 'job086' / 'run_it003_data.star'
+    path.write_text(damage(path.read_text()))
+    proc = reciprocal(copy, tmp_path / 'out', '--no-plots', jobs='85,86')
+    assert_one_line(proc, 2, 'job086/run_it003_data.star', message)
+    assert not (tmp_path / 'out').exists()
+
+
 def as_relion30(path):
     """Rewrite a RELION 3.1 particle file as RELION 3.0 writes it: no data_optics, optics
     values per particle (pixel size as detector pixel and magnification), origins in pixels,
