@@ -141,13 +141,19 @@ def test_folder_of_another_program_is_never_overwritten(project, tmp_path):
     assert final_files(out) == ['per_class/job085_class9.star']
 
 
+def interrupted_run(root, out, sig):
+    """The reciprocal command, sent ``sig`` once it has written 3 files (stderr kept)."""
+    proc = start('reciprocal', '--relion_dir', root, '--jobs', JOBS, '--outdir', out)
+    wait_for_journal(proc, out)
+    proc.send_signal(sig)
+    _, proc.stderr = proc.communicate()
+    return proc
+
+
 def test_killed_run_is_incomplete_and_a_rerun_replaces_it(project, tmp_path):
     root, reference = project
     out = tmp_path / 'out'
-    proc = start('reciprocal', '--relion_dir', root, '--jobs', JOBS, '--outdir', out)
-    wait_for_journal(proc, out)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    interrupted_run(root, out, signal.SIGKILL)
     status = folder_status(out)
     assert not status and 'interrupted' in status.reason
     assert final_files(out)
@@ -165,11 +171,7 @@ def test_killed_run_is_incomplete_and_a_rerun_replaces_it(project, tmp_path):
 def test_ctrl_c_exits_130_with_one_line(project, tmp_path):
     root, reference = project
     out = tmp_path / 'out'
-    proc = start('reciprocal', '--relion_dir', root, '--jobs', JOBS, '--outdir', out)
-    wait_for_journal(proc, out)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate()
-    proc.stderr = stderr
+    proc = interrupted_run(root, out, signal.SIGINT)
     assert_one_line(proc, 130, f'scipion-reciprocal reciprocal: interrupted; {out} is '
                                f'incomplete (rerun with --overwrite')
     assert not folder_status(out)
