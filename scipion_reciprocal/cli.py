@@ -38,9 +38,17 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    status = args.func(args)
+    """Run a subcommand; Ctrl-C anywhere ends it with one line and exit status 130
+    (subcommands that write say what they left)."""
+    command = "scipion-reciprocal"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command += " " + args.command
+        status = args.func(args)
+    except KeyboardInterrupt:
+        print("%s: interrupted" % command, file=sys.stderr)
+        return 130
     return int(status or 0)
 
 

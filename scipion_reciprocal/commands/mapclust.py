@@ -3,13 +3,14 @@
 Writes into OUT: similarity_matrix.csv (square, names as header and index),
 cluster_results.csv (name,cluster), transforms.csv, k_selection.csv, mds.csv, the aligned maps
 (aligned/), the cluster averages (cluster_averages/), the plots, chimerax_clusters.cxc and
-summary.txt.
+summary.txt. OUT is checked (writable, empty or an earlier result with --overwrite, enough free
+space) before the maps are read; manifest.json, written last, marks it complete.
 """
 import argparse
 import sys
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from .errors import fail, interrupted, os_error_text
 
 
 def _clusters(value):
@@ -43,7 +44,13 @@ def register(subparsers):
         '(rotation and translation) unless --no-align.',
         epilog=' '.join(__doc__.split('\n\n', 1)[1].split()))
     parser.add_argument('maps', nargs='+', metavar='MAP.mrc', help='input maps (MRC)')
-    parser.add_argument('--outdir', required=True, help='output folder (created if needed)')
+    parser.add_argument('--outdir', required=True,
+                        help='output folder (created if needed; new or empty, unless '
+                             '--overwrite)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='reuse an output folder of an earlier run: the files its manifest '
+                             '(or an interrupted run\'s journal) lists are removed first, '
+                             'nothing else')
     parser.add_argument('--names', metavar='CSV',
                         help='CSV with header original_filename,custom_name naming every map')
     parser.add_argument('--mask', help='mask (MRC) on the reference map\'s grid, binary or soft')
@@ -52,7 +59,7 @@ def register(subparsers):
     parser.add_argument('--k-method', choices=('silhouette', 'elbow'), default='silhouette',
                         help='how auto chooses k (default %(default)s)')
     parser.add_argument('--max-clusters', type=int, default=10,
-                        help='largest k tried by auto (default %(default)s)')
+                        help='largest k tried by auto, at least 2 (default %(default)s)')
     parser.add_argument('--linkage', choices=('average', 'complete', 'ward'), default='average',
                         help='hierarchical linkage (default %(default)s; ward assumes Euclidean '
                              'distances, which 1 - correlation is not)')
@@ -101,35 +108,70 @@ def _reference_index(value, maps):
 
 def run(args):
     from ..core.mapsim import MapClusteringError, run_map_clustering
+    from ..core.mapsim.engine import check_inputs
     from ..formats.errors import FormatError
+    from ..formats.result_folder import ResultFolder, check_output_folder
     from ..plotting.mapclust import save_plots
 
-    def fail(message):
-        print(f'scipion-reciprocal mapclust: {message}', file=sys.stderr)
-        return EXIT_BAD_INPUT
-
+    if args.max_clusters < 2:
+        return fail('mapclust', f'--max-clusters must be at least 2 (automatic choice tries '
+                                f'k = 2 .. N), got {args.max_clusters}')
     try:
         reference = _reference_index(args.reference, args.maps)
     except ValueError as exc:
-        return fail(exc)
+        return fail('mapclust', exc)
     say = None if args.quiet else (lambda message: print(message, flush=True))
+    out = ResultFolder(args.outdir, overwrite=args.overwrite,
+                       producer='scipion-reciprocal mapclust')
+    started = False
     try:
-        result = run_map_clustering(
-            args.maps, voxel_sizes=args.voxel_size, names_csv=args.names, mask=args.mask,
-            outdir=args.outdir, plot=save_plots if args.plots else None, progress=say,
-            reference=reference, lowpass=args.lowpass, align=args.align,
-            align_mode=args.align_mode, mirror=args.mirror, similarity=args.similarity,
-            fsc_mode=args.fsc_mode, fsc_threshold=args.fsc_threshold,
-            fsc_max_resolution=args.fsc_max_resolution, linkage=args.linkage,
-            n_clusters=args.clusters, k_method=args.k_method, max_clusters=args.max_clusters,
-            memory_budget=int(args.memory_gb * (1 << 30)), workdir=args.outdir)
+        check_output_folder(args.outdir, overwrite=args.overwrite)
+        problems = check_inputs(args.maps, voxel_sizes=args.voxel_size, names_csv=args.names,
+                                mask=args.mask, reference=reference)
+        if problems:
+            more = f' (and {len(problems) - 1} more problems)' if len(problems) > 1 else ''
+            return fail('mapclust', problems[0] + more)
+        out.require_space(_expected_size(args.maps, args.maps[reference], args.plots),
+                          'the aligned maps, averages and plots')
+        started = True
+        with out:
+            result = run_map_clustering(
+                args.maps, voxel_sizes=args.voxel_size, names_csv=args.names, mask=args.mask,
+                outdir=out, plot=save_plots if args.plots else None, progress=say,
+                warn=lambda message: print(f'scipion-reciprocal mapclust: warning: {message}',
+                                           file=sys.stderr, flush=True),
+                reference=reference, lowpass=args.lowpass, align=args.align,
+                align_mode=args.align_mode, mirror=args.mirror, similarity=args.similarity,
+                fsc_mode=args.fsc_mode, fsc_threshold=args.fsc_threshold,
+                fsc_max_resolution=args.fsc_max_resolution, linkage=args.linkage,
+                n_clusters=args.clusters, k_method=args.k_method,
+                max_clusters=args.max_clusters, memory_budget=int(args.memory_gb * (1 << 30)),
+                workdir=args.outdir)
     except (MapClusteringError, FormatError) as exc:
-        return fail(exc)
+        return fail('mapclust', exc)
     except OSError as exc:
-        return fail(f'{exc.filename or ""}: {exc.strerror}' if exc.strerror else exc)
+        return fail('mapclust', os_error_text(exc))
+    except KeyboardInterrupt:
+        return interrupted('mapclust', args.outdir, started)
     if not args.quiet:
         for label in sorted(result.averages):
             members = [result.names[i] for i, k in enumerate(result.labels) if k == label]
             print(f'cluster {label}: {", ".join(members)}')
-        print(f'results in {args.outdir}')
+        print(f'results in {args.outdir} (complete: manifest.json lists them)')
     return 0
+
+
+#: Bytes of the figures of one cluster, about (montage, its share of the other plots).
+_PLOT_BYTES = 300_000
+
+
+def _expected_size(maps, reference, plots):
+    """Bytes map clustering will write, about: every map and up to as many averages on the
+    reference's grid (float32), and the plots."""
+    from ..formats.errors import FormatError
+    from ..formats.mrc import validate_mrc
+    try:
+        box = max(validate_mrc(reference)['shape'])
+    except FormatError:
+        return 0                    # the run names the unreadable map
+    return len(maps) * (2 * 4 * box ** 3 + (_PLOT_BYTES if plots else 0)) + (1 << 20)

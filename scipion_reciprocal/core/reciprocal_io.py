@@ -265,8 +265,8 @@ def subsets_size(result):
     return total
 
 
-#: Bytes of one figure, about (PNG at 100 dpi; the largest heatmaps take 200 kB).
-FIGURE_BYTES = 200_000
+#: Bytes of one figure, about (PNG at 100 dpi: 30-90 kB; large heatmaps more).
+FIGURE_BYTES = 100_000
 
 
 def expected_size(result, subsets=True, plots=True):

@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +154,9 @@ class ResultFolder:
         self._files = {}
         self._lock = threading.Lock()
         self._journal = None
-        self._checksums = None
+        self._checksums = None      # files waiting for their CRC-32 (a SimpleQueue)
+        self._crc32 = {}            # relative path -> CRC-32, from the checksum thread
+        self._checksummer = None
         self._started = None
 
     # -------------------------------------------------------------- life cycle
@@ -193,7 +195,14 @@ class ResultFolder:
             self._journal.flush()
         except OSError as exc:
             raise ResultFolderError(root, f'is not writable ({exc.strerror})') from None
-        self._checksums = ThreadPoolExecutor(1, thread_name_prefix='crc32')
+        # A plain thread and a SimpleQueue (no Python-level locks in the writing thread):
+        # Ctrl-C may land anywhere in add() without leaving a lock held.
+        self._checksums = queue.SimpleQueue()
+        self._checksummer = threading.Thread(target=self._checksum_files, name='crc32',
+                                             args=(self._checksums,), daemon=True)
+        self._checksummer.start()
+        for rel in self._files:
+            self._checksums.put(rel)
         self._started = time.strftime('%Y-%m-%dT%H:%M:%S')
         return self
 
@@ -205,13 +214,16 @@ class ResultFolder:
         **extra
             JSON-serialisable values added to the manifest (e.g. ``verdict=...``).
         """
+        if self._checksums is not None:
+            self._checksums.put(None)
+            self._checksummer.join()
         with self._lock:
-            files = dict(sorted(self._files.items()))
+            files = sorted(self._files)
         entries = []
-        for rel, checksum in files.items():
+        for rel in files:
             path = self.root / rel
             try:
-                crc = checksum.result() if checksum is not None else file_crc32(path)
+                crc = self._crc32.get(rel) or file_crc32(path)
                 size = path.stat().st_size
             except OSError as exc:
                 raise ResultFolderError(path, f'recorded but not readable ({exc.strerror})') \
@@ -230,13 +242,24 @@ class ResultFolder:
     def close(self):
         """Stop recording without writing the manifest (the folder stays incomplete)."""
         if self._checksums is not None:
-            self._checksums.shutdown(wait=True, cancel_futures=True)
+            self._checksums.put(None)          # the thread ends after its current file
             self._checksums = None
         if self._journal is not None:
             self._journal.close()
             self._journal = None
 
     _close_journal = close
+
+    def _checksum_files(self, files):
+        """Thread: CRC-32 of each recorded file, as they come (None ends it)."""
+        while True:
+            rel = files.get()
+            if rel is None:
+                return
+            try:
+                self._crc32[rel] = file_crc32(self.root / rel)
+            except OSError:
+                pass                # finish() tries again and says what is wrong
 
     def require_space(self, nbytes, what='the results'):
         """Raise :class:`ResultFolderError` when the folder's disk has less than ``nbytes``
@@ -292,9 +315,10 @@ class ResultFolder:
         if rel.startswith('..'):
             raise ValueError(f'{path} is not inside {self.root}')
         with self._lock:
-            checksums = self._checksums
-            self._files[rel] = (checksums.submit(file_crc32, self.root / rel)
-                                if checksums is not None else None)
+            self._files[rel] = None
+            self._crc32.pop(rel, None)
+            if self._checksums is not None:
+                self._checksums.put(rel)
             if self._journal is not None:
                 with self._writes_to(self.root / JOURNAL):
                     self._journal.write(rel + '\n')
@@ -434,7 +458,8 @@ def folder_status(path, verify=False):
         return FolderStatus(False, f'{root}: no such folder')
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
-        why = 'the run was interrupted' if (root / JOURNAL).exists() else 'the run did not finish'
+        why = ('the run was interrupted or failed' if (root / JOURNAL).exists()
+               else 'the run did not finish')
         return FolderStatus(False, f'{root}: incomplete, no {MANIFEST} ({why})')
     try:
         manifest = json.loads(manifest_path.read_text(encoding='utf-8'))

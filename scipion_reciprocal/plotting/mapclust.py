@@ -4,8 +4,6 @@ Every figure function takes plain tables (DataFrames, arrays) and returns a
 ``matplotlib.figure.Figure``; :func:`save_plots` draws them all from a result, and
 :func:`save_plots_from_dir` from the files that ``write_results`` wrote (for viewers).
 """
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -13,6 +11,7 @@ from matplotlib.figure import Figure
 from scipy.cluster import hierarchy
 
 from scipion_reciprocal.core.mapsim.results import cluster_colour, read_results
+from scipion_reciprocal.formats.result_folder import as_result_folder
 
 HEATMAP_PNG = 'similarity_matrix_heatmap.png'
 DENDROGRAM_PNG = 'dendrogram.png'
@@ -222,15 +221,15 @@ def plot_all(tables, outdir):
         ``similarity``, ``clusters``, ``linkage``, ``k_selection``, ``mds`` DataFrames and,
         for the montages, ``slices`` (arrays ``names, labels, slices, average_labels,
         average_slices``).
-    outdir : str or Path
+    outdir : ResultFolder, str or Path
+        Each figure is written under a temporary name first (and recorded, in a ResultFolder).
 
     Returns
     -------
     dict
         Figure kind -> PNG path.
     """
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = as_result_folder(outdir)
     clusters = tables['clusters']
     labels = clusters['cluster'].to_numpy()
     names = [str(n) for n in clusters['name']]
@@ -240,9 +239,7 @@ def plot_all(tables, outdir):
     files = {}
 
     def save(key, fig, name):
-        path = out / name
-        fig.savefig(path)
-        files[key] = str(path)
+        files[key] = str(out.save_figure(name, fig))
 
     save('heatmap', plot_heatmap(tables['similarity'], tables['linkage'], labels), HEATMAP_PNG)
     save('dendrogram', plot_dendrogram(tables['linkage'], names, cut, labels), DENDROGRAM_PNG)

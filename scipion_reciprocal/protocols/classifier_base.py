@@ -1,11 +1,17 @@
-"""What the particle-classifier protocols share: the backend program and input tables."""
+"""What the particle-classifier protocols share: the backend program, input tables and the
+result folder (the protocol's extra folder: emptied by the first step, sealed with a manifest
+by the last, so that a rerun starts clean and a viewer knows an unfinished run)."""
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 from pyworkflow.protocol import params
 
 from ..convert.set_tables import read_set_items
 from ..core.picking import write_particle_table
+from ..formats._atomic import is_temporary
+from ..formats.result_folder import ResultFolder
 from .backend_base import ProtBackend
 
 PROGRAM = ("classifier", "particle_classifier.py")
@@ -22,6 +28,22 @@ class ProtClassifierBase(ProtBackend):
         """Run the backend's ``subcommand`` with the protocol's threads and GPUs."""
         self.runBackend(self.backendProgram(*PROGRAM),
                         "%s %s --threads %d" % (subcommand, arguments, self.numberOfThreads.get()))
+
+    def resultFolder(self, first=False, last=False):
+        """The extra folder as a ResultFolder: the ``first`` step empties it, the others go on
+        with it, the ``last`` one writes its manifest when its block ends."""
+        return ResultFolder(self._getExtraPath(), clean=first, resume=not first, seal=last,
+                            producer="scipion-reciprocal %s" % self._label)
+
+    def runClassifierInto(self, folder, subcommand, arguments):
+        """Run the backend, which writes ``folder`` (relative to the extra folder; emptied
+        first: a rerun keeps nothing of an earlier try), and record what it wrote there."""
+        shutil.rmtree(self._getExtraPath(folder), ignore_errors=True)
+        with self.resultFolder() as out:
+            self.runClassifier(subcommand, arguments)
+            for path in sorted(Path(out.path(folder)).rglob("*")):
+                if path.is_file() and not is_temporary(path):
+                    out.add(path)
 
     def writeParticleTable(self, path, particleSets, labels=None):
         """The backend's CSV (stack, index, [label,] pixel_size) for one or more sets, read

@@ -1,6 +1,4 @@
 """Score particles with a trained good/bad classifier and split them by a threshold."""
-import os
-
 import numpy as np
 import pandas as pd
 import pwem.objects as emobj
@@ -50,13 +48,18 @@ class ProtClassifyParticles(ProtClassifierBase):
 
     # --------------------------- STEPS functions ----------------------------
     def convertInputStep(self):
-        ids = self.writeParticleTable(self._getExtraPath(PARTICLES_CSV), [self.inputParticles.get()])
-        np.save(self._getExtraPath(IDS_FILE), ids)
+        with self.resultFolder(first=True) as out:
+            with out.writing(PARTICLES_CSV) as tmp:
+                ids = self.writeParticleTable(tmp, [self.inputParticles.get()])
+            with out.writing(IDS_FILE) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, ids)
 
     def predictStep(self):
-        self.runClassifier("predict", "--model %s --particles %s --out %s" % (
-            self.inputModel.get().getModelFile(), self._getExtraPath(PARTICLES_CSV),
-            self._getExtraPath(SCORES_CSV)))
+        with self.resultFolder() as out:
+            self.runClassifier("predict", "--model %s --particles %s --out %s" % (
+                self.inputModel.get().getModelFile(), self._getExtraPath(PARTICLES_CSV),
+                self._getExtraPath(SCORES_CSV)))
+            out.add(SCORES_CSV)
 
     def createOutputStep(self, threshold):
         ids = np.load(self._getExtraPath(IDS_FILE))
@@ -71,7 +74,8 @@ class ProtClassifyParticles(ProtClassifierBase):
                              itemSelectedCallback=lambda p, k=keep: k(scores[p.getObjId()]))
             outputs[name] = subset
             self.info("%s: %d particles (threshold %g)" % (name, subset.getSize(), threshold))
-        self._savePlots(np.array([scores[i] for i in ids]), threshold)
+        with self.resultFolder(last=True) as out:
+            self._savePlots(out, np.array([scores[i] for i in ids]), threshold)
         self._defineOutputs(**outputs)
         for subset in outputs.values():
             self._defineSourceRelation(self.inputParticles, subset)
@@ -96,20 +100,19 @@ class ProtClassifyParticles(ProtClassifierBase):
         return ["Abadi2016tensorflow"]
 
     # --------------------------- UTILS functions ----------------------------
-    def _savePlots(self, scores, threshold):
+    def _savePlots(self, out, scores, threshold):
         """Score histogram, and galleries of the highest- and lowest-scored particles."""
-        folder = self._getExtraPath(PLOTS_DIR)
-        os.makedirs(folder, exist_ok=True)
-        score_histogram_figure(scores, threshold).savefig(os.path.join(folder, "score_histogram.png"))
+        out.save_figure("%s/score_histogram.png" % PLOTS_DIR,
+                        score_histogram_figure(scores, threshold))
         table = pd.read_csv(self._getExtraPath(PARTICLES_CSV))
         order = np.argsort(scores, kind="stable")
         for name, rows, highest in (("highest", order[::-1][:GALLERY_SIZE], True),
                                     ("lowest", order[:GALLERY_SIZE], False)):
             images = np.stack([read_images(table["stack"][r], [int(table["index"][r])])[0]
                                for r in rows])
-            gallery_figure(images, scores[rows], n=len(rows), highest=highest,
-                           title="%s scores" % name).savefig(
-                os.path.join(folder, "gallery_%s.png" % name))
+            out.save_figure("%s/gallery_%s.png" % (PLOTS_DIR, name),
+                            gallery_figure(images, scores[rows], n=len(rows), highest=highest,
+                                           title="%s scores" % name))
 
     @staticmethod
     def _setScore(scores):

@@ -68,9 +68,9 @@ class ProtPickMicrographs(ProtClassifierBase):
     def convertInputStep(self):
         micrographs = self.inputMicrographs.get()
         items = read_set_items(micrographs.getFileName(), ["_filename", "_micName"])
-        write_micrograph_table(self._getExtraPath(MICROGRAPHS_CSV),
-                               [os.path.abspath(f) for f in items["_filename"]],
-                               micrographs.getSamplingRate(), self._micNames(items))
+        with self.resultFolder(first=True) as out, out.writing(MICROGRAPHS_CSV) as tmp:
+            write_micrograph_table(tmp, [os.path.abspath(f) for f in items["_filename"]],
+                                   micrographs.getSamplingRate(), self._micNames(items))
 
     def pickStep(self):
         args = ["--model", self.inputModel.get().getModelFile(), "--micrographs",
@@ -84,7 +84,7 @@ class ProtPickMicrographs(ProtClassifierBase):
             args.append("--keep-rejected")
         if self.invertContrast.get():
             args.append("--invert-contrast")
-        self.runClassifier("pick", " ".join(str(a) for a in args))
+        self.runClassifierInto(PICKS_DIR, "pick", " ".join(str(a) for a in args))
 
     def createOutputStep(self):
         micrographs = self.inputMicrographs.get()
@@ -93,7 +93,8 @@ class ProtPickMicrographs(ProtClassifierBase):
         if self.keepRejected.get():
             rejected = read_picks(os.path.join(self._picksDir(), REJECTED))
             outputs["outputRejected"] = self._coordinates(micrographs, rejected, "rejected")
-        self._savePlots(micrographs, picks)
+        with self.resultFolder(last=True) as out:
+            self._savePlots(out, micrographs, picks)
         self._defineOutputs(**outputs)
         for coordinates in outputs.values():
             self._defineSourceRelation(self.inputMicrographs, coordinates)
@@ -168,17 +169,15 @@ class ProtPickMicrographs(ProtClassifierBase):
         return int(round(model.getBox() * model.getPixelSize()
                          / self.inputMicrographs.get().getSamplingRate()))
 
-    def _savePlots(self, micrographs, picks):
+    def _savePlots(self, out, micrographs, picks):
         """Picks over the first micrographs, and their score maps."""
-        folder = self._getExtraPath(PLOTS_DIR)
-        os.makedirs(folder, exist_ok=True)
         items = read_set_items(micrographs.getFileName(), ["_filename", "_micName"])
         for path, name in list(zip(items["_filename"], self._micNames(items)))[:MAX_PLOTTED]:
             image, _ = read_map(path)
             image = image[0] if image.ndim == 3 else image
             mine = picks[picks["micrograph"] == name]
-            picks_figure(image, mine, self._boxInMicrographPixels(), title=name).savefig(
-                os.path.join(folder, "picks_%s.png" % name))
+            out.save_figure("%s/picks_%s.png" % (PLOTS_DIR, name),
+                            picks_figure(image, mine, self._boxInMicrographPixels(), title=name))
             scores, y, x = read_score_map(self._picksDir(), name)
-            score_map_figure(scores, y, x, micrograph=image, title=name).savefig(
-                os.path.join(folder, "score_map_%s.png" % name))
+            out.save_figure("%s/score_map_%s.png" % (PLOTS_DIR, name),
+                            score_map_figure(scores, y, x, micrograph=image, title=name))

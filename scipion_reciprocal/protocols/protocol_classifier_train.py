@@ -73,8 +73,9 @@ class ProtTrainParticleClassifier(ProtClassifierBase):
 
     # --------------------------- STEPS functions ----------------------------
     def convertInputStep(self):
-        self.writeParticleTable(self._getExtraPath(PARTICLES_CSV),
-                                [self.goodParticles.get(), self.badParticles.get()], labels=[1, 0])
+        with self.resultFolder(first=True) as out, out.writing(PARTICLES_CSV) as tmp:
+            self.writeParticleTable(tmp, [self.goodParticles.get(), self.badParticles.get()],
+                                    labels=[1, 0])
 
     def trainStep(self):
         args = ["--particles", self._getExtraPath(PARTICLES_CSV), "--out-dir", self._modelDir(),
@@ -87,19 +88,18 @@ class ProtTrainParticleClassifier(ProtClassifierBase):
             args.append("--augment")
         if self.balance.get():
             args.append("--balance")
-        self.runClassifier("train", " ".join(str(a) for a in args))
+        self.runClassifierInto(MODEL_DIR, "train", " ".join(str(a) for a in args))
 
     def createOutputStep(self):
         modelFile = os.path.join(self._modelDir(), "model.keras")
         info, report = read_model_info(modelFile), read_test_report(self._modelDir())
-        plots = self._getExtraPath(PLOTS_DIR)
-        os.makedirs(plots, exist_ok=True)
         scores = read_test_scores(self._modelDir())
-        learning_curves_figure(read_history(self._modelDir())).savefig(
-            os.path.join(plots, "learning_curves.png"))
-        roc_figure(scores["label"], scores["score"]).savefig(os.path.join(plots, "roc.png"))
-        confusion_figure(scores["label"], scores["score"]).savefig(
-            os.path.join(plots, "confusion.png"))
+        with self.resultFolder(last=True) as out:
+            out.save_figure("%s/learning_curves.png" % PLOTS_DIR,
+                            learning_curves_figure(read_history(self._modelDir())))
+            out.save_figure("%s/roc.png" % PLOTS_DIR, roc_figure(scores["label"], scores["score"]))
+            out.save_figure("%s/confusion.png" % PLOTS_DIR,
+                            confusion_figure(scores["label"], scores["score"]))
         model = ParticleClassifierModel()
         model.setFromFiles(modelFile, info, report)
         self._defineOutputs(outputModel=model)

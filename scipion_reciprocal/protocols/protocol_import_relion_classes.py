@@ -10,6 +10,7 @@ from ..convert.particles import star_rows_to_particles
 from ..core.relion_jobs import (RelionJobError, class_maps, find_iteration_file, job_kind,
                                 read_job_history, resolve_jobs)
 from ..formats.errors import FormatError
+from ..formats.result_folder import ResultFolder
 from ..formats.star import read_particles_star
 from ..plotting.reciprocal import (CONVERGENCE_PNG, SLICES_PNG, class_slices_figure,
                                    convergence_figure)
@@ -59,20 +60,24 @@ class ProtImportRelionClassifications(EMProtocol):
 
     # --------------------------- STEPS functions ----------------------------
     def findJobsStep(self):
+        """Describe every job (jobs.json), keep its history and class maps and draw its
+        plots, in the extra folder: emptied first, sealed with its manifest at the end."""
         described = []
-        for jobDir in self._resolveJobs():
-            dataStar = find_iteration_file(jobDir, self._iteration())
-            kind = job_kind(jobDir)
-            maps = class_maps(jobDir, self._iterationOf(dataStar), project_dir=self._relionDir())
-            maps.to_csv(self._getExtraPath(classMapsFile(jobDir.name)), index=False)
-            history = read_job_history(jobDir)
-            history.to_csv(self._getExtraPath(historyFile(jobDir.name)), index=False)
-            self._savePlots(jobDir.name, history, maps)
-            described.append({"job": jobDir.name, "folder": str(jobDir), "data": str(dataStar),
-                              "kind": kind})
-            self.info("%s: %s classification, %s" % (jobDir.name, kind, dataStar.name))
-        with open(self._getExtraPath(JOBS_FILE), "w") as handle:
-            json.dump(described, handle, indent=1)
+        with ResultFolder(self._getExtraPath(), clean=True,
+                          producer="scipion-reciprocal %s" % self._label) as out:
+            for jobDir in self._resolveJobs():
+                dataStar = find_iteration_file(jobDir, self._iteration())
+                kind = job_kind(jobDir)
+                maps = class_maps(jobDir, self._iterationOf(dataStar),
+                                  project_dir=self._relionDir())
+                out.write_csv(classMapsFile(jobDir.name), maps, index=False)
+                history = read_job_history(jobDir)
+                out.write_csv(historyFile(jobDir.name), history, index=False)
+                self._savePlots(out, jobDir.name, history, maps)
+                described.append({"job": jobDir.name, "folder": str(jobDir),
+                                  "data": str(dataStar), "kind": kind})
+                self.info("%s: %s classification, %s" % (jobDir.name, kind, dataStar.name))
+            out.write_json(JOBS_FILE, described)
 
     def createOutputStep(self, jobName):
         job = {j["job"]: j for j in self._readJobs()}[jobName]
@@ -94,14 +99,13 @@ class ProtImportRelionClassifications(EMProtocol):
                                "outputClasses_%s" % jobName: classes})
         self.info("%s: %d particles in %d classes" % (jobName, particles.getSize(), classes.getSize()))
 
-    def _savePlots(self, jobName, history, maps):
-        os.makedirs(self._getExtraPath(PLOTS_DIR), exist_ok=True)
+    def _savePlots(self, out, jobName, history, maps):
         if len(history):
-            convergence_figure(history, jobName).savefig(
-                self._getExtraPath(PLOTS_DIR, CONVERGENCE_PNG.format(job=jobName)), dpi=100)
+            out.save_figure("%s/%s" % (PLOTS_DIR, CONVERGENCE_PNG.format(job=jobName)),
+                            convergence_figure(history, jobName), dpi=100)
         if maps["exists"].any():
-            class_slices_figure(maps, jobName).savefig(
-                self._getExtraPath(PLOTS_DIR, SLICES_PNG.format(job=jobName)), dpi=100)
+            out.save_figure("%s/%s" % (PLOTS_DIR, SLICES_PNG.format(job=jobName)),
+                            class_slices_figure(maps, jobName), dpi=100)
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):

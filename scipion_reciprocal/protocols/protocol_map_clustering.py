@@ -10,8 +10,9 @@ from ..core.mapsim.engine import check_inputs, run_map_clustering
 from ..core.mapsim.errors import MapClusteringError
 from ..core.mapsim.results import (ALIGNED_DIR, AVERAGES_DIR, CLUSTERS_CSV, SUMMARY_TXT,
                                    average_filename, read_results)
-from ..core.mapsim.inputs import safe_filename
+from ..core.mapsim.inputs import collect_inputs, safe_filename
 from ..formats.errors import FormatError
+from ..formats.result_folder import ResultFolder, folder_status
 from ..plotting.mapclust import save_plots
 
 RESULTS_DIR = "results"
@@ -102,17 +103,23 @@ class ProtMapClustering(EMProtocol):
 
     # --------------------------- STEPS functions ----------------------------
     def clusterStep(self):
+        """Cluster the maps; the results folder starts empty (a rerun leaves nothing of an
+        earlier try) and gets its manifest when every file is written."""
         paths, names = self._mapsAndNames()
         try:
-            run_map_clustering(
-                paths, names=None if self.namesCsv.get() else names,
-                names_csv=self.namesCsv.get() or None, mask=self._maskPath(),
-                outdir=self._getExtraPath(RESULTS_DIR), plot=save_plots, progress=self.info,
-                **self._options())
+            with ResultFolder(self._getExtraPath(RESULTS_DIR), clean=True,
+                              producer="scipion-reciprocal %s" % self._label) as out:
+                run_map_clustering(
+                    paths, names=None if self.namesCsv.get() else names,
+                    names_csv=self.namesCsv.get() or None, mask=self._maskPath(), outdir=out,
+                    plot=save_plots, progress=self.info, warn=self.warning, **self._options())
         except (MapClusteringError, FormatError) as error:
             raise RuntimeError(str(error)) from error
 
     def createOutputStep(self):
+        status = folder_status(self._resultPath())
+        if not status:
+            raise RuntimeError("Nothing registered: %s" % status.reason)
         tables = read_results(self._getExtraPath(RESULTS_DIR))
         clusters = tables["clusters"]
         voxel = float(tables["grid"]["grid_voxel_size"].iloc[0])
@@ -152,14 +159,30 @@ class ProtMapClustering(EMProtocol):
         if self.nClusters.get() > len(paths):
             return ["'Number of clusters' (%d) is more than the maps given (%d)."
                     % (self.nClusters.get(), len(paths))]
+        if self.nClusters.get() == 0 and self.maxClusters.get() < 2:
+            return ["'Largest k tried' must be at least 2 (got %d)." % self.maxClusters.get()]
         return check_inputs(paths, names=None if self.namesCsv.get() else names,
                             names_csv=self.namesCsv.get() or None, mask=self._maskPath(),
                             reference=self.reference.get() - 1)
+
+    def _warnings(self):
+        if not self.namesCsv.get():
+            return []
+        warnings = []
+        try:
+            collect_inputs(self._mapsAndNames()[0], names_csv=self.namesCsv.get(),
+                           warn=warnings.append)
+        except MapClusteringError:
+            pass                    # _validate says it
+        return warnings
 
     def _summary(self):
         summary = self._resultPath(SUMMARY_TXT)
         if not os.path.exists(summary):
             return ["%d map inputs." % len(self.inputMaps)]
+        status = folder_status(self._resultPath())
+        if not status:
+            return ["Results incomplete: %s" % status.reason]
         with open(summary) as handle:
             return [line.rstrip() for line in handle if line.strip()][:25]
 

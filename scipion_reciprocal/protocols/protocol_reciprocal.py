@@ -300,6 +300,9 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
     def createOutputStep(self):
         """Register the subsets and the consensus classes, whose set files the analysis step
         wrote."""
+        status = folder_status(self._getExtraPath(RESULTS_DIR))
+        if not status:
+            raise RuntimeError("Nothing registered: %s" % status.reason)
         subsets = self._readSubsets()
         inputs = dict(self._namedInputs())
         chosen = [s for s in subsets["subsets"] if self._isRegistered(s)]

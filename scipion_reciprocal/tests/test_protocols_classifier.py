@@ -17,6 +17,7 @@ from scipion_reciprocal import Plugin
 from scipion_reciprocal.convert.set_tables import read_set_items
 from scipion_reciprocal.core.picking import evaluate_picks
 from scipion_reciprocal.environments import BACKENDS
+from scipion_reciprocal.formats.result_folder import folder_status
 from scipion_reciprocal.protocols import (ProtClassifyParticles, ProtPickMicrographs,
                                           ProtTrainParticleClassifier)
 from scipion_reciprocal.simulate.dataset import build_demo_project
@@ -65,6 +66,11 @@ class TestClassifierProtocols(BaseTest):
         viewer = ClassifierTrainingViewer(project=self.proj, protocol=self.train)
         viewer.setProtocol(self.train)
         self.assertEqual(viewer.plotNames(), ["learning_curves", "roc", "confusion"])
+        # Every file of the run is in the manifest (input table, backend's model, plots).
+        status = folder_status(self.train._getExtraPath(), verify=True)
+        self.assertTrue(status.complete, status.reason)
+        self.assertTrue({"particles.csv", "model/model.keras", "plots/roc.png"} <= set(status.files))
+        self.assertEqual(viewer.incompleteReason(), "")
 
     def test_classify_held_out_boxes_and_rethreshold(self):
         picked = self._importParticles(self.held.picked_star, "held-out boxes")
@@ -93,6 +99,10 @@ class TestClassifierProtocols(BaseTest):
         self.assertEqual(os.path.getmtime(scoresFile), stamp)
         self.assertLessEqual(classify.outputGood.getSize(), good.getSize())
         self.assertTrue(all(p._classifierScore.get() >= 0.9 for p in classify.outputGood))
+        status = folder_status(classify._getExtraPath(), verify=True)  # sealed again
+        self.assertTrue(status.complete, status.reason)
+        self.assertTrue({"particle_ids.npy", "scores.csv", "plots/gallery_lowest.png"}
+                        <= set(status.files))
         viewer = ClassifierScoresViewer(project=self.proj, protocol=classify)
         viewer.setProtocol(classify)
         self.assertEqual(sorted(viewer.plotNames()),
@@ -124,6 +134,9 @@ class TestClassifierProtocols(BaseTest):
         self.assertTrue(all(c._classifierScore.get() < 0.5 for c in pick.outputRejected))
         star = Path(pick._getExtraPath("picks", "coordinates"))
         self.assertEqual(len(list(star.glob("*_classifier.star"))), 3)
+        status = folder_status(pick._getExtraPath(), verify=True)
+        self.assertTrue(status.complete, status.reason)
+        self.assertEqual(len([f for f in status.files if f.endswith("_classifier.star")]), 3)
         viewer = ClassifierPickingViewer(project=self.proj, protocol=pick)
         viewer.setProtocol(pick)
         self.assertEqual(len([n for n in viewer.plotNames() if n.startswith("picks_")]), 3)

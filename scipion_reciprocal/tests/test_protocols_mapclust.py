@@ -97,6 +97,20 @@ class TestMapClusteringProtocol(BaseTest):
         self.assertTrue(any("(10) is more than the maps given (9)" in e for e in errors), errors)
         self.assertEqual(self._clustering(nClusters=9).validate(), [])
 
+    def test_largest_k_below_two_is_refused_and_extra_names_warn(self):
+        errors = self._clustering(nClusters=0, maxClusters=1).validate()
+        self.assertIn("'Largest k tried' must be at least 2 (got 1).", errors)
+        self.assertEqual(self._clustering(nClusters=3, maxClusters=1).validate(), [])
+        names = self.folder / "names_extra.csv"
+        rows = ["original_filename,custom_name"] + ["import_%s.mrc,%s" % (n, n.upper())
+                                                    for n in self.truth] + ["state9.mrc,X"]
+        names.write_text("\n".join(rows) + "\n")
+        prot = self._clustering(namesCsv=str(names))
+        self.assertEqual(prot.validate(), [])
+        warnings = prot._warnings()
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("1 of its rows name no input map (state9.mrc)", warnings[0])
+
     def test_names_csv_with_wrong_header_is_refused(self):
         names = self.folder / "names.csv"
         names.write_text("file,label\nstate0_copy0.mrc,A\n")

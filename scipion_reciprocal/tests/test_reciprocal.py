@@ -323,3 +323,23 @@ def test_real_class3d_against_class2d():
     assert jobs.loc['job013', 'rows_not_shared'] == 9482 - 5367
     assert result.classes['job013'].tolist() == list(range(1, 101))   # K=100 in its model
     assert (c3d.kind, c2d.kind) == ('3D', '2D')
+
+
+def test_sankey_page_escapes_every_user_text(tmp_path):
+    import json
+
+    from scipion_reciprocal.plotting.reciprocal import sankey_figures
+    from scipion_reciprocal.plotting.sankey import sankey_html
+    evil = 'run</script><script>alert(1)</script><!--'
+    a = classification_from_dataframe(pd.DataFrame({'id': range(4), 'class': [1, 1, 2, 2]}),
+                                      evil, key='id')
+    b = classification_from_dataframe(pd.DataFrame({'id': range(4), 'class': [1, 2, 2, 2]}),
+                                      'job002 <b>&', key='id')
+    nodes, links, _ = sankey_figures(reciprocal_analysis([a, b]))
+    page = sankey_html(tmp_path / 'sankey.html', nodes, links).read_text()
+    assert page.count('<script') == 2 and page.count('</script>') == 2
+    assert '<b>' not in page and '<!--' not in page and 'alert(1)</script>' not in page
+    start = page.index('id="sankey-data">') + len('id="sankey-data">')
+    data = json.loads(page[start:page.index('</script>', start)])
+    assert data['jobs'] == [evil, 'job002 <b>&'] and data['particles'] == 4
+    assert 'run&lt;/script&gt;&lt;script&gt;alert(1)' in page        # labels in the SVG

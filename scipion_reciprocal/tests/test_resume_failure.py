@@ -54,7 +54,11 @@ def new_import(project, dataset):
 def steps(protocol):
     """(function, arguments, status, start, end) of every step in the run's steps database."""
     with sqlite3.connect(protocol.getStepsFile()) as conn:
-        return conn.execute("SELECT c09, c10, c02, c03, c04 FROM Objects ORDER BY id").fetchall()
+        try:
+            return conn.execute("SELECT c09, c10, c02, c03, c04 FROM Objects ORDER BY id"
+                                ).fetchall()
+        except sqlite3.OperationalError:  # the run has created the file, not its table yet
+            return []
 
 
 def protocol_pids(project, protocol):
@@ -67,6 +71,21 @@ def protocol_pids(project, protocol):
         if all(part in args for part in wanted):
             pids.append(int(pid))
     return pids
+
+
+def kill(pids):
+    """SIGKILL the processes of a protocol run and wait until they are gone."""
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    for pid in pids:  # reap the shell Scipion started from this process (no zombie left)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    gone = time.time() + 30  # and let the init process reap the orphaned Python process
+    while any(psutil.pid_exists(pid) for pid in pids) and time.time() < gone:
+        time.sleep(0.1)
 
 
 def reload(project, protocol):
@@ -102,18 +121,7 @@ def test_killed_in_a_step_resumes_without_redoing_finished_steps(dataset):
         if len(current) == 4 and current[2][2] == "running":
             break
         time.sleep(0.05)
-    pids = protocol_pids(project, prot)
-    assert pids
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    for pid in pids:  # reap the shell Scipion started from this process (no zombie left)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    gone = time.time() + 30  # and let the init process reap the orphaned Python process
-    while any(psutil.pid_exists(pid) for pid in pids) and time.time() < gone:
-        time.sleep(0.1)
+    kill(protocol_pids(project, prot))
     killed_at = time.time()
     before = steps(prot)
     assert [s[2] for s in before] == ["finished", "finished", "running", None]
@@ -171,3 +179,60 @@ def test_failed_step_leaves_project_loadable_and_rerunnable(dataset):
     assert prot.isFinished(), prot.getErrorMessage()
     assert steps(prot)[:2] == first
     check_outputs(prot, dataset)
+
+
+def test_reciprocal_analysis_killed_while_writing_reruns_from_a_clean_results_folder(dataset):
+    """Killed while its analysis step writes the results: the folder says it is incomplete,
+    and the continued run starts it again from empty (a file left there is gone) and seals
+    it with a manifest before registering the outputs."""
+    from pyworkflow.protocol.constants import MODE_RESUME
+    from scipion_reciprocal.formats.result_folder import JOURNAL, MANIFEST, folder_status
+    from scipion_reciprocal.protocols import ProtReciprocalAnalysis
+    from scipion_reciprocal.viewers import ReciprocalAnalysisViewer
+    from scipion_reciprocal.workflows.wiring import connect_many
+
+    project = new_project("reciprocal_rerun_after_kill")
+    imported = new_import(project, dataset)
+    project.launchProtocol(imported, wait=True)
+    prot = project.newProtocol(ProtReciprocalAnalysis, minOverlap=1, minFraction=0.0,
+                               registerSubsets=2)
+    connect_many(prot.inputClassifications, imported, ["outputClasses_%s" % j for j in JOBS])
+    project.launchProtocol(prot)  # in the background
+    results = Path(prot._getExtraPath("results"))
+    deadline = time.time() + 180
+    while not (results / JOURNAL).exists() or len((results / JOURNAL).read_text().split()) < 3:
+        assert time.time() < deadline, "the analysis never wrote its tables"
+        assert not (results / MANIFEST).exists(), "finished before it could be killed"
+        time.sleep(0.01)
+    kill(protocol_pids(project, prot))
+    status = folder_status(results)
+    assert not status and "interrupted" in status.reason
+    stale = results / "per_class" / "job099_class9.star"   # e.g. from an earlier try
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text("not of this run")
+
+    prot = reload(project, prot)
+    assert prot.isFailed()
+    viewer = ReciprocalAnalysisViewer(project=project, protocol=prot)
+    viewer.setProtocol(prot)  # builds the form, as the GUI does
+    assert viewer.getParam("plot").label.get() == "Plot (results incomplete)"
+    assert "incomplete, no manifest.json" in viewer.incompleteReason()
+    message = viewer._showPlot()[0]
+    assert "Its files are not shown: run the protocol again" in message._msg
+    assert "incomplete" in viewer._getVisualizeDict()["text0"]()[0]._msg
+    prot.runMode.set(MODE_RESUME)
+    project.launchProtocol(prot, wait=True)
+    prot = reload(project, prot)
+    assert prot.isFinished(), prot.getErrorMessage()
+    status = folder_status(results, verify=True)
+    assert status.complete and not stale.exists()
+    viewer = ReciprocalAnalysisViewer(project=project, protocol=prot)
+    viewer.setProtocol(prot)
+    assert viewer.incompleteReason() == "" and viewer._showPlot()[0].getFigure()
+    present = sorted(p.relative_to(results).as_posix() for p in results.rglob("*")
+                     if p.is_file() and p.name != MANIFEST)
+    assert present == status.files
+    truth = pd.read_csv(dataset.truth_csv)
+    per_class = [f for f in status.files if f.startswith("per_class/")]
+    assert len(per_class) == sum(truth["Class3D/%s" % j].nunique() for j in JOBS)
+    assert prot.outputConsensus.getSize() > 0

@@ -8,6 +8,7 @@ class ClassifierTrainingViewer(PlotFilesViewer):
     _label = "classifier training viewer"
     _targets = [ProtTrainParticleClassifier]
     _plotPatterns = ("plots/learning_curves.png", "plots/roc.png", "plots/confusion.png")
+    _resultFolders = ("",)
     _textFiles = (("Test report (JSON)", "model/test_report.json"),)
 
 
@@ -16,6 +17,7 @@ class ClassifierPickingViewer(PlotFilesViewer):
     _label = "classifier picking viewer"
     _targets = [ProtPickMicrographs]
     _plotPatterns = ("plots/picks_*.png", "plots/score_map_*.png")
+    _resultFolders = ("",)
 
 
 class ClassifierScoresViewer(PlotFilesViewer):
@@ -23,3 +25,4 @@ class ClassifierScoresViewer(PlotFilesViewer):
     _label = "classifier scores viewer"
     _targets = [ProtClassifyParticles]
     _plotPatterns = ("plots/score_histogram.png", "plots/gallery_*.png")
+    _resultFolders = ("",)

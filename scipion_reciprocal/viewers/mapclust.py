@@ -15,4 +15,5 @@ class MapClusteringViewer(PlotFilesViewer):
                      "%s/dendrogram.png" % RESULTS_DIR, "%s/mds.png" % RESULTS_DIR,
                      "%s/cluster_*_montage.png" % RESULTS_DIR)
     _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),)
+    _resultFolders = (RESULTS_DIR,)
     _chimeraxFile = ("Open the clusters in ChimeraX", "%s/%s" % (RESULTS_DIR, CHIMERAX_CXC))

@@ -1,7 +1,9 @@
 """A viewer base that shows the plots a protocol saved (PNG), its tables and HTML pages.
 
 Protocols compute and save every figure with :mod:`scipion_reciprocal.plotting`; viewers
-only display files, so what the GUI shows is exactly what the files hold.
+only display files, so what the GUI shows is exactly what the files hold. A viewer whose
+protocol writes a result folder (``_resultFolders``) shows nothing of a folder without its
+manifest (an interrupted or failed run) but says so.
 """
 import glob
 import os
@@ -12,6 +14,8 @@ from pwem.viewers.plotter import EmPlotter
 from pyworkflow.protocol import params
 from pyworkflow.viewer import (DESKTOP_TKINTER, WEB_DJANGO, CommandView, ProtocolViewer,
                                TextView, View)
+
+from ..formats.result_folder import folder_status
 
 CHIMERAX_PROGRAMS = ("chimerax", "ChimeraX")
 
@@ -47,12 +51,16 @@ class PlotFilesViewer(ProtocolViewer):
     _textFiles = ()       # (label, path relative to extra) shown in a text window
     _htmlFiles = ()       # (label, path relative to extra) opened in the browser
     _chimeraxFile = None  # (label, .cxc path relative to extra) run in ChimeraX
+    _resultFolders = ()   # result folders (relative to extra; "" for extra) shown only complete
 
     def _defineParams(self, form):
         form.addSection(label="Visualization")
+        incomplete = self.incompleteReason()
         names = self.plotNames() or ["(no plots yet)"]
-        form.addParam("plot", params.EnumParam, choices=names, default=0, label="Plot",
-                      help="Figures written by the protocol (PNG, in its extra folder).")
+        form.addParam("plot", params.EnumParam, choices=names, default=0,
+                      label="Plot (results incomplete)" if incomplete else "Plot",
+                      help=("%s: run the protocol again." % incomplete if incomplete else
+                            "Figures written by the protocol (PNG, in its extra folder)."))
         for i, (label, _) in enumerate(self._textFiles):
             form.addParam("text%d" % i, params.LabelParam, label=label)
         for i, (label, _) in enumerate(self._htmlFiles):
@@ -65,12 +73,34 @@ class PlotFilesViewer(ProtocolViewer):
     def _getVisualizeDict(self):
         visualize = {"plot": self._showPlot}
         for i, (_, path) in enumerate(self._textFiles):
-            visualize["text%d" % i] = lambda e=None, p=path: [TextView([self._extra(p)])]
+            visualize["text%d" % i] = self._ifComplete(
+                lambda e=None, p=path: [TextView([self._extra(p)])])
         for i, (_, path) in enumerate(self._htmlFiles):
-            visualize["html%d" % i] = lambda e=None, p=path: [BrowserView(self._extra(p))]
+            visualize["html%d" % i] = self._ifComplete(
+                lambda e=None, p=path: [BrowserView(self._extra(p))])
         if self._chimeraxFile:
-            visualize["chimerax"] = self._openChimerax
+            visualize["chimerax"] = self._ifComplete(self._openChimerax)
         return visualize
+
+    def incompleteReason(self):
+        """Why a result folder of the protocol is incomplete ('' when all are complete)."""
+        for folder in self._resultFolders:
+            status = folder_status(self._extra(folder) if folder else self._extra())
+            if not status:
+                return status.reason
+        return ""
+
+    def _incompleteMessage(self):
+        """[a message view] when a result folder is incomplete, else None."""
+        reason = self.incompleteReason()
+        if reason:
+            return [self.errorMessage("%s. Its files are not shown: run the protocol again."
+                                      % reason, title="Incomplete results")]
+        return None
+
+    def _ifComplete(self, show):
+        """``show``, or the message that the results are incomplete."""
+        return lambda e=None: self._incompleteMessage() or show(e)
 
     def _openChimerax(self, e=None):
         script = self._extra(self._chimeraxFile[1])
@@ -92,6 +122,9 @@ class PlotFilesViewer(ProtocolViewer):
         return [os.path.splitext(os.path.basename(f))[0] for f in self.plotFiles()]
 
     def _showPlot(self, e=None):
+        incomplete = self._incompleteMessage()
+        if incomplete:
+            return incomplete
         files = self.plotFiles()
         if not files:
             return [self.errorMessage("The protocol has not written any plot yet.")]

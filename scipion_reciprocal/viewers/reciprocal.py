@@ -29,6 +29,7 @@ class ReciprocalAnalysisViewer(PlotFilesViewer):
     _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),
                   ("Reproducibility of every class (table)",
                    "%s/%s" % (RESULTS_DIR, REPRODUCIBILITY_CSV)))
+    _resultFolders = (RESULTS_DIR,)
     _htmlFiles = (("Interactive Sankey diagram (browser)",
                    "%s/%s/%s" % (RESULTS_DIR, PLOTS_DIR, SANKEY_HTML)),)
 
@@ -68,3 +69,4 @@ class RelionClassificationsViewer(PlotFilesViewer):
     _targets = [ProtImportRelionClassifications]
     _plotPatterns = ("%s/convergence_*.png" % IMPORT_PLOTS_DIR,
                      "%s/class_slices_*.png" % IMPORT_PLOTS_DIR)
+    _resultFolders = ("",)

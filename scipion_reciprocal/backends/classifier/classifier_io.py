@@ -34,9 +34,12 @@ class BackendError(Exception):
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path`` and move it onto ``path`` when the body ends."""
+    """Yield a temporary path beside ``path`` and move it onto ``path`` when the body ends.
+
+    Named as the plugin names its temporary files (``.NAME.<12 hex digits>.tmp``), so that a
+    protocol's result folder removes those a killed run left."""
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f'.{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp')
+                       f'.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp')
     try:
         yield tmp
         os.replace(tmp, path)

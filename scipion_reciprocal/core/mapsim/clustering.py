@@ -134,6 +134,9 @@ def cluster_maps(distance, linkage='average', n_clusters='auto', k_method='silho
         if n < MIN_MAPS_AUTO:
             raise MapClusteringError('choosing the number of clusters automatically needs at '
                                      'least %d maps; give the number of clusters' % MIN_MAPS_AUTO)
+        if max_clusters < 2:
+            raise MapClusteringError(f'the largest number of clusters tried (max_clusters) must '
+                                     f'be at least 2, got {max_clusters}')
         candidates = list(range(2, min(max_clusters, n - 1) + 1))
     else:
         try:

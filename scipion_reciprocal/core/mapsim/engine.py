@@ -16,10 +16,10 @@ from .align import (AlignOptions, align_maps, apply_transform, level_boxes, mask
 from .clustering import (K_METHODS, LINKAGES, cluster_maps, distance_from_similarity,
                          mds_embedding)
 from .errors import MapClusteringError
-from .grid import (central_slices, check_map, check_mask, fourier_resize, lowpass_filter,
-                   normalise, resample_map, same_voxel, soft_sphere)
-from .inputs import collect_inputs, safe_filename
-from .results import MapClusteringResult, write_results
+from .grid import (central_slices, check_map, check_mask, fourier_resize, image_2d,
+                   lowpass_filter, normalise, resample_map, same_voxel, soft_sphere)
+from .inputs import collect_inputs
+from .results import MapClusteringResult, aligned_relpath, write_results
 from .similarity import (DEFAULT_BUDGET, CorrelationAccumulator, FSCAccumulator, fsc_curve,
                          fsc_similarity)
 
@@ -117,6 +117,9 @@ class MapClusteringOptions:
                                      f'{self.reference}')
         if self.lowpass is not None and not self.lowpass > 0:
             raise MapClusteringError(f'low-pass resolution must be positive, got {self.lowpass}')
+        if self.n_clusters == 'auto' and self.max_clusters < 2:
+            raise MapClusteringError(f'the largest number of clusters tried (max_clusters) must '
+                                     f'be at least 2, got {self.max_clusters}')
         if self.interpolation_order not in (1, 3):
             raise MapClusteringError(f'interpolation order must be 1 or 3, got '
                                      f'{self.interpolation_order}')
@@ -234,7 +237,7 @@ def _pairwise_fsc(alignment, finest_maps, weights, voxel_size):
 
 def run_map_clustering(maps, *, voxel_sizes=None, names=None, names_csv=None, mask=None,
                        mask_voxel_size=None, outdir=None, plot=None, options=None, progress=None,
-                       **settings):
+                       warn=None, **settings):
     """Cluster maps by similarity, with optional resampling, low-pass and rigid alignment.
 
     Parameters
@@ -252,15 +255,18 @@ def run_map_clustering(maps, *, voxel_sizes=None, names=None, names_csv=None, ma
         error.
     mask_voxel_size : float, optional
         Voxel size of an array mask (checked against the grid when given).
-    outdir : str or Path, optional
+    outdir : ResultFolder, str or Path, optional
         When given, everything is written there as it is computed (aligned maps streamed
-        during the last pass), as by :func:`~.results.write_results`.
+        during the last pass), as by :func:`~.results.write_results`; a ResultFolder records
+        every file (the caller finishes it).
     plot : callable, optional
         With ``outdir``: ``plot(result, outdir)`` draws the figures (see ``write_results``).
     options : MapClusteringOptions, optional
         Settings; keyword ``settings`` override its fields (e.g. ``align=False``).
     progress : callable, optional
         Called with one-line progress messages.
+    warn : callable, optional
+        Called with one-line warnings (default: ``progress``); they go to the summary too.
 
     Returns
     -------
@@ -282,7 +288,13 @@ def run_map_clustering(maps, *, voxel_sizes=None, names=None, names_csv=None, ma
     started = time.perf_counter()
 
     tic = time.perf_counter()
-    inputs = collect_inputs(maps, voxel_sizes, names, names_csv)
+    warnings = []
+
+    def warned(message):
+        warnings.append(message)
+        (warn or say)(message)
+
+    inputs = collect_inputs(maps, voxel_sizes, names, names_csv, warn=warned)
     n = len(inputs)
     options.checked(n)
     ref = options.reference
@@ -293,8 +305,6 @@ def run_map_clustering(maps, *, voxel_sizes=None, names=None, names_csv=None, ma
     source.get(ref, ref_data, ref_voxel)
     weights = _load_mask(mask, mask_voxel_size, box, voxel)
     del ref_data
-    if outdir is not None:
-        Path(outdir).mkdir(parents=True, exist_ok=True)
     say(f'{n} maps; common grid {box} voxels of {voxel:.4g} A (reference {inputs[ref].name})')
 
     lowpass = effective_lowpass(options, voxel)
@@ -364,20 +374,19 @@ def run_map_clustering(maps, *, voxel_sizes=None, names=None, names_csv=None, ma
         distance=distance, clustering=clustering, mds=coords, mds_stress=stress,
         transforms=transforms, alignment=alignment, medoids=medoids,
         fsc_frequencies=fsc_freqs, fsc_curves=fsc_curves, fsc_resolution=fsc_resolution,
-        options=options, lowpass=lowpass, mask_name=mask_name, weights=weights, timings=timings)
+        options=options, lowpass=lowpass, mask_name=mask_name, weights=weights, timings=timings,
+        warnings=warnings)
 
     tic = time.perf_counter()
-    aligned_dir = None
-    if outdir is not None:
-        aligned_dir = Path(outdir) / 'aligned'
-        aligned_dir.mkdir(parents=True, exist_ok=True)
-    _averages_pass(result, source, aligned_dir, say)
+    from scipion_reciprocal.formats.result_folder import as_result_folder
+    out = as_result_folder(outdir) if outdir is not None else None
+    _averages_pass(result, source, out, say)
     timings['aligned maps and averages'] = time.perf_counter() - tic
     if alignment is not None:
         alignment.pyramids = None
     timings['total'] = time.perf_counter() - started
-    if outdir is not None:
-        write_results(result, outdir, plot=plot)
+    if out is not None:
+        write_results(result, out, plot=plot)
     return result
 
 
@@ -421,8 +430,9 @@ def _every_tenth(say, i, n, stage):
         say(f'{stage}: {i}/{n} maps')
 
 
-def _averages_pass(result, source, aligned_dir, say):
-    """Move every map, keep its central slices, add it to its cluster's average, write it."""
+def _averages_pass(result, source, out, say):
+    """Move every map, keep its central slices, add it to its cluster's average, write it
+    (into ``out``, a ResultFolder, when given)."""
     from scipion_reciprocal.formats.mrc import write_map
     labels = result.clustering.labels
     box, order = result.box, result.options.interpolation_order
@@ -439,10 +449,10 @@ def _averages_pass(result, source, aligned_dir, say):
         slices[i] = central_slices(moved)
         sums[int(labels[i])] += normalise(moved, result.weights, entry.name)
         counts[int(labels[i])] += 1
-        if aligned_dir is not None:
-            path = aligned_dir / f'{safe_filename(entry.name)}.mrc'
-            write_map(path, moved, result.voxel_size)
-            result.aligned_paths[i] = str(path)
+        if out is not None:
+            with out.writing(aligned_relpath(entry.name)) as tmp:
+                write_map(tmp, moved, result.voxel_size)
+            result.aligned_paths[i] = str(out.path(aligned_relpath(entry.name)))
         if len(kept) < keep_limit:
             kept[i] = moved
     result.aligned_cache = kept
@@ -495,7 +505,9 @@ def check_inputs(maps, voxel_sizes=None, names=None, names_csv=None, mask=None, 
             shapes.append(None)
             continue
         shapes.append(shape)
-        if len(shape) != 3 or len(set(shape)) != 1:
+        if image_2d(shape):
+            problems.append(f'map {where}: {image_2d(shape)}')
+        elif len(shape) != 3 or len(set(shape)) != 1:
             dims = ' x '.join(str(s) for s in shape[::-1])
             problems.append(f'map {where}: not a cubic 3D map ({dims} voxels)')
         elif not voxel or voxel <= 0:

@@ -16,6 +16,16 @@ VOXEL_TOLERANCE = 1e-3
 _WORKERS = 2
 
 
+def image_2d(shape):
+    """'is a 2D image (x x y pixels), not a 3D map' for the shape (``[z, y, x]``) of a 2D
+    image (an MRC file with one section reads as ``(1, y, x)``), else ''."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2 or (len(shape) == 3 and shape[0] == 1):
+        ny, nx = shape[-2:]
+        return f'is a 2D image ({nx} x {ny} pixels), not a 3D map'
+    return ''
+
+
 def check_map(data, name):
     """Check that a map is usable and return it as float32.
 
@@ -37,6 +47,8 @@ def check_map(data, name):
         If the map is not 3D, not cubic, holds NaN or Inf, is all zeros or is constant.
     """
     data = np.asarray(data)
+    if image_2d(data.shape):
+        raise MapClusteringError(f'map {name}: {image_2d(data.shape)}')
     if data.ndim != 3:
         raise MapClusteringError(f'map {name}: expected a 3D map, got shape {data.shape}')
     if len(set(data.shape)) != 1:

@@ -104,20 +104,21 @@ def read_names_csv(path):
 
 
 def _lookup(names, path, fallback):
-    """The custom name of a map: CSV key equal to its path, file name or stem, else the one key
-    whose own file name or stem matches (keys written with folders)."""
+    """The CSV key giving a map its custom name: the key equal to its path, file name or stem,
+    else the one key whose own file name or stem matches (keys written with folders); None
+    when there is none."""
     if path is None:
-        return names.get(fallback)
+        return fallback if fallback in names else None
     p = Path(path)
     for key in (str(path), p.name, p.stem):
         if key in names:
-            return names[key]
-    hits = [value for key, value in names.items() if Path(key).name in (p.name, p.stem)
+            return key
+    hits = [key for key in names if Path(key).name in (p.name, p.stem)
             or Path(key).stem == p.stem]
     return hits[0] if len(hits) == 1 else None
 
 
-def collect_inputs(maps, voxel_sizes=None, names=None, names_csv=None):
+def collect_inputs(maps, voxel_sizes=None, names=None, names_csv=None, warn=None):
     """Turn paths, arrays or :class:`MapInput` objects into named inputs.
 
     Parameters
@@ -131,6 +132,8 @@ def collect_inputs(maps, voxel_sizes=None, names=None, names_csv=None):
     names_csv : str or Path, optional
         CSV ``original_filename,custom_name``; every map must be listed (by full path, file
         name or stem; arrays by their name).
+    warn : callable, optional
+        Called with a one-line warning when the names CSV lists files that are not inputs.
 
     Returns
     -------
@@ -170,16 +173,23 @@ def collect_inputs(maps, voxel_sizes=None, names=None, names_csv=None):
         inputs.append(entry)
     if names_csv is not None:
         table = read_names_csv(names_csv)
-        missing = []
+        missing, used = [], set()
         for entry in inputs:
-            custom = _lookup(table, entry.path, entry.name)
-            if custom is None:
+            key = _lookup(table, entry.path, entry.name)
+            if key is None:
                 missing.append(Path(entry.path).name if entry.path else entry.name)
             else:
-                entry.name = custom
+                entry.name = table[key]
+                used.add(key)
         if missing:
             raise MapClusteringError(f'names CSV {names_csv}: no custom name for '
                                      f'{", ".join(missing)}')
+        extra = [key for key in table if key not in used]
+        if extra and warn is not None:
+            shown = ', '.join(extra[:5]) + (f' and {len(extra) - 5} more' if len(extra) > 5
+                                            else '')
+            warn(f'names CSV {names_csv}: {len(extra)} of its rows name no input map '
+                 f'({shown}); they are ignored')
         seen = {}
         for entry in inputs:
             if entry.name in seen:

@@ -99,6 +99,8 @@ class MapClusteringResult:
         Cluster label -> ``(3, box, box)`` central slices of its average.
     timings : dict
         Seconds per stage.
+    warnings : list of str
+        Problems that did not stop the run (e.g. names CSV rows that name no map).
     """
     names: list
     inputs: list
@@ -122,6 +124,7 @@ class MapClusteringResult:
     mask_name: str = None
     weights: np.ndarray = None
     timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
     averages: dict = field(default_factory=dict)
     slices: np.ndarray = None
     average_slices: dict = field(default_factory=dict)
@@ -284,6 +287,9 @@ def summary_text(result):
     for label in sorted(result.averages):
         members = [result.names[i] for i in np.flatnonzero(result.labels == label)]
         lines.append(f'Cluster {label} ({len(members)}): {", ".join(members)}')
+    if result.warnings:
+        lines.append('')
+        lines += [f'Warning: {w}' for w in result.warnings]
     if result.timings:
         lines.append('')
         lines.append('Timings (s):')
@@ -328,9 +334,10 @@ def write_results(result, outdir, plot=None):
     Parameters
     ----------
     result : MapClusteringResult
-    outdir : str or Path
-        Created if needed. Aligned maps already written there by the run are kept; the others
-        are moved and written one at a time.
+    outdir : ResultFolder, str or Path
+        Where the files go, each under a temporary name first (recorded when a ResultFolder;
+        the caller finishes it). Aligned maps already written there by the run are kept; the
+        others are moved and written one at a time.
     plot : callable, optional
         ``plot(result, outdir)`` drawing the figures (e.g.
         :func:`scipion_reciprocal.plotting.mapclust.save_plots`); core stays free of matplotlib.
@@ -341,14 +348,12 @@ def write_results(result, outdir, plot=None):
         File kind -> path (the map folders for the maps).
     """
     from scipion_reciprocal.formats.mrc import write_map
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    from scipion_reciprocal.formats.result_folder import as_result_folder
+    out = as_result_folder(outdir)
     files = {}
 
     def put(key, name, frame, index=False):
-        path = out / name
-        frame.to_csv(path, index=index)
-        files[key] = str(path)
+        files[key] = str(out.write_csv(name, frame, index=index))
 
     put('similarity', SIMILARITY_CSV, result.similarity_table(), index=True)
     put('correlation', CORRELATION_CSV, result.similarity_table(result.correlation), index=True)
@@ -362,34 +367,36 @@ def write_results(result, outdir, plot=None):
     put('linkage', LINKAGE_CSV, result.linkage_table())
     put('grid', GRID_CSV, result.grid_table())
 
-    aligned = out / ALIGNED_DIR
-    aligned.mkdir(exist_ok=True)
     maps = result.aligned_maps
     for i, name in enumerate(result.names):
-        path = aligned / f'{safe_filename(name)}.mrc'
+        path = out.path(aligned_relpath(name))
         if result.aligned_paths.get(i) != str(path) or not path.exists():
-            write_map(path, maps[i], result.voxel_size)
+            with out.writing(aligned_relpath(name)) as tmp:
+                write_map(tmp, maps[i], result.voxel_size)
             result.aligned_paths[i] = str(path)
-    files['aligned'] = str(aligned)
-    averages = out / AVERAGES_DIR
-    averages.mkdir(exist_ok=True)
+    files['aligned'] = str(out.path(ALIGNED_DIR))
     for label, volume in result.averages.items():
-        write_map(averages / average_filename(label), volume, result.voxel_size)
-    files['averages'] = str(averages)
+        with out.writing(f'{AVERAGES_DIR}/{average_filename(label)}') as tmp:
+            write_map(tmp, volume, result.voxel_size)
+    files['averages'] = str(out.path(AVERAGES_DIR))
 
     labels = sorted(result.average_slices)
-    np.savez_compressed(out / SLICES_NPZ, names=np.array(result.names),
-                        labels=result.labels.astype(int), slices=result.slices,
-                        average_labels=np.array(labels, dtype=int),
-                        average_slices=np.stack([result.average_slices[k] for k in labels]))
-    files['slices'] = str(out / SLICES_NPZ)
-    (out / CHIMERAX_CXC).write_text(chimerax_script(result))
-    files['chimerax'] = str(out / CHIMERAX_CXC)
-    (out / SUMMARY_TXT).write_text(summary_text(result))
-    files['summary'] = str(out / SUMMARY_TXT)
+    with out.writing(SLICES_NPZ) as tmp, open(tmp, 'wb') as handle:
+        np.savez_compressed(handle, names=np.array(result.names),
+                            labels=result.labels.astype(int), slices=result.slices,
+                            average_labels=np.array(labels, dtype=int),
+                            average_slices=np.stack([result.average_slices[k] for k in labels]))
+    files['slices'] = str(out.path(SLICES_NPZ))
+    files['chimerax'] = str(out.write_text(CHIMERAX_CXC, chimerax_script(result)))
+    files['summary'] = str(out.write_text(SUMMARY_TXT, summary_text(result)))
     if plot is not None:
         files.update(plot(result, out))
     return files
+
+
+def aligned_relpath(name):
+    """Path of a map's aligned copy in the results folder."""
+    return f'{ALIGNED_DIR}/{safe_filename(name)}.mrc'
 
 
 def read_results(outdir):

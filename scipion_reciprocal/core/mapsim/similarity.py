@@ -45,8 +45,11 @@ class VectorStore:
             self._file = None
         else:
             self._array = None
-            handle, self.path = tempfile.mkstemp(prefix='mapsim-', suffix='.f32', dir=workdir)
-            self._file = os.fdopen(handle, 'w+b')
+            # Named like the plugin's other temporary files, so that a result folder used as
+            # workdir removes it when a killed run left it behind.
+            self.path = os.path.join(workdir or tempfile.gettempdir(),
+                                     f'.mapsim-vectors.{os.urandom(6).hex()}.tmp')
+            self._file = open(self.path, 'x+b')
             self._file.truncate(n * length * 4)
 
     def write(self, i, vector):
