@@ -63,6 +63,7 @@ from ..formats.errors import FormatError, StarError
 from ..formats.mrc import validate_mrc
 from ..formats.result_folder import as_result_folder
 from ..formats.star import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
+from .cryosparc_relion import star_bytes_per_row
 
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
            'write_int_csv', 'subset_relpath', 'subsets_size', 'expected_size',
@@ -251,12 +252,17 @@ def subset_relpath(subset, suffix=SUBSET_STAR_SUFFIX):
 
 def subsets_size(result):
     """Bytes the subset STAR files will take, about: each subset's share of its source
-    file's rows (header included once per file)."""
+    file's rows (header included once per file); for a cryoSPARC input not yet written as
+    STAR, also that conversion (``inputs/<name>.star``, the source of its STAR subsets)."""
     total = 0
     for clf in result.classifications:
         rows = [len(s.rows[clf.name]) for s in result.subsets if s.source_job == clf.name]
         if clf.cs_source is not None:
             total += clf.cs_source.row_bytes * sum(rows) + 4096 * len(rows)
+            if clf.source is None:
+                star_row = star_bytes_per_row(clf.cs_source)
+                total += int(star_row * (len(clf) + sum(rows))) + 4096 * (len(rows) + 1)
+                continue
         table = clf.source
         if table is None or not len(clf):
             continue
