@@ -20,9 +20,6 @@ from ..formats.result_folder import ResultFolder
 from ..plotting.classes import save_class_summary
 
 JOBS_FILE = "cryosparc_jobs.json"
-#: Class sizes, posterior histograms, class maps and their plots, per job
-#: (:func:`..plotting.classes.save_class_summary`), sealed by a manifest.
-SUMMARY_DIR = "summary"
 SOURCES = ["cryoSPARC project folder and jobs", ".cs files"]
 FROM_PROJECT, FROM_FILES = range(2)
 Y_AXES = ["by micrograph (auto)", "from the bottom (flip)", "from the top (as stored)"]
@@ -119,16 +116,18 @@ class ProtImportCryosparcClassifications(EMProtocol):
 
     # --------------------------- STEPS functions ----------------------------
     def findJobsStep(self):
-        with ResultFolder(self._getExtraPath(SUMMARY_DIR), clean=True,
-                          producer="scipion-reciprocal %s" % self._label):
-            pass  # emptied on every (re)run; each job's step adds its files
+        """Describe every job (cryosparc_jobs.json) and write its class sizes, posterior
+        histograms and class maps as tables and plots (what the viewer shows), in the extra
+        folder: emptied first, sealed with its manifest at the end."""
         described = list(self._describe().values())
-        for job in described:
-            self.info("%s: %s, %s%s" % (job["name"], job["type"] or "classification",
-                                        job["main"], "".join(" + " + p for p in
-                                                             job["passthrough"])))
-        with open(self._getExtraPath(JOBS_FILE), "w") as handle:
-            json.dump(described, handle, indent=1)
+        with ResultFolder(self._getExtraPath(), clean=True,
+                          producer="scipion-reciprocal %s" % self._label) as out:
+            for job in described:
+                self.info("%s: %s, %s%s" % (job["name"], job["type"] or "classification",
+                                            job["main"], "".join(" + " + p for p in
+                                                                 job["passthrough"])))
+                self._writeSummary(out, job)
+            out.write_json(JOBS_FILE, described)
 
     def createOutputStep(self, name):
         job = {j["name"]: j for j in self._readJobs()}[name]
@@ -151,18 +150,16 @@ class ProtImportCryosparcClassifications(EMProtocol):
                                OUTPUT_CLASSES + name: classes})
         self.info("%s: %d particles in %d classes (%s + %d)" % (
             name, outParticles.getSize(), classes.getSize(), hard.field, CLASS_OFFSET))
-        self._writeSummary(name, hard, maps)
 
-    def _writeSummary(self, name, hard, maps):
-        """Class sizes, posterior histograms and class maps of one job, as tables and
-        plots (what the viewer shows)."""
+    def _writeSummary(self, out, job):
+        """Class sizes, posterior histograms and class maps of one job, tables and plots."""
+        hard = hard_classes(CsParticles(job["main"]))
+        maps = {int(k): v for k, v in job["maps"].items()}
         ids = np.arange(1, (hard.n_classes or 0) + 1)
         sizes = class_sizes(hard.classes, np.union1d(ids, list(maps)), hard.confidence)
         histogram = None if hard.confidence is None else confidence_histogram(
             hard.classes, hard.confidence, class_ids=sizes["class"])
-        with ResultFolder(self._getExtraPath(SUMMARY_DIR), resume=True,
-                          producer="scipion-reciprocal %s" % self._label) as out:
-            save_class_summary(out, name, sizes, histogram, class_map_table(maps, sizes))
+        save_class_summary(out, job["name"], sizes, histogram, class_map_table(maps, sizes))
 
     def _logYAxis(self, name, particles, flip):
         if not all(field in particles for field in LOCATION_FIELDS):

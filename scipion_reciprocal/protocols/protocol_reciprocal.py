@@ -283,7 +283,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             keys = keys_from_dataframe(items, describePointer(self.onlyParticles),
                                        key=KEYS[self.matchKey.get()],
                                        columns=CLASSIFICATION_COLUMNS,
-                                       pixel_size=particles.getSamplingRate())
+                                       pixel_size=particles.getSamplingRate(),
+                                       micrograph_stems=True)
         except ReciprocalError as error:
             raise RuntimeError(str(error)) from error
         self.info("Analysing only the %d particles of %s" % (len(keys), particles.getObjLabel()

@@ -23,7 +23,6 @@ from scipion_reciprocal.protocols import (ProtImportCryosparcClassifications,
                                           ProtReciprocalAnalysis)
 from scipion_reciprocal.simulate.cryosparc import (EXTRACT_JOB, IMPORT_JOB, JobSpec,
                                                    write_cryosparc_project)
-from scipion_reciprocal.protocols.protocol_import_cryosparc_classes import SUMMARY_DIR
 from scipion_reciprocal.simulate.dataset import build_demo_project
 from scipion_reciprocal.simulate.relion_jobs import class_average_maps
 from scipion_reciprocal.viewers import CryosparcClassificationsViewer
@@ -162,7 +161,7 @@ class TestCryosparcProtocols(BaseTest):
     def test_import_summary_for_the_viewer(self):
         """Class sizes, posterior histograms and class maps of every job, as tables and
         plots in a complete folder, which the viewer lists."""
-        summary = Path(self.csImport._getExtraPath(SUMMARY_DIR))
+        summary = Path(self.csImport._getExtraPath())
         self.assertTrue(folder_status(summary))
         for job, relionJob, n in (("J30", "Class3D/job085", 3), ("J31", "Class3D/job086", 4)):
             sizes = pd.read_csv(summary / ("class_sizes_%s.csv" % job))
@@ -193,7 +192,7 @@ class TestCryosparcProtocols(BaseTest):
         sizes = read_class_items(classes.getFileName(), ["_index"]).groupby("classId").size()
         self.assertEqual(sizes.to_dict(), truth)
         self.assertTrue(any("J32: %d particles" % N in line for line in prot.summary()))
-        sizes = pd.read_csv(prot._getExtraPath(SUMMARY_DIR, "class_sizes_J32.csv"))
+        sizes = pd.read_csv(prot._getExtraPath("class_sizes_J32.csv"))
         self.assertEqual(sizes.set_index("class")["size"].to_dict(), truth)
 
     def test_validate_names_the_problem(self):

@@ -6,12 +6,11 @@ from pyworkflow.viewer import TextView
 from ..plotting.classes import (AVERAGES_PNG, CONFIDENCE_PNG, PLOTS_DIR, SIZES_CSV, SIZES_PNG,
                                 SLICES_PNG)
 from ..protocols import ProtImportCryosparcClassifications
-from ..protocols.protocol_import_cryosparc_classes import SUMMARY_DIR
 from .plot_files import PlotFilesViewer
 
 
-def _plots(name):
-    return "%s/%s/%s" % (SUMMARY_DIR, PLOTS_DIR, name.format(job="*"))
+def _every_job(name):
+    return name.format(job="*")
 
 
 class CryosparcClassificationsViewer(PlotFilesViewer):
@@ -20,14 +19,15 @@ class CryosparcClassificationsViewer(PlotFilesViewer):
     class volumes (central slices) or 2D class averages; the class-size tables as text."""
     _label = "cryoSPARC classifications viewer"
     _targets = [ProtImportCryosparcClassifications]
-    _plotPatterns = (_plots(SIZES_PNG), _plots(CONFIDENCE_PNG), _plots(SLICES_PNG),
-                     _plots(AVERAGES_PNG))
+    _plotPatterns = tuple("%s/%s" % (PLOTS_DIR, _every_job(name))
+                          for name in (SIZES_PNG, CONFIDENCE_PNG, SLICES_PNG, AVERAGES_PNG))
     #: Every job's table, opened together (the path is a glob pattern).
-    _textFiles = (("Class sizes (tables)", "%s/%s" % (SUMMARY_DIR, SIZES_CSV.format(job="*"))),)
+    _textFiles = (("Class sizes (tables)", _every_job(SIZES_CSV)),)
+    _resultFolders = ("",)
 
     def _getVisualizeDict(self):
         visualize = PlotFilesViewer._getVisualizeDict(self)
-        visualize["text0"] = self._showSizeTables
+        visualize["text0"] = self._ifComplete(self._showSizeTables)
         return visualize
 
     def _showSizeTables(self, e=None):
