@@ -5,12 +5,10 @@ class averages. :func:`save_class_summary` writes the tables and the figures of 
 """
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ..formats.mrc import read_images
 from ..formats.result_folder import as_result_folder
-from .reciprocal import class_slices_figure
+from .reciprocal import _figure, class_slices_figure
 
 __all__ = ['class_sizes_figure', 'confidence_figure', 'class_averages_figure',
            'save_class_summary', 'SIZES_CSV', 'CONFIDENCE_CSV', 'MAPS_CSV', 'SIZES_PNG',
@@ -27,12 +25,6 @@ AVERAGES_PNG = 'class_averages_{job}.png'
 #: Up to this many classes the posterior histograms are drawn as lines, one per class;
 #: more classes (2D classifications) as one image, a row per class.
 MAX_LINES = 12
-
-
-def _figure(width, height):
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def class_sizes_figure(sizes, job=''):
