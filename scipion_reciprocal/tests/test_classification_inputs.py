@@ -183,9 +183,10 @@ def test_cryosparc_class_maps_and_the_space_their_conversion_takes(data, tmp_pat
     np.testing.assert_allclose(maps['distribution'], np.bincount(
         demo.labels['Class3D/job085'], minlength=4)[1:] / N)
     # the free-space estimate counts inputs/J30.star and J30's STAR subsets
-    from scipion_reciprocal.core.reciprocal_io import subsets_size, write_subsets
+    from scipion_reciprocal.core.reciprocal_io import (conversions_size, subsets_size,
+                                                       write_subsets)
     result = reciprocal_analysis(clfs, min_overlap=1)
-    estimate = subsets_size(result)
+    estimate = subsets_size(result) + conversions_size(result)
     attach_star_sources(clfs, tmp_path, 'inputs')
     write_subsets(result, tmp_path)
     written = sum(p.stat().st_size for p in tmp_path.rglob('*') if p.is_file())
