@@ -57,9 +57,11 @@ def cryosparc_rows(files, row_ids):
 class ProtImportCryosparcClassifications(EMProtocol):
     """Imports the final particles of cryoSPARC classification jobs (heterogeneous
     refinement, 3D classification, 2D classification), from a cryoSPARC project folder by
-    job or from .cs files. Each becomes a set of classes with its particles' CTF, alignment
-    and acquisition in Scipion's conventions, and the job's class volumes (or 2D class
-    averages) as representatives. Classes are numbered from 1: cryoSPARC's class + 1."""
+    job or from .cs files. Each becomes a set of classes with its particles' CTF, alignment,
+    acquisition and coordinates (micrograph, position in RELION's convention) in Scipion's
+    conventions, and the job's class volumes (or 2D class averages) as representatives.
+    Classes are numbered from 1: cryoSPARC's class + 1. Class sizes, posterior histograms and
+    class maps are drawn for the viewer."""
     _label = "import cryoSPARC classifications"
     _possibleOutputs = {OUTPUT_CLASSES + "JNN": emobj.SetOfClasses3D,
                         OUTPUT_PARTICLES + "JNN": emobj.SetOfParticles}
