@@ -126,13 +126,14 @@ def _check_verdict_options(args):
 
 
 def _class_maps(classifications, iteration):
-    """Class maps of the RELION jobs (None for other inputs and jobs without maps)."""
+    """Class maps of the RELION jobs and of cryoSPARC jobs (their class volumes or 2D
+    averages); None for other inputs and jobs without maps."""
     from ..core import relion_jobs
     from ..formats.errors import FormatError
     maps = {}
     for c in classifications:
         if c.job_dir is None:
-            maps[c.name] = None
+            maps[c.name] = c.class_maps
             continue
         try:
             maps[c.name] = relion_jobs.class_maps(c.job_dir, iteration)

@@ -290,7 +290,10 @@ def export_particles_star(particles, star_path, link_folder=None, with_ctf=True)
 
 def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project_dir,
                            id_column=None):
-    """Append one Scipion Particle per STAR row to ``out_set`` (CTF, alignment, acquisition).
+    """Append one Scipion Particle per STAR row to ``out_set`` (CTF, alignment, acquisition,
+    and the particle's Coordinate: ``rlnCoordinateX/Y`` in micrograph pixels, rounded, with
+    ``rlnMicrographName`` as its micrograph name and micrographs numbered from 1 in order of
+    appearance as its micrograph id).
 
     ``project_dir`` is the folder image paths are relative to (the RELION project).  Rows of
     ``particles_df`` are RELION 3.1 columns; optics columns are merged in when given.
@@ -341,12 +344,15 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
     if has_angles:
         transform = emobj.Transform()
         particle.setTransform(transform)
-    has_coordinates = "rlnCoordinateX" in columns
+    has_coordinates = {"rlnCoordinateX", "rlnCoordinateY"} <= set(columns)
     if has_coordinates:
         coordinate = emobj.Coordinate()
         particle.setCoordinate(coordinate)
         xs = np.rint(columns["rlnCoordinateX"].astype(float)).astype(int)
         ys = np.rint(columns["rlnCoordinateY"].astype(float)).astype(int)
+    has_micrographs = has_coordinates and "rlnMicrographName" in columns
+    if has_micrographs:
+        mic_codes, mic_names = pd.factorize(pd.Series(columns["rlnMicrographName"]).astype(str))
     has_class = "rlnClassNumber" in columns
     for row in range(len(table)):
         particle.cleanObjId()
@@ -361,6 +367,10 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
             transform.setMatrix(matrices[row])
         if has_coordinates:
             coordinate.setPosition(int(xs[row]), int(ys[row]))
+        if has_micrographs:
+            coordinate.setMicName(mic_names[mic_codes[row]])
+            coordinate.setMicId(int(mic_codes[row]) + 1)
+            particle.setMicId(int(mic_codes[row]) + 1)
         for column in extras:
             getattr(particle, "_" + column).set(columns[column][row])
         if has_class:

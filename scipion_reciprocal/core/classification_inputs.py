@@ -29,7 +29,8 @@ import numpy as np
 
 from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, CLASS_FIELDS, CS_SUFFIX, UID, CsError,
                                  CsParticles, posterior_field)
-from ..formats.cryosparc_jobs import JOB_JSON, cs_file_name, find_cs_job, open_cs_file
+from ..formats.cryosparc_jobs import (JOB_JSON, cs_file_name, find_cs_job, job_of_file,
+                                      open_cs_file)
 from ..formats.errors import FormatError, StarError
 from ..formats.labels import LABEL_SUFFIXES, read_labels
 from ..formats.result_folder import as_result_folder
@@ -37,8 +38,9 @@ from ..formats.star import write_particles_star
 from ..formats.star_table import StarTable
 from . import particle_keys as pk
 from . import relion_jobs
+from .class_summary import class_map_table, class_sizes
 from .cryosparc_relion import (CLASS_OFFSET, LOCATION_FIELDS, hard_classes,
-                              micrograph_positions, relion_particles)
+                              micrograph_positions, relion_particles, y_from_bottom)
 from .reciprocal import (CONFIDENCE_LABEL, Classification, ReciprocalError,
                          _micrograph_pixel_size)
 
@@ -130,6 +132,7 @@ class _Run:
     job_dir: Path = None
     star: StarTable = None
     cs: CsParticles = None
+    class_maps: object = None
     cache: dict = field(default_factory=dict)
 
     def key(self, name, variant=0):
@@ -178,10 +181,11 @@ def _read(spec, iteration, pixel_size, read_confidence, with_classes=True):
         return _read_star(spec.path, None, pixel_size, read_confidence, with_classes)
     if spec.kind == 'cryosparc_job':
         job = find_cs_job(spec.path.parent, spec.path.name)
-        return _read_cs(job.open(), job.uid, pixel_size, kind=job.kind,
-                        n_classes=len(job.class_maps()) or None)
+        return _with_class_maps(_read_cs(job.open(), job.uid, pixel_size, kind=job.kind,
+                                         n_classes=len(job.class_maps()) or None), job)
     if spec.kind == 'cs':
-        return _read_cs_file(spec.path, pixel_size, with_classes)
+        run = _read_cs_file(spec.path, pixel_size, with_classes)
+        return _with_class_maps(run, job_of_file(spec.path)) if with_classes else run
     return _read_labels(spec, iteration, pixel_size)
 
 
@@ -276,6 +280,15 @@ def _read_cs(particles, name, pixel_size, kind=None, n_classes=None, with_classe
                 kind=kind, cs=particles)
 
 
+def _with_class_maps(run, job):
+    """The run with its cryoSPARC job's class volumes or averages (when ``job`` has
+    any), as :func:`.relion_jobs.class_maps` lists RELION's."""
+    maps = job.class_maps() if job is not None else {}
+    if maps:
+        run.class_maps = class_map_table(maps, class_sizes(run.classes, run.class_ids))
+    return run
+
+
 def _cs_keys(particles, pixel_size):
     keys = {}
     if UID in particles:
@@ -283,8 +296,8 @@ def _cs_keys(particles, pixel_size):
     if BLOB_PATH in particles and BLOB_IDX in particles:
         keys['image'] = lambda: _cs_image_keys(particles)
     if all(f in particles for f in LOCATION_FIELDS):
-        keys['coordinates'] = lambda: [_cs_coordinate_keys(particles, flip, pixel_size)
-                                       for flip in (False, True)]
+        keys['coordinates'] = lambda: [_cs_coordinate_keys(particles, opposite, pixel_size)
+                                       for opposite in (False, True)]
     return keys
 
 
@@ -297,8 +310,11 @@ def _cs_image_keys(particles):
     return pk.rebase_labels(keys, root)
 
 
-def _cs_coordinate_keys(particles, flip_y, pixel_size):
-    mics, x, y, size = micrograph_positions(particles, flip_y=flip_y)
+def _cs_coordinate_keys(particles, opposite, pixel_size):
+    """Coordinate keys with cryoSPARC's Y measured as :func:`y_from_bottom` says (the
+    opposite way when ``opposite``)."""
+    flip = y_from_bottom(particles.column('location/micrograph_path'))
+    mics, x, y, size = micrograph_positions(particles, flip_y=flip ^ opposite)
     if pixel_size is not None:
         size = pixel_size
     if size is None:
@@ -391,8 +407,9 @@ def choose_key(runs, key='auto', tolerance=10.0):
 
 
 def _best_variants(runs, name, tolerance):
-    """Per run, the variant of a key (cryoSPARC's Y axis flipped or not) that matches the
-    first run with one variant (or the first run) best."""
+    """Per run, the variant of a key (cryoSPARC's Y axis as :func:`y_from_bottom` says, or
+    the opposite) that matches the first run with one variant (or the first run) best; a
+    tie keeps the first variant."""
     counts = [len(runs[i].variants(name)) for i in range(len(runs))]
     ref = next((i for i, c in enumerate(counts) if c == 1), 0)
     keys = [runs[i].key(name) for i in range(len(runs))]
@@ -441,7 +458,8 @@ def classifications_from_inputs(specs, names=None, key='auto', iteration=None, p
             run.cs.close()          # columns read for the keys are no longer needed
         out.append(Classification(run.name, run_keys, run.classes, confidence=run.confidence,
                                   class_ids=run.class_ids, kind=run.kind, source=run.star,
-                                  job_dir=run.job_dir, cs_source=run.cs))
+                                  job_dir=run.job_dir, cs_source=run.cs,
+                                  class_maps=run.class_maps))
     _number_the_others(out)
     return out, note
 

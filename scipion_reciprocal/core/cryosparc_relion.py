@@ -18,11 +18,14 @@
   ``(1 - center_y_frac) * height`` = ``rlnCoordinateY`` (cryoSPARC's origin is the bottom
   left, pyem's default), while particles picked on micrographs motion-corrected by cryoSPARC
   match micrographs motion-corrected by MotionCor2 or RELION without the flip (pyem's
-  notes: cryoSPARC's Patch Motion flips images). :func:`relion_particles` writes pyem's
-  default; matching across software tries both (see :mod:`.classification_inputs`).
+  notes: cryoSPARC's Patch Motion flips images). :func:`y_from_bottom` tells the two apart
+  by the micrograph (one written by cryoSPARC's motion correction, or any other), and
+  :func:`relion_particles` follows it unless told otherwise; matching across software
+  tries that choice first and the opposite one second (see :mod:`.classification_inputs`).
 """
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,20 +33,24 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.transform import Rotation
 
-from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, MULTI_POSTERIOR, CsError, class_field,
-                                 clean_path, posterior_field)
-from ..formats.star import format_image_names
+from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, MULTI_POSTERIOR, CsError, CsParticles,
+                                 class_field, clean_path, posterior_field, write_cs)
+from ..formats.star import format_image_names, write_particles_star
 from .geometry import matrix_to_relion_euler
 
 __all__ = ['relion_angles_from_poses', 'relion_particles', 'micrograph_positions',
-           'stack_paths', 'alignment_prefix', 'hard_classes', 'HardClasses', 'LOCATION_FIELDS',
-           'CLASS_OFFSET']
+           'y_from_bottom', 'star_bytes_per_row', 'stack_paths', 'alignment_prefix',
+           'hard_classes', 'HardClasses', 'LOCATION_FIELDS', 'CLASS_OFFSET']
 
 #: Added to cryoSPARC's 0-based classes: RELION and Scipion count classes from 1.
 CLASS_OFFSET = 1
 LOCATION_FIELDS = ('location/micrograph_path', 'location/center_x_frac',
                    'location/center_y_frac', 'location/micrograph_shape')
 _MIC_PSIZE = 'location/micrograph_psize_A'
+#: Micrographs written by cryoSPARC's motion correction (patch or full-frame): its
+#: ``motioncorrected/`` folder, or its ``_patch_aligned``/``_rigid_aligned`` names.
+_CS_MOTION_CORRECTED = re.compile(r'(^|/)motioncorrected/|_(patch|rigid)_aligned'
+                                  r'(_doseweighted)?\.mrc$')
 
 
 @dataclass
@@ -131,8 +138,53 @@ def _project_path(name, project_dir):
     return str(Path(project_dir) / name)
 
 
-def micrograph_positions(particles, flip_y=False, project_dir=None):
+def y_from_bottom(micrographs):
+    """Per particle, whether cryoSPARC measured its ``center_y_frac`` from the bottom of the
+    micrograph as RELION sees it (``rlnCoordinateY = (1 - center_y_frac) * height``).
+
+    True unless the micrograph was written by cryoSPARC's motion correction (its
+    ``motioncorrected/`` folder or ``_patch_aligned``/``_rigid_aligned`` names), whose
+    images cryoSPARC flips: particles picked on those match RELION's positions unflipped.
+
+    Parameters
+    ----------
+    micrographs : array-like of str or bytes
+        ``location/micrograph_path`` of every particle.
+    """
+    codes, uniques = pd.factorize(np.asarray(micrographs))
+    bottom = np.array([_CS_MOTION_CORRECTED.search(clean_path(u).replace('\\', '/')) is None
+                       for u in uniques], dtype=bool)
+    return bottom[codes] if len(uniques) else np.zeros(len(codes), dtype=bool)
+
+
+def star_bytes_per_row(particles, sample=256):
+    """Bytes per particle of the RELION STAR file of ``particles`` (:func:`relion_particles`
+    written by :func:`~..formats.star.write_particles_star`, with a class column), measured
+    on up to ``sample`` rows spread over the dataset; the header counts in (an upper
+    bound), for free-space checks before the conversion is written."""
+    n = len(particles)
+    if not n:
+        return 0.0
+    rows = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    with tempfile.TemporaryDirectory(prefix='cs-star-size-') as folder:
+        write_cs(Path(folder) / 'sample.cs', particles.subset(rows))
+        part = CsParticles(Path(folder) / 'sample.cs', project_dir=particles.project_dir)
+        table, optics = relion_particles(part, particles.project_dir)
+        part.close()
+        if 'rlnClassNumber' not in table:
+            table['rlnClassNumber'] = 1
+        write_particles_star(Path(folder) / 'sample.star', table, optics)
+        return os.path.getsize(Path(folder) / 'sample.star') / len(rows)
+
+
+def micrograph_positions(particles, flip_y=None, project_dir=None):
     """Micrograph, position in pixels and micrograph pixel size of every particle.
+
+    Parameters
+    ----------
+    flip_y : bool or array-like of bool, optional
+        Y measured from the bottom (for every particle, or per particle); default:
+        :func:`y_from_bottom` of each particle's micrograph.
 
     Returns
     -------
@@ -140,23 +192,25 @@ def micrograph_positions(particles, flip_y=False, project_dir=None):
         ``location/micrograph_path`` (decoded).
     x, y : numpy.ndarray of float64
         ``center_x_frac * width`` and ``center_y_frac * height`` (``(1 - center_y_frac) *
-        height`` with ``flip_y``), in micrograph pixels.
+        height`` where ``flip_y``), in micrograph pixels.
     pixel_size : numpy.ndarray of float64 or None
         ``location/micrograph_psize_A`` when present.
     """
     particles.prefetch(LOCATION_FIELDS + (_MIC_PSIZE,))
     codes, uniques = pd.factorize(particles.column('location/micrograph_path'))
-    mics = np.array([_project_path(clean_path(u), project_dir) for u in uniques],
-                    dtype=object)[codes]
+    names = np.array([clean_path(u) for u in uniques], dtype=object)
+    mics = np.array([_project_path(n, project_dir) for n in names], dtype=object)[codes]
+    if flip_y is None:
+        flip_y = y_from_bottom(names)[codes] if len(names) else np.zeros(0, dtype=bool)
     shape = particles.column('location/micrograph_shape').astype(np.float64).reshape(-1, 2)
     x = particles.column('location/center_x_frac').astype(np.float64) * shape[:, 1]
     y_frac = particles.column('location/center_y_frac').astype(np.float64)
-    y = (1.0 - y_frac if flip_y else y_frac) * shape[:, 0]
+    y = np.where(flip_y, 1.0 - y_frac, y_frac) * shape[:, 0]
     size = particles.column(_MIC_PSIZE).astype(np.float64) if _MIC_PSIZE in particles else None
     return mics, x, y, size
 
 
-def relion_particles(particles, project_dir=None):
+def relion_particles(particles, project_dir=None, flip_y=None):
     """RELION 3.1 (particles, optics) tables of a cryoSPARC particle dataset.
 
     Parameters
@@ -164,6 +218,9 @@ def relion_particles(particles, project_dir=None):
     particles : CsParticles
     project_dir : path, optional
         The cryoSPARC project folder: stack and micrograph paths become absolute under it.
+    flip_y : bool, optional
+        Whether ``location/center_y_frac`` is measured from the bottom (see
+        :func:`micrograph_positions`); default: :func:`y_from_bottom` per micrograph.
 
     Returns
     -------
@@ -177,7 +234,7 @@ def relion_particles(particles, project_dir=None):
     out = {'rlnImageName': format_image_names(particles.column(BLOB_IDX).astype(np.int64) + 1,
                                               stack_paths(particles, project_dir))}
     if all(f in particles for f in LOCATION_FIELDS):
-        mics, x, y, _ = micrograph_positions(particles, flip_y=True, project_dir=project_dir)
+        mics, x, y, _ = micrograph_positions(particles, flip_y=flip_y, project_dir=project_dir)
         out.update(rlnMicrographName=mics, rlnCoordinateX=x, rlnCoordinateY=y)
     for field, label, scale in (('ctf/df1_A', 'rlnDefocusU', None),
                                 ('ctf/df2_A', 'rlnDefocusV', None),

@@ -77,6 +77,9 @@ class Classification:
     cs_source : CsParticles, optional
         The cryoSPARC particles the rows are (:mod:`~scipion_reciprocal.formats.cryosparc`):
         subsets are also written from it as ``.cs`` files, every field verbatim.
+    class_maps : pandas.DataFrame, optional
+        The class maps of a job that is not a RELION job folder (a cryoSPARC job), in the
+        layout of :func:`~scipion_reciprocal.core.relion_jobs.class_maps`.
     """
 
     name: str
@@ -90,6 +93,7 @@ class Classification:
     source: StarTable = None
     job_dir: Path = None
     cs_source: object = None
+    class_maps: object = None
 
     def __post_init__(self):
         self.classes = np.asarray(self.classes)
@@ -273,7 +277,8 @@ def keys_from_star(path, key='image', pixel_size=None):
 
 
 def classification_from_dataframe(frame, name, key='image', columns=None, pixel_size=None,
-                                  class_ids=None, number=None, kind=None):
+                                  class_ids=None, number=None, kind=None,
+                                  micrograph_stems=False):
     """Build a classification from a table with one row per particle.
 
     Parameters
@@ -289,13 +294,16 @@ def classification_from_dataframe(frame, name, key='image', columns=None, pixel_
     columns : dict, optional
         Role -> column name, overriding :data:`DEFAULT_COLUMNS`. The ``class`` role is
         required; ``confidence`` and ``row_id`` are used when present.
+    micrograph_stems : bool
+        Compare micrographs by file stem (:func:`~.particle_keys.micrograph_stem`: across
+        software, e.g. a RELION and a cryoSPARC import) rather than by path.
 
     Raises
     ------
     ReciprocalError
         If a column the key needs is absent (the message names the job and column).
     """
-    keys = keys_from_dataframe(frame, name, key, columns, pixel_size)
+    keys = keys_from_dataframe(frame, name, key, columns, pixel_size, micrograph_stems)
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
     if cols['class'] not in frame.columns:
         raise ReciprocalError(f'{name}: no column {cols["class"]} (the class numbers; columns: '
@@ -307,9 +315,11 @@ def classification_from_dataframe(frame, name, key='image', columns=None, pixel_
                           class_ids=class_ids, number=number, kind=kind)
 
 
-def keys_from_dataframe(frame, name, key='image', columns=None, pixel_size=None):
+def keys_from_dataframe(frame, name, key='image', columns=None, pixel_size=None,
+                        micrograph_stems=False):
     """The particle keys of a table with one row per particle (see
-    :func:`classification_from_dataframe` for ``key``, ``columns`` and ``pixel_size``).
+    :func:`classification_from_dataframe` for ``key``, ``columns``, ``pixel_size`` and
+    ``micrograph_stems``).
 
     Raises
     ------
@@ -336,7 +346,8 @@ def keys_from_dataframe(frame, name, key='image', columns=None, pixel_size=None)
     if key == 'coordinates':
         mics, x, y = need('micrograph', 'x', 'y')
         size = pixel_size if pixel_size is not None else need('pixel_size')[0]
-        return pk.coordinate_keys(np.asarray(mics, dtype=object), x, y, size)
+        return pk.coordinate_keys(np.asarray(mics, dtype=object), x, y, size,
+                                  stems=micrograph_stems)
     return pk.id_keys(need('id')[0])
 
 

@@ -63,10 +63,11 @@ from ..formats.errors import FormatError, StarError
 from ..formats.mrc import validate_mrc
 from ..formats.result_folder import as_result_folder
 from ..formats.star import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
+from .cryosparc_relion import star_bytes_per_row
 
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
-           'write_int_csv', 'subset_relpath', 'subsets_size', 'expected_size',
-           'check_subset_sources', 'membership_columns', 'consensus_table']
+           'write_int_csv', 'subset_relpath', 'subsets_size', 'conversions_size',
+           'expected_size', 'check_subset_sources', 'membership_columns', 'consensus_table']
 
 COUNTS_CSV = 'counts_matrix.csv'
 FRACTIONS_CSV = 'fraction_matrix.csv'
@@ -249,20 +250,35 @@ def subset_relpath(subset, suffix=SUBSET_STAR_SUFFIX):
     return f'{folder}/{subset.name}{suffix}'
 
 
+def _star_row_bytes(clf):
+    """Bytes per row of the STAR file a classification's STAR files copy rows from: its
+    source, or the conversion of a cryoSPARC input not yet written as STAR (measured on a
+    sample of its rows); 0 without either."""
+    if clf.source is not None:
+        return os.path.getsize(clf.source.path) / max(len(clf), 1)
+    if clf.cs_source is not None:
+        return star_bytes_per_row(clf.cs_source)
+    return 0.0
+
+
 def subsets_size(result):
-    """Bytes the subset STAR files will take, about: each subset's share of its source
-    file's rows (header included once per file)."""
+    """Bytes the subset STAR (and ``.cs``) files will take, about: each subset's share of its
+    source file's rows (header included once per file)."""
     total = 0
     for clf in result.classifications:
         rows = [len(s.rows[clf.name]) for s in result.subsets if s.source_job == clf.name]
         if clf.cs_source is not None:
             total += clf.cs_source.row_bytes * sum(rows) + 4096 * len(rows)
-        table = clf.source
-        if table is None or not len(clf):
-            continue
-        size = os.path.getsize(table.path)
-        total += int(size * sum(rows) / len(clf)) + 4096 * len(rows)
+        if rows and len(clf):
+            total += int(_star_row_bytes(clf) * sum(rows)) + 4096 * len(rows)
     return total
+
+
+def conversions_size(result):
+    """Bytes of the STAR conversions (``inputs/<name>.star``) of the cryoSPARC inputs not yet
+    written as STAR, about."""
+    return sum(int(_star_row_bytes(clf) * len(clf)) + 4096 for clf in result.classifications
+               if clf.source is None and clf.cs_source is not None)
 
 
 #: Bytes of one figure, about (PNG at 100 dpi: 30-90 kB; large heatmaps more).
@@ -270,7 +286,8 @@ FIGURE_BYTES = 100_000
 
 
 def expected_size(result, subsets=True, plots=True):
-    """Bytes that :func:`write_results` (and the plots) will write, about: for the free-space
+    """Bytes that :func:`write_results` (and the plots) will write, about, with the STAR
+    conversions of cryoSPARC inputs that the subsets or the verdict need: for the free-space
     check before anything is written."""
     names = result.names
     cells = sum(len(result.classes[a]) * len(result.classes[b])
@@ -281,11 +298,12 @@ def expected_size(result, subsets=True, plots=True):
     figures = FIGURE_BYTES * (2 * n * (n - 1) + 3 + 2 * n) if plots else 0
     stable = 0
     if result.verdict is not None:      # stable + unstable particles: the first job's rows
-        first = result.classifications[0].source
-        stable = os.path.getsize(first.path) + 8192 if first is not None else 0
+        first = result.classifications[0]
+        stable = int(_star_row_bytes(first) * len(first)) + 8192 if len(first) else 0
         tables += len(result.assignments) * 16 + len(result.verdict.significance) * 100
         figures += 4 * FIGURE_BYTES if plots else 0
-    return tables + (subsets_size(result) if subsets else 0) + figures + stable
+    converted = conversions_size(result) if subsets or result.verdict is not None else 0
+    return tables + (subsets_size(result) if subsets else 0) + figures + stable + converted
 
 
 #: Per-particle columns of a RELION 3.0 file that its subsets' optics table is built from.

@@ -10,14 +10,20 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol import params
 
 from ..convert.particles import star_rows_to_particles
-from ..core.cryosparc_relion import CLASS_OFFSET, hard_classes, relion_particles
+from ..core.class_summary import class_map_table, class_sizes, confidence_histogram
+from ..core.cryosparc_relion import (CLASS_OFFSET, LOCATION_FIELDS, hard_classes,
+                                     relion_particles, y_from_bottom)
 from ..formats.cryosparc import CsParticles
 from ..formats.cryosparc_jobs import cs_file_name, find_cs_jobs, job_of_file, open_cs_file
 from ..formats.errors import FormatError
+from ..formats.result_folder import ResultFolder
+from ..plotting.classes import save_class_summary
 
 JOBS_FILE = "cryosparc_jobs.json"
 SOURCES = ["cryoSPARC project folder and jobs", ".cs files"]
 FROM_PROJECT, FROM_FILES = range(2)
+Y_AXES = ["by micrograph (auto)", "from the bottom (flip)", "from the top (as stored)"]
+Y_AUTO, Y_FLIP, Y_KEEP = range(3)
 OUTPUT_CLASSES, OUTPUT_PARTICLES = "outputClasses_", "outputParticles_"
 
 
@@ -51,9 +57,11 @@ def cryosparc_rows(files, row_ids):
 class ProtImportCryosparcClassifications(EMProtocol):
     """Imports the final particles of cryoSPARC classification jobs (heterogeneous
     refinement, 3D classification, 2D classification), from a cryoSPARC project folder by
-    job or from .cs files. Each becomes a set of classes with its particles' CTF, alignment
-    and acquisition in Scipion's conventions, and the job's class volumes (or 2D class
-    averages) as representatives. Classes are numbered from 1: cryoSPARC's class + 1."""
+    job or from .cs files. Each becomes a set of classes with its particles' CTF, alignment,
+    acquisition and coordinates (micrograph, position in RELION's convention) in Scipion's
+    conventions, and the job's class volumes (or 2D class averages) as representatives.
+    Classes are numbered from 1: cryoSPARC's class + 1. Class sizes, posterior histograms and
+    class maps are drawn for the viewer."""
     _label = "import cryoSPARC classifications"
     _possibleOutputs = {OUTPUT_CLASSES + "JNN": emobj.SetOfClasses3D,
                         OUTPUT_PARTICLES + "JNN": emobj.SetOfParticles}
@@ -87,6 +95,20 @@ class ProtImportCryosparcClassifications(EMProtocol):
                            "file (J30_00020_particles.cs) in its job folder is joined with "
                            "the job's passthrough file (stacks, CTF, positions); any other "
                            "file is read alone and must have blob/path, blob/idx and CTF.")
+        form.addParam("yAxis", params.EnumParam, choices=Y_AXES, default=Y_AUTO,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Particle Y positions measured",
+                      help="How cryoSPARC's location/center_y_frac becomes RELION's "
+                           "rlnCoordinateY (the particle's Coordinate in Scipion). cryoSPARC "
+                           "measures Y from the bottom for particles on micrographs it did "
+                           "not motion-correct (imported from RELION, MotionCor2...), so "
+                           "Y = (1 - frac) x height; its own motion correction (Patch or "
+                           "Full-frame Motion: J5/motioncorrected/..._patch_aligned_"
+                           "doseweighted.mrc) flips the micrographs, so positions picked on "
+                           "them match other programs' micrographs unflipped. 'auto' decides "
+                           "per micrograph by its name; choose a fixed way when your "
+                           "micrographs were renamed. Matching by micrograph + coordinates "
+                           "in the reciprocal analysis needs this right.")
 
     # --------------------------- INSERT steps functions ---------------------
     def _insertAllSteps(self):
@@ -96,19 +118,26 @@ class ProtImportCryosparcClassifications(EMProtocol):
 
     # --------------------------- STEPS functions ----------------------------
     def findJobsStep(self):
+        """Describe every job (cryosparc_jobs.json) and write its class sizes, posterior
+        histograms and class maps as tables and plots (what the viewer shows), in the extra
+        folder: emptied first, sealed with its manifest at the end."""
         described = list(self._describe().values())
-        for job in described:
-            self.info("%s: %s, %s%s" % (job["name"], job["type"] or "classification",
-                                        job["main"], "".join(" + " + p for p in
-                                                             job["passthrough"])))
-        with open(self._getExtraPath(JOBS_FILE), "w") as handle:
-            json.dump(described, handle, indent=1)
+        with ResultFolder(self._getExtraPath(), clean=True,
+                          producer="scipion-reciprocal %s" % self._label) as out:
+            for job in described:
+                self.info("%s: %s, %s%s" % (job["name"], job["type"] or "classification",
+                                            job["main"], "".join(" + " + p for p in
+                                                                 job["passthrough"])))
+                self._writeSummary(out, job)
+            out.write_json(JOBS_FILE, described)
 
     def createOutputStep(self, name):
         job = {j["name"]: j for j in self._readJobs()}[name]
         particles = CsParticles(job["main"], job["passthrough"], project_dir=job["project"])
         hard = hard_classes(particles)
-        table, optics = relion_particles(particles, job["project"])
+        flip = {Y_AUTO: None, Y_FLIP: True, Y_KEEP: False}[self.yAxis.get()]
+        table, optics = relion_particles(particles, job["project"], flip_y=flip)
+        self._logYAxis(name, particles, flip)
         pixelSize = float(optics["rlnImagePixelSize"].iloc[0])
         outParticles = self._createSetOfParticles(suffix="_" + name)
         star_rows_to_particles(table, optics, outParticles, pixelSize, job["project"] or ".")
@@ -123,6 +152,27 @@ class ProtImportCryosparcClassifications(EMProtocol):
                                OUTPUT_CLASSES + name: classes})
         self.info("%s: %d particles in %d classes (%s + %d)" % (
             name, outParticles.getSize(), classes.getSize(), hard.field, CLASS_OFFSET))
+
+    def _writeSummary(self, out, job):
+        """Class sizes, posterior histograms and class maps of one job, tables and plots."""
+        hard = hard_classes(CsParticles(job["main"]))
+        maps = {int(k): v for k, v in job["maps"].items()}
+        ids = np.arange(1, (hard.n_classes or 0) + 1)
+        sizes = class_sizes(hard.classes, np.union1d(ids, list(maps)), hard.confidence)
+        histogram = None if hard.confidence is None else confidence_histogram(
+            hard.classes, hard.confidence, class_ids=sizes["class"])
+        save_class_summary(out, job["name"], sizes, histogram, class_map_table(maps, sizes))
+
+    def _logYAxis(self, name, particles, flip):
+        if not all(field in particles for field in LOCATION_FIELDS):
+            self.info("%s: no particle positions (location/*): no coordinates" % name)
+            return
+        if flip is None:
+            flip = y_from_bottom(particles.column("location/micrograph_path"))
+        flipped = int(np.sum(np.broadcast_to(flip, (len(particles),))))
+        self.info("%s: particle Y measured from the bottom (flipped) for %d particles, from "
+                  "the top for %d (%s)" % (name, flipped, len(particles) - flipped,
+                                           Y_AXES[self.yAxis.get()]))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):

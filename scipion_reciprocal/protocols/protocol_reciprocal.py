@@ -99,7 +99,10 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                            "location: the same image in the same stack (paths normalised). "
                            "Original image name: rlnImageOriginalName (after re-extraction). "
                            "Micrograph + coordinates: the same micrograph and a position "
-                           "within the tolerance (re-extracted, re-centred particles).")
+                           "within the tolerance (re-extracted, re-centred particles; "
+                           "micrographs compared by file name without folder, extension, "
+                           "cryoSPARC's uid prefix and motion-correction suffixes, so "
+                           "RELION and cryoSPARC imports match).")
         form.addParam("tolerance", params.FloatParam, default=10.0, label="Tolerance (Å)",
                       condition="matchKey == 2",
                       help="Largest distance between the coordinates of one particle in two "
@@ -280,7 +283,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             keys = keys_from_dataframe(items, describePointer(self.onlyParticles),
                                        key=KEYS[self.matchKey.get()],
                                        columns=CLASSIFICATION_COLUMNS,
-                                       pixel_size=particles.getSamplingRate())
+                                       pixel_size=particles.getSamplingRate(),
+                                       micrograph_stems=True)
         except ReciprocalError as error:
             raise RuntimeError(str(error)) from error
         self.info("Analysing only the %d particles of %s" % (len(keys), particles.getObjLabel()
@@ -425,7 +429,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         clf = classification_from_dataframe(
             keys, name, key=KEYS[self.matchKey.get()], columns=CLASSIFICATION_COLUMNS,
             pixel_size=classes.getImages().getSamplingRate(), class_ids=class_ids(classes),
-            kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D")
+            kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D",
+            micrograph_stems=True)
         clf.source = source
         self.info("%s: subset STAR files copy the rows of %s" % (name, source.path))
         self.info("%s: %d particles in %d classes read, %s"

@@ -439,6 +439,7 @@ def demo_with_cryosparc(root, jobs, n_particles=90, seed=0, cryosparc_seed=0):
     jobs : dict
         cryoSPARC job (``'J30'``) -> ``(job type, RELION job whose final classes it gets,
         'J1' or 'J2')``, e.g. ``{'J30': ('hetero_refine', 'Class3D/job085', 'J1')}``.
+        3D jobs get class volumes (the true maps averaged over each class's particles).
 
     Returns
     -------
@@ -448,13 +449,19 @@ def demo_with_cryosparc(root, jobs, n_particles=90, seed=0, cryosparc_seed=0):
     project : CryosparcProject
     """
     from ..formats.star import read_particles_star
-    from .dataset import build_demo_project
+    from .dataset import CLASS3D_JOBS, build_demo_project
+    from .relion_jobs import class_average_maps
     root = Path(root)
     demo = build_demo_project(root / 'relion', seed=seed, n_particles=n_particles,
                               n_iterations=2, n_micrographs=1)
     star = read_particles_star(demo.particles_star)
-    specs = {uid: JobSpec(job_type, demo.labels[relion_job], source)
-             for uid, (job_type, relion_job, source) in jobs.items()}
+    specs = {}
+    for uid, (job_type, relion_job, source) in jobs.items():
+        labels = demo.labels[relion_job]
+        maps = None if JOB_TYPES[job_type][2] or relion_job not in CLASS3D_JOBS else \
+            class_average_maps(demo.maps, demo.true_states, labels,
+                               CLASS3D_JOBS[relion_job]['n_classes'])
+        specs[uid] = JobSpec(job_type, labels, source, class_maps=maps)
     project = write_cryosparc_project(root / 'P12', root / 'relion', star.particles,
                                       star.optics, specs, seed=cryosparc_seed)
     return demo, star, project

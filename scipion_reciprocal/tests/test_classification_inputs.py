@@ -169,3 +169,26 @@ def test_star_source_of_cryosparc_input(data, tmp_path):
     assert converted['particles']['rlnClassNumber'].tolist() == list(clfs[1].classes)
     clfs[1].source.write_subset(tmp_path / 'subset.star', [0, 5])
     assert len(starfile.read(tmp_path / 'subset.star')['particles']) == 2
+
+
+def test_cryosparc_class_maps_and_the_space_their_conversion_takes(data, tmp_path):
+    root, demo, cs = data
+    clfs, _ = classifications_from_inputs([root / 'relion/Class3D/job085', root / 'P12/J30'])
+    maps = clfs[1].class_maps            # the job's class volumes, as RELION's are listed
+    assert clfs[0].class_maps is None
+    assert maps['class'].tolist() == [1, 2, 3] and maps['exists'].all()
+    assert [p.name for p in maps['path']] == [f'J30_class_{k:02d}_00020_volume.mrc'
+                                              for k in range(3)]
+    assert (maps['index'] == 0).all()
+    np.testing.assert_allclose(maps['distribution'], np.bincount(
+        demo.labels['Class3D/job085'], minlength=4)[1:] / N)
+    # the free-space estimate counts inputs/J30.star and J30's STAR subsets
+    from scipion_reciprocal.core.reciprocal_io import (conversions_size, subsets_size,
+                                                       write_subsets)
+    result = reciprocal_analysis(clfs, min_overlap=1)
+    estimate = subsets_size(result) + conversions_size(result)
+    attach_star_sources(clfs, tmp_path, 'inputs')
+    write_subsets(result, tmp_path)
+    written = sum(p.stat().st_size for p in tmp_path.rglob('*') if p.is_file())
+    assert (tmp_path / 'inputs' / 'J30.star').exists()
+    assert written <= estimate <= 1.5 * written

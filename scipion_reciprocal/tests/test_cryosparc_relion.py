@@ -117,3 +117,42 @@ def test_hard_classes_from_class_fields_or_per_class_posteriors(tmp_path):
     write_cs(tmp_path / 'none.cs', join_fields({'uid': np.arange(3, dtype=np.uint64)}))
     with pytest.raises(CsError, match=r'none\.cs: no class field'):
         hard_classes(CsParticles(tmp_path / 'none.cs'))
+
+
+def test_y_axis_follows_the_micrograph(projects):
+    """Particles on micrographs cryoSPARC did not motion-correct (J30, imported from RELION)
+    have Y from the bottom; those re-extracted from its own motion-corrected micrographs
+    (J31) not: by default both come out as RELION's positions, and a fixed choice wins."""
+    from scipion_reciprocal.core.cryosparc_relion import y_from_bottom
+    _, star, cs = projects
+    for job, flipped in (('J30', True), ('J31', False)):
+        particles = find_cs_job(cs.project_dir, job).open()
+        assert (y_from_bottom(particles.column('location/micrograph_path')) == flipped).all()
+        truth = star.particles.iloc[cs.order[job]].reset_index(drop=True)
+        table, _ = relion_particles(particles, cs.project_dir)
+        for axis in ('X', 'Y'):
+            error = np.abs(table[f'rlnCoordinate{axis}'] - truth[f'rlnCoordinate{axis}'])
+            assert error.max() <= (0.5 if job == 'J31' else 0.0) + 1e-3
+        forced, _ = relion_particles(particles, cs.project_dir, flip_y=not flipped)
+        height = particles.column('location/micrograph_shape')[:, 0]
+        np.testing.assert_allclose(forced['rlnCoordinateY'], height - table['rlnCoordinateY'],
+                                   atol=1e-3)
+    assert y_from_bottom([b'J5/motioncorrected/001_a_patch_aligned_doseweighted.mrc',
+                          b'MotionCorr/job002/Movies/a.mrc', b'J9/b_rigid_aligned.mrc',
+                          b'>J5/motioncorrected/c.mrc', b'S1/a_DW.mrc']).tolist() == \
+        [False, True, False, False, True]
+
+
+def test_star_size_estimate(projects, tmp_path):
+    """The bytes per particle of the STAR conversion, from a sample, bound the file that
+    the conversion writes."""
+    from scipion_reciprocal.core.cryosparc_relion import star_bytes_per_row
+    from scipion_reciprocal.formats.star import write_particles_star
+    _, _, cs = projects
+    particles = find_cs_job(cs.project_dir, 'J31').open()
+    table, optics = relion_particles(particles, cs.project_dir)
+    write_particles_star(tmp_path / 'all.star', table, optics)
+    actual = (tmp_path / 'all.star').stat().st_size
+    assert star_bytes_per_row(particles) * len(particles) == actual    # every row sampled
+    estimate = star_bytes_per_row(particles, sample=20) * len(particles)
+    assert actual <= estimate <= 1.3 * actual

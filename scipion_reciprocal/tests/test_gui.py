@@ -263,7 +263,10 @@ def test_project_graph_and_every_viewer_render(xserver, full_project):
         # (no RECOVAR run in this project) may be left.
         assert all(name.startswith("Recovar") for name in untested), untested
         assert {"ReciprocalAnalysisViewer", "MapClusteringViewer",
-                "RelionClassificationsViewer"} <= set(rendered)
+                "RelionClassificationsViewer", "CryosparcClassificationsViewer"} <= set(rendered)
+        # class sizes, posteriors and maps of the 3D job, sizes, posteriors and averages of
+        # the 2D one
+        assert rendered["CryosparcClassificationsViewer"] == 6, rendered
         from scipion_reciprocal import Plugin
         if not Plugin.validateBackend("classifier"):
             assert {"ClassifierTrainingViewer", "ClassifierScoresViewer",

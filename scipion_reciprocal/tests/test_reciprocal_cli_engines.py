@@ -90,6 +90,18 @@ def test_any_engine_as_input(data, tmp_path, capsys):
     assert 'kmeans' in (out / 'summary.txt').read_text()
 
 
+def test_class_maps_of_cryosparc_jobs_are_drawn(data, tmp_path, capsys):
+    root, _, _, _ = data
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--inputs', str(root / 'relion/Class3D/job085'),
+                   str(root / 'P12/J30'), '--outdir', str(out), '--no-subsets'])
+    assert status == 0, capsys.readouterr().err
+    listed = json.dumps(json.loads((out / 'manifest.json').read_text()))
+    for job in ('job085', 'J30'):
+        png = out / 'plots' / f'class_slices_{job}.png'
+        assert png.stat().st_size > 10000 and f'plots/class_slices_{job}.png' in listed
+
+
 def test_cryosparc_project_by_job(data, tmp_path, capsys):
     root, demo, cs, _ = data
     out = tmp_path / 'out'

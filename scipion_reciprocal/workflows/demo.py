@@ -124,6 +124,40 @@ def _reciprocal_analysis(project, result, backends, log):
            where=lambda p: p._getExtraPath("results"))
 
 
+def _cryosparc(project, result, backends, log):
+    """A cryoSPARC project of the demo's particles (a heterogeneous refinement of
+    particles re-extracted from cryoSPARC's own micrographs, with job085's classes and class
+    volumes; a 2D classification with job008's classes and class averages), imported and
+    compared with RELION's job086 by micrograph + coordinates."""
+    from ..core.relion_jobs import class_maps
+    from ..formats.mrc import read_images
+    from ..formats.star import read_particles_star
+    from ..protocols import ProtImportCryosparcClassifications, ProtReciprocalAnalysis
+    from ..simulate.cryosparc import EXTRACT_JOB, IMPORT_JOB, JobSpec, write_cryosparc_project
+    from ..simulate.relion_jobs import class_average_maps
+
+    dataset = result.dataset
+    star = read_particles_star(dataset.particles_star)
+    labels3d = dataset.labels["Class3D/job085"]
+    averages = class_maps(dataset.project_dir / "Class2D/job008")
+    folder = result.data_dir / "cryosparc" / "P12"
+    log("Simulating a cryoSPARC project of the same particles in %s" % folder)
+    write_cryosparc_project(folder, dataset.project_dir, star.particles, star.optics, {
+        "J30": JobSpec("hetero_refine", labels3d, EXTRACT_JOB, class_maps=class_average_maps(
+            dataset.maps, dataset.true_states, labels3d)),
+        "J32": JobSpec("class_2D", dataset.labels["Class2D/job008"], IMPORT_JOB,
+                       class_maps=read_images(averages["path"].iloc[0], averages["index"]))})
+    imported = project.newProtocol(ProtImportCryosparcClassifications, cryosparcDir=str(folder),
+                                   jobs="J30 J32")
+    launch(project, imported, result, "import cryoSPARC classifications", log)
+    analysis = project.newProtocol(ProtReciprocalAnalysis, matchKey=2)
+    connect_many(analysis.inputClassifications, result.protocols["import RELION classifications"],
+                 ["outputClasses_job086"])
+    connect_many(analysis.inputClassifications, imported, ["outputClasses_J30"])
+    launch(project, analysis, result, "reciprocal analysis, RELION vs cryoSPARC", log,
+           where=lambda p: p._getExtraPath("results"))
+
+
 def _map_clustering(project, result, backends, log):
     from ..protocols import ProtMapClustering
 
@@ -197,5 +231,5 @@ def _recovar(project, result, backends, log):
     recovar_stage(project, result, backends, log, launch)
 
 
-_STAGES = [_import_data, _export_star, _reciprocal_analysis, _map_clustering,
+_STAGES = [_import_data, _export_star, _reciprocal_analysis, _cryosparc, _map_clustering,
            _particle_classifier, _recovar, _check_backends]
