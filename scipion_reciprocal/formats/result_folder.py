@@ -281,14 +281,17 @@ class ResultFolder:
     def writing(self, relpath):
         """Yield a temporary path; on success rename it to ``relpath`` and record it.
 
-        A write that fails for want of space or permission raises
-        :class:`ResultFolderError` naming the final file."""
+        The journal names the file before the rename, so a run killed in between leaves no
+        file that an ``overwrite`` would not know as its own. A write that fails for want of
+        space or permission raises :class:`ResultFolderError` naming the final file."""
         final = self.root / relpath
+        rel = self._relative(final)
         with self._writes_to(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(final) as tmp:
                 yield tmp
-        self.add(final)
+                self._journal_line(rel)
+        self._record(rel, journal=False)
 
     @staticmethod
     @contextmanager
@@ -305,7 +308,15 @@ class ResultFolder:
         """Record a file already in place (written atomically by another writer).
 
         ``path`` is inside the folder: absolute, as returned by :meth:`path`, or relative
-        to the folder."""
+        to the folder. Call :meth:`expect` before another process writes it, so that a run
+        killed before this call still lists the file as its own."""
+        return self._record(self._relative(path))
+
+    def expect(self, path):
+        """Journal a file another writer (e.g. a worker process) is about to put in place."""
+        self._journal_line(self._relative(path))
+
+    def _relative(self, path):
         full = Path(path)
         if not full.is_absolute() and not (self.root / full).exists():
             full = Path(os.path.abspath(full))
@@ -314,15 +325,23 @@ class ResultFolder:
         rel = Path(os.path.relpath(os.path.abspath(full), os.path.abspath(self.root))).as_posix()
         if rel.startswith('..'):
             raise ValueError(f'{path} is not inside {self.root}')
+        return rel
+
+    def _journal_line(self, rel):
+        with self._lock:
+            if self._journal is not None:
+                with self._writes_to(self.root / JOURNAL):
+                    self._journal.write(rel + '\n')
+                    self._journal.flush()
+
+    def _record(self, rel, journal=True):
+        if journal:
+            self._journal_line(rel)
         with self._lock:
             self._files[rel] = None
             self._crc32.pop(rel, None)
             if self._checksums is not None:
                 self._checksums.put(rel)
-            if self._journal is not None:
-                with self._writes_to(self.root / JOURNAL):
-                    self._journal.write(rel + '\n')
-                    self._journal.flush()
         return self.root / rel
 
     def write_text(self, relpath, text):
