@@ -525,8 +525,7 @@ def summary_text(result, written=None):
     lines += ['', f'Consensus groups: {len(result.consensus)} groups, {len(kept)} kept, holding '
                   f'{int(kept["size"].sum())} particles ({100.0 * kept["size"].sum() / total:.1f}%)']
     class_cols = [c for c in result.consensus.columns if c.startswith('class_')]
-    for row in result.consensus.head(5).itertuples(index=False):
-        row = row._asdict()
+    for row in result.consensus.head(5).to_dict('records'):
         classes = ', '.join(f'{c[6:]} class {row[c]}' for c in class_cols)
         lines.append(f'  group {row["group"]}: {row["size"]} particles ({classes})')
     lines += ['', 'Best match of every class (Jaccard index; fraction of the class)']

@@ -126,6 +126,19 @@ def test_relion_folders_keep_working_with_names(data, tmp_path, capsys):
     assert (out / 'per_class' / 'first_class1.star').exists()
 
 
+def test_names_with_spaces_and_keywords(data, tmp_path, capsys):
+    root, demo, _, _ = data
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--relion_dir', str(root / 'relion'), '--jobs', '85,86',
+                   '--names', 'first run', 'class', '--outdir', str(out), '--no-plots',
+                   '--no-subsets'])
+    assert status == 0, capsys.readouterr().err
+    summary = (out / 'summary.txt').read_text()
+    first = pd.read_csv(out / 'consensus_groups.csv').iloc[0]
+    assert (f'group 1: {first["size"]} particles (first run class {first["class_first run"]}, '
+            f'class class {first["class_class"]})') in summary
+
+
 def _fails(capsys, args, out, *expected):
     status = main(['reciprocal'] + [str(a) for a in args] + ['--outdir', str(out)])
     err = capsys.readouterr().err
