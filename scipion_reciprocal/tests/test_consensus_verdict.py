@@ -170,6 +170,19 @@ def test_reproducibility_table_counts_other_runs():
     assert table['best_matches'].tolist()[:2] == ['b:5;c:1', 'b:6;c:2']
 
 
+def test_empty_class_has_no_best_match():
+    """A class of the model that holds no particle (RELION keeps its map) matches nothing."""
+    a = np.repeat([1, 2], [30, 20])
+    runs = [classification_from_dataframe(pd.DataFrame({'id': np.arange(50), 'class': a}),
+                                          name, key='id', class_ids=ids)
+            for name, ids in (('job001', [1, 2, 3]), ('job002', [1, 2]))]
+    table = consensus_verdict(reciprocal_analysis(runs)).reproducibility
+    assert table['best_matches'].tolist() == ['job002:1', 'job002:2', 'job002:',
+                                              'job001:1', 'job001:2']
+    assert table['size'].tolist() == [30, 20, 0, 30, 20]
+    assert table['status'].tolist()[2] == 'not reproduced'
+
+
 # ------------------------------------------------------------------ merging
 
 def test_flow_similarity_sees_a_split_class():
