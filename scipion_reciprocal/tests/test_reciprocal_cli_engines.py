@@ -117,6 +117,31 @@ def test_cryosparc_project_by_job(data, tmp_path, capsys):
     assert not (out / 'per_class').exists()
 
 
+def test_stable_particles_of_a_first_cryosparc_run_as_cs(data, tmp_path, capsys):
+    """With a cryoSPARC job first, its stable and unstable particles are also .cs files: its
+    rows verbatim, the same particles as the STAR files."""
+    root, demo, cs, _ = data
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--inputs', str(root / 'P12/J30'),
+                   str(root / 'relion/Class3D/job086'), '--outdir', str(out), '--no-plots',
+                   '--no-subsets'])
+    assert status == 0, capsys.readouterr().err
+    verdict = json.loads((out / 'verdict.json').read_text())
+    particles = CsParticles(cs.files['J30'][0], [cs.files['J30'][1]])
+    membership = pd.read_csv(out / 'consensus_membership.csv')
+    stable_rows = np.sort(membership.loc[membership['stability'] >= 0.75, 'row_J30'])
+    stable, unstable = (np.load(out / f'{kind}_particles.cs') for kind in ('stable', 'unstable'))
+    assert 0 < len(stable) == verdict['stable_particles'] < N
+    assert len(unstable) == verdict['unstable_particles'] == N - len(stable)
+    assert stable.tobytes() == particles.subset(stable_rows).tobytes()
+    assert set(stable.dtype.names) == set(particles.fields)
+    assert not set(stable['uid']) & set(unstable['uid'])
+    star = starfile.read(out / 'stable_particles.star')['particles']
+    assert len(star) == len(stable)
+    listed = json.dumps(json.loads((out / 'manifest.json').read_text()))
+    assert 'stable_particles.cs' in listed and 'unstable_particles.cs' in listed
+
+
 def test_relion_folders_keep_working_with_names(data, tmp_path, capsys):
     root, demo, _, _ = data
     out = tmp_path / 'out'
