@@ -142,6 +142,25 @@ def test_stable_particles_of_a_first_cryosparc_run_as_cs(data, tmp_path, capsys)
     assert 'stable_particles.cs' in listed and 'unstable_particles.cs' in listed
 
 
+def test_only_particles_of_a_relion_star_in_cryosparc_runs_matched_by_coordinates(
+        data, tmp_path, capsys):
+    """J31's particles were re-extracted from cryoSPARC's own micrographs
+    (``..._patch_aligned_doseweighted``): the RELION particles to keep match them by
+    micrograph stem + coordinates, as the runs match each other."""
+    root, demo, cs, _ = data
+    star = read_particles_star(demo.particles_star)
+    from scipion_reciprocal.formats.star import write_particles_star
+    write_particles_star(tmp_path / 'keep.star', star.particles.iloc[:40], star.optics)
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--inputs', str(root / 'P12/J30'), str(root / 'P12/J31'),
+                   '--outdir', str(out), '--no-plots', '--no-subsets', '--only-particles',
+                   str(tmp_path / 'keep.star')])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert 'particles matched by micrograph + coordinates' in printed.out
+    assert pd.read_csv(out / 'jobs.csv')['rows_kept'].tolist() == [40, 40]
+
+
 def test_relion_folders_keep_working_with_names(data, tmp_path, capsys):
     root, demo, _, _ = data
     out = tmp_path / 'out'
