@@ -307,6 +307,23 @@ def test_verdict_of_independent_runs_finds_nothing():
     assert verdict.sentence == '0 reproducible states; 0% of particles stable'
 
 
+def test_a_run_with_one_class_is_named_in_a_warning():
+    """Two identical runs and one with every particle in one class: nothing can be
+    reproduced in every run, and the verdict says which run is to blame."""
+    same = np.repeat([1, 2, 3], [100, 60, 40])
+    result = analysis([same, same, np.ones(200, dtype=int)])
+    verdict = consensus_verdict(result)
+    assert verdict.summary['reproducible_states'] == 0
+    assert (verdict.groups['p_value'] == 1.0).all()
+    # the two identical runs reproduce each other's classes
+    assert verdict.reproducibility['reproduced_in'].tolist() == [1, 1, 1, 1, 1, 1, 0]
+    warning = ('job003: all its particles are in one class: none of its classes can be '
+               'reproduced, so no consensus group is significant and no particle stable')
+    assert [w for w in result.warnings if 'one class' in w] == [verdict.summary['warnings'][0]]
+    assert verdict.summary['warnings'][0].startswith(warning)
+    assert consensus_verdict(analysis([same, same])).summary['warnings'] == []
+
+
 def test_verdict_parameters_are_checked():
     result = analysis([[1, 2, 1, 2], [1, 2, 2, 1]])
     for bad in ({'alpha': 1.5}, {'jaccard_threshold': -0.1}, {'stability_threshold': 2},
