@@ -163,8 +163,10 @@ def run(args):
         write_stars = not args.no_subsets or not args.no_verdict  # stable/unstable particles
         if write_stars:
             check_subset_sources(classifications)
+        # --inputs and --cryosparc_dir compare micrographs by stem (across software)
         only = keys_from_star(args.only_particles, _star_key(args, classifications),
-                              args.pixel_size) if args.only_particles else None
+                              args.pixel_size, micrograph_stems=args.inputs is not None
+                              or args.cryosparc_dir is not None) if args.only_particles else None
         result = reciprocal_analysis(
             classifications, min_confidence=args.min_confidence,
             tolerance=args.tolerance_angstrom, min_group_size=args.min_group_size,

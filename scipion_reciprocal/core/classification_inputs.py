@@ -376,7 +376,10 @@ def choose_key(runs, key='auto', tolerance=10.0):
     ------
     ReciprocalError
         If a run lacks the key asked for, or no key matches any particle across all runs
-        (the message names the runs and their files).
+        (the message names the runs and their files, and why a key could not be built).
+    FormatError
+        If the key asked for cannot be built from a run's file (``'auto'`` tries the next
+        key instead).
     """
     candidates = KEY_ORDER if key == 'auto' else (key,)
     for name in candidates:
@@ -390,7 +393,13 @@ def choose_key(runs, key='auto', tolerance=10.0):
     for name in candidates:
         if any(name not in r.keys for r in runs):
             continue
-        keys = _best_variants(runs, name, tolerance)
+        try:
+            keys = _best_variants(runs, name, tolerance)
+        except FormatError as exc:      # e.g. coordinates without a micrograph pixel size
+            if key != 'auto':
+                raise
+            tried.append(f'{KEY_DESCRIPTIONS[name]}: not usable ({exc})')
+            continue
         shared = _shared(keys, tolerance)
         tried.append(f'{KEY_DESCRIPTIONS[name]}: {shared}')
         if best is None or shared > best[2]:

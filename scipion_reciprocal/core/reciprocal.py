@@ -252,28 +252,29 @@ def _key_labels(table, key, pixel_size):
     return labels
 
 
-def _star_keys(table, columns, first, key, pixel_size):
+def _star_keys(table, columns, first, key, pixel_size, micrograph_stems=False):
     """ParticleKeys of the columns read for a key (``first``: its identity column)."""
     try:
         if key == 'coordinates':
             size = _micrograph_pixel_size(table, columns.get('rlnOpticsGroup'), pixel_size)
             return pk.coordinate_keys(columns['rlnMicrographName'], columns['rlnCoordinateX'],
-                                      columns['rlnCoordinateY'], size)
+                                      columns['rlnCoordinateY'], size, stems=micrograph_stems)
         return pk.location_keys(columns[first])
     except ValueError as exc:
         raise StarError(table.path, f'{first}: {exc}') from None
 
 
-def keys_from_star(path, key='image', pixel_size=None):
+def keys_from_star(path, key='image', pixel_size=None, micrograph_stems=False):
     """The particle keys of a particles STAR file (e.g. particles to analyse alone; see
-    :func:`classification_from_star` for ``key`` and ``pixel_size``)."""
+    :func:`classification_from_star` for ``key`` and ``pixel_size``; ``micrograph_stems``
+    as in :func:`classification_from_dataframe`, to match classifications keyed so)."""
     if key not in KEYS[:3]:
         raise ValueError(f'key must be one of {KEYS[:3]}, not {key!r}')
     with StarTable.open(path) as table:
         needed = _key_labels(table, key, pixel_size)
         table.require(needed, f'the {key} key of the chosen particles')
         columns = table.read_raw(needed, kinds=_STAR_KINDS)
-        return _star_keys(table, columns, needed[0], key, pixel_size)
+        return _star_keys(table, columns, needed[0], key, pixel_size, micrograph_stems)
 
 
 def classification_from_dataframe(frame, name, key='image', columns=None, pixel_size=None,

@@ -27,6 +27,7 @@ With a consensus verdict (``result.verdict``, :mod:`scipion_reciprocal.core.verd
     merge_linkage.csv        the merging's linkage (SciPy's: cluster1,cluster2,distance,size)
     verdict.json             reproducible states, stable/unstable particles, reproduced classes
     stable_particles.star, unstable_particles.star      rows of the first job (STAR inputs)
+    stable_particles.cs, unstable_particles.cs          the same, when it is a cryoSPARC input
 
 and ``consensus_groups.csv`` gains ``expected,enrichment,p_value,q_value,significant,
 reproducible,stability,merged``, ``consensus_membership.csv`` gains ``stability`` and
@@ -97,6 +98,9 @@ MERGE_LINKAGE_CSV = 'merge_linkage.csv'
 VERDICT_JSON = 'verdict.json'
 STABLE_STAR = 'stable_particles.star'
 UNSTABLE_STAR = 'unstable_particles.star'
+#: The same particles as ``.cs`` files (the first job's rows) when it was read from cryoSPARC.
+STABLE_CS = 'stable_particles' + CS_SUFFIX
+UNSTABLE_CS = 'unstable_particles' + CS_SUFFIX
 #: STAR label of the stability score in subset STAR files (RELION 3.1.2+ keeps unknown labels).
 STABILITY_LABEL = 'rlnReciprocalStability'
 SANKEY_COLUMNS = ['id', 'jobANo_class', 'jobBNo_class', '#particles']
@@ -300,6 +304,8 @@ def expected_size(result, subsets=True, plots=True):
     if result.verdict is not None:      # stable + unstable particles: the first job's rows
         first = result.classifications[0]
         stable = int(_star_row_bytes(first) * len(first)) + 8192 if len(first) else 0
+        if first.cs_source is not None:         # and as .cs files
+            stable += first.cs_source.row_bytes * len(first) + 8192
         tables += len(result.assignments) * 16 + len(result.verdict.significance) * 100
         figures += 4 * FIGURE_BYTES if plots else 0
     converted = conversions_size(result) if subsets or result.verdict is not None else 0
@@ -413,8 +419,9 @@ def write_subsets(result, out, subsets=True):
     for clf in result.classifications:
         table = clf.source
         stable_files = verdict is not None and clf.name == first
-        if clf.cs_source is not None and clf.name in by_job:
-            _write_cs_subsets(clf, by_job[clf.name], out, written)
+        if clf.cs_source is not None and (clf.name in by_job or stable_files):
+            _write_cs_subsets(clf, by_job.get(clf.name, []), out, written,
+                              _stable_rows(result) if stable_files else None)
         if table is None or (clf.name not in by_job and not stable_files):
             continue
         stability = _stability_by_row(result, clf.name) if verdict is not None else None
@@ -427,10 +434,7 @@ def write_subsets(result, out, subsets=True):
                     table.write_subset(tmp, rows, extra_columns=extra)
                 written[category].append(out.path(subset_relpath(subset)))
             if stable_files:
-                rows = result.assignments[f'row_{first}'].to_numpy()
-                for name, chosen in ((STABLE_STAR, verdict.stable),
-                                     (UNSTABLE_STAR, ~verdict.stable)):
-                    selected = np.sort(rows[chosen])
+                for name, selected in zip((STABLE_STAR, UNSTABLE_STAR), _stable_rows(result)):
                     with out.writing(name) as tmp:
                         table.write_subset(tmp, selected,
                                            extra_columns={STABILITY_LABEL: stability[selected]})
@@ -440,9 +444,17 @@ def write_subsets(result, out, subsets=True):
     return written
 
 
-def _write_cs_subsets(clf, subsets, out, written):
-    """The ``.cs`` subsets of a job read from cryoSPARC: its input rows, every field verbatim
-    (no stability column: cryoSPARC users get it from the STAR subsets)."""
+def _stable_rows(result):
+    """Rows of the first job holding the stable and the unstable particles, in file order."""
+    rows = result.assignments[f'row_{result.names[0]}'].to_numpy()
+    stable = result.verdict.stable
+    return np.sort(rows[stable]), np.sort(rows[~stable])
+
+
+def _write_cs_subsets(clf, subsets, out, written, stable_rows=None):
+    """The ``.cs`` subsets of a job read from cryoSPARC, and its stable and unstable
+    particles when ``stable_rows`` are given: its input rows, every field verbatim (no
+    stability column: cryoSPARC users get it from the STAR files)."""
     source = clf.cs_source
     try:
         for subset in subsets:
@@ -450,6 +462,10 @@ def _write_cs_subsets(clf, subsets, out, written):
             with out.writing(relpath) as tmp:
                 source.write_subset(tmp, subset.rows[clf.name])
             written['cryosparc'].append(out.path(relpath))
+        for relpath, rows in zip((STABLE_CS, UNSTABLE_CS), stable_rows or ()):
+            with out.writing(relpath) as tmp:
+                source.write_subset(tmp, rows)
+            written['stability'].append(out.path(relpath))
     finally:
         source.close()
 
@@ -525,8 +541,7 @@ def summary_text(result, written=None):
     lines += ['', f'Consensus groups: {len(result.consensus)} groups, {len(kept)} kept, holding '
                   f'{int(kept["size"].sum())} particles ({100.0 * kept["size"].sum() / total:.1f}%)']
     class_cols = [c for c in result.consensus.columns if c.startswith('class_')]
-    for row in result.consensus.head(5).itertuples(index=False):
-        row = row._asdict()
+    for row in result.consensus.head(5).to_dict('records'):
         classes = ', '.join(f'{c[6:]} class {row[c]}' for c in class_cols)
         lines.append(f'  group {row["group"]}: {row["size"]} particles ({classes})')
     lines += ['', 'Best match of every class (Jaccard index; fraction of the class)']

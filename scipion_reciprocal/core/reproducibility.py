@@ -85,7 +85,8 @@ def reproducibility_table(names, classes, sizes, jaccard, reproduced):
     -------
     pandas.DataFrame
         :data:`REPRODUCIBILITY_COLUMNS`: ``reproduced_in`` other runs out of ``n_runs``;
-        ``best_matches`` the best Jaccard match in each other run (``job086:2;job087:1``);
+        ``best_matches`` the best Jaccard match in each other run (``job086:2;job087:1``;
+        nothing after the colon for a class that shares no particle with that run);
         ``status`` ``'reproduced'`` (in every other run), ``'partly reproduced'`` or
         ``'not reproduced'``.
     """
@@ -97,11 +98,14 @@ def reproducibility_table(names, classes, sizes, jaccard, reproduced):
         for b in names:
             if a == b:
                 continue
-            best = np.argmax(np.asarray(jaccard(a, b)), axis=1) if len(classes[b]) else \
+            jac = np.asarray(jaccard(a, b), dtype=np.float64).reshape(len(classes[a]),
+                                                                      len(classes[b]))
+            best = np.argmax(jac, axis=1) if len(classes[b]) else \
                 np.zeros(len(classes[a]), dtype=np.int64)
+            shares = jac.max(axis=1, initial=0.0) > 0       # an empty class matches nothing
             count += reproduced[(a, b)].any(axis=1)
             for i, k in enumerate(best):
-                matches[i].append(f'{b}:{classes[b][k]}' if len(classes[b]) else f'{b}:')
+                matches[i].append(f'{b}:{classes[b][k]}' if shares[i] else f'{b}:')
         status = np.where(count == n_other, 'reproduced',
                           np.where(count > 0, 'partly reproduced', 'not reproduced'))
         frames.append(pd.DataFrame({

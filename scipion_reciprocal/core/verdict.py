@@ -91,7 +91,8 @@ class Verdict:
         groups in it), ``stable`` (its stable particles) and ``class_<job>`` (the class of each
         run holding most of its particles).
     summary : dict
-        The content of ``verdict.json``.
+        The content of ``verdict.json`` (its ``warnings`` are also added to
+        ``result.warnings``).
     """
 
     significance: pd.DataFrame
@@ -198,6 +199,11 @@ def consensus_verdict(result, jaccard_threshold=JACCARD_THRESHOLD, alpha=ALPHA,
     numbers = dict(zip(result.jobs['job'], result.jobs['number']))
     n = len(result.assignments)
     sizes = {name: result.sizes(name).to_numpy() for name in names}
+    warnings = [f'{name}: all its particles are in one class: none of its classes can be '
+                f'reproduced, so no consensus group is significant and no particle stable '
+                f'(leave it out of the analysis)'
+                for name in names if np.count_nonzero(sizes[name]) < 2]
+    result.warnings.extend(w for w in warnings if w not in result.warnings)
 
     significance = significance_table(names, numbers, result.classes, result.count_matrix, n)
     reproduced = {}
@@ -246,6 +252,7 @@ def consensus_verdict(result, jaccard_threshold=JACCARD_THRESHOLD, alpha=ALPHA,
     merged = merged_of_group[row]
     merge_table = _merge_table(result, names, groups, tuples, stable_group, merge)
     summary = _summary(result, names, groups, reproducibility, stable, merge, merge_table,
+                       warnings,
                        dict(jaccard_threshold=float(jaccard_threshold), alpha=float(alpha),
                             stability_threshold=float(stability_threshold),
                             merge_distance=None if merge_distance is None
@@ -278,7 +285,8 @@ def _merge_table(result, names, groups, tuples, stable_group, merge):
     return pd.DataFrame(rows, columns=columns)
 
 
-def _summary(result, names, groups, reproducibility, stable, merge, merge_table, parameters):
+def _summary(result, names, groups, reproducibility, stable, merge, merge_table, warnings,
+             parameters):
     n = len(stable)
     n_stable = int(np.count_nonzero(stable))
     states = groups[groups['reproducible']]
@@ -306,4 +314,5 @@ def _summary(result, names, groups, reproducibility, stable, merge, merge_table,
         'merge_criterion': merge.criterion,
         'parameters': parameters,
         'methods': METHODS,
+        'warnings': warnings,
     }

@@ -57,6 +57,7 @@ def enrichment_figure(result):
     k = max(len(c) for c in result.classes.values())
     side = min(2.2 + 0.32 * k, 9.0)
     fig = _figure(n_cols * side + 1.2, n_rows * side + 0.8)
+    fig.set_layout_engine('constrained')   # titles, axis labels and colour bar never overlap
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
     table = verdict.significance
     image = None
@@ -89,7 +90,7 @@ def enrichment_figure(result):
     if image is not None:
         fig.colorbar(image, ax=list(axes[:len(pairs)]), shrink=0.8,
                      label='log2 enrichment (observed / expected)')
-    fig.suptitle(f'Enrichment of class intersections: * q <= {alpha:g} (Benjamini-Hochberg), '
+    fig.suptitle(f'Enrichment of class intersections\n* q <= {alpha:g} (Benjamini-Hochberg); '
                  f'framed: reproduced pair', fontsize=10)
     return fig
 

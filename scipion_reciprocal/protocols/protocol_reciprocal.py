@@ -299,6 +299,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             stability_threshold=self.stabilityThreshold.get(),
             merge_distance=None if self.automaticCut.get() else self.mergeDistance.get(),
             map_correlations=class_map_correlations(result, maps))
+        for warning in result.verdict.summary["warnings"]:
+            self.warning(warning)
         self.info("Verdict: %s (%.1f s)" % (result.verdict.sentence, time.time() - start))
 
     def createOutputStep(self):

@@ -159,6 +159,28 @@ def test_bad_inputs_name_the_file(data, tmp_path):
                                     key='uid')
 
 
+def test_automatic_key_skips_a_key_that_cannot_be_built(data, tmp_path):
+    """A STAR file without micrograph pixel size and a re-extracted cryoSPARC run: no image
+    in common, coordinates not usable: the error says both (not only the pixel size)."""
+    root, demo, cs = data
+    star = starfile.read(demo.class_jobs['Class3D/job085'])
+    optics = star['optics'].drop(columns=[c for c in star['optics'].columns
+                                          if c.startswith('rlnMicrograph')])
+    starfile.write({'optics': optics, 'particles': star['particles']},
+                   tmp_path / 'no_psize.star')
+    inputs = [tmp_path / 'no_psize.star', root / 'P12/J31']
+    with pytest.raises(ReciprocalError, match=r'no particle in common .*image location '
+                                              r'\(stack \+ index\): 0, micrograph \+ '
+                                              r'coordinates: not usable \(.*no_psize\.star: no '
+                                              r'micrograph pixel size'):
+        classifications_from_inputs(inputs)
+    with pytest.raises(FormatError, match=r'no_psize\.star: no micrograph pixel size'):
+        classifications_from_inputs(inputs, key='coordinates')
+    clfs, note = classifications_from_inputs(inputs, pixel_size=float(
+        star['optics']['rlnMicrographOriginalPixelSize'].iloc[0]))
+    assert note.startswith('micrograph + coordinates (90 particles in every run')
+
+
 def test_star_source_of_cryosparc_input(data, tmp_path):
     root, demo, cs = data
     clfs, _ = classifications_from_inputs([root / 'relion/Class3D/job085', root / 'P12/J30'])

@@ -170,6 +170,19 @@ def test_reproducibility_table_counts_other_runs():
     assert table['best_matches'].tolist()[:2] == ['b:5;c:1', 'b:6;c:2']
 
 
+def test_empty_class_has_no_best_match():
+    """A class of the model that holds no particle (RELION keeps its map) matches nothing."""
+    a = np.repeat([1, 2], [30, 20])
+    runs = [classification_from_dataframe(pd.DataFrame({'id': np.arange(50), 'class': a}),
+                                          name, key='id', class_ids=ids)
+            for name, ids in (('job001', [1, 2, 3]), ('job002', [1, 2]))]
+    table = consensus_verdict(reciprocal_analysis(runs)).reproducibility
+    assert table['best_matches'].tolist() == ['job002:1', 'job002:2', 'job002:',
+                                              'job001:1', 'job001:2']
+    assert table['size'].tolist() == [30, 20, 0, 30, 20]
+    assert table['status'].tolist()[2] == 'not reproduced'
+
+
 # ------------------------------------------------------------------ merging
 
 def test_flow_similarity_sees_a_split_class():
@@ -292,6 +305,23 @@ def test_verdict_of_independent_runs_finds_nothing():
     assert verdict.summary['stable_particles'] == 0
     assert (verdict.significance['q_value'] > 0.05).all()
     assert verdict.sentence == '0 reproducible states; 0% of particles stable'
+
+
+def test_a_run_with_one_class_is_named_in_a_warning():
+    """Two identical runs and one with every particle in one class: nothing can be
+    reproduced in every run, and the verdict says which run is to blame."""
+    same = np.repeat([1, 2, 3], [100, 60, 40])
+    result = analysis([same, same, np.ones(200, dtype=int)])
+    verdict = consensus_verdict(result)
+    assert verdict.summary['reproducible_states'] == 0
+    assert (verdict.groups['p_value'] == 1.0).all()
+    # the two identical runs reproduce each other's classes
+    assert verdict.reproducibility['reproduced_in'].tolist() == [1, 1, 1, 1, 1, 1, 0]
+    warning = ('job003: all its particles are in one class: none of its classes can be '
+               'reproduced, so no consensus group is significant and no particle stable')
+    assert [w for w in result.warnings if 'one class' in w] == [verdict.summary['warnings'][0]]
+    assert verdict.summary['warnings'][0].startswith(warning)
+    assert consensus_verdict(analysis([same, same])).summary['warnings'] == []
 
 
 def test_verdict_parameters_are_checked():

@@ -116,6 +116,15 @@ class TestReciprocalVerdict(BaseTest):
         figure = viewer._showPlot()[0].getFigure()
         self.assertGreater(figure.axes[0].images[0].get_array().shape[0], 100)
         self.assertTrue(viewer._getVisualizeDict()["verdict"]())
+        # a folder without its manifest (a killed run) shows no verdict
+        manifest = self._results("manifest.json")
+        manifest.rename(manifest.with_suffix(".away"))
+        try:
+            self.assertIsNone(viewer.verdictSentence())
+            message = viewer._getVisualizeDict()["verdict"]()[0]
+            self.assertIn("Its files are not shown", message._msg)
+        finally:
+            manifest.with_suffix(".away").rename(manifest)
 
     def test_second_analysis_of_the_stable_particles(self):
         prot = self.newProtocol(ProtReciprocalAnalysis, minGroupSize=5, registerSubsets=2)

@@ -117,6 +117,50 @@ def test_cryosparc_project_by_job(data, tmp_path, capsys):
     assert not (out / 'per_class').exists()
 
 
+def test_stable_particles_of_a_first_cryosparc_run_as_cs(data, tmp_path, capsys):
+    """With a cryoSPARC job first, its stable and unstable particles are also .cs files: its
+    rows verbatim, the same particles as the STAR files."""
+    root, demo, cs, _ = data
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--inputs', str(root / 'P12/J30'),
+                   str(root / 'relion/Class3D/job086'), '--outdir', str(out), '--no-plots',
+                   '--no-subsets'])
+    assert status == 0, capsys.readouterr().err
+    verdict = json.loads((out / 'verdict.json').read_text())
+    particles = CsParticles(cs.files['J30'][0], [cs.files['J30'][1]])
+    membership = pd.read_csv(out / 'consensus_membership.csv')
+    stable_rows = np.sort(membership.loc[membership['stability'] >= 0.75, 'row_J30'])
+    stable, unstable = (np.load(out / f'{kind}_particles.cs') for kind in ('stable', 'unstable'))
+    assert 0 < len(stable) == verdict['stable_particles'] < N
+    assert len(unstable) == verdict['unstable_particles'] == N - len(stable)
+    assert stable.tobytes() == particles.subset(stable_rows).tobytes()
+    assert set(stable.dtype.names) == set(particles.fields)
+    assert not set(stable['uid']) & set(unstable['uid'])
+    star = starfile.read(out / 'stable_particles.star')['particles']
+    assert len(star) == len(stable)
+    listed = json.dumps(json.loads((out / 'manifest.json').read_text()))
+    assert 'stable_particles.cs' in listed and 'unstable_particles.cs' in listed
+
+
+def test_only_particles_of_a_relion_star_in_cryosparc_runs_matched_by_coordinates(
+        data, tmp_path, capsys):
+    """J31's particles were re-extracted from cryoSPARC's own micrographs
+    (``..._patch_aligned_doseweighted``): the RELION particles to keep match them by
+    micrograph stem + coordinates, as the runs match each other."""
+    root, demo, cs, _ = data
+    star = read_particles_star(demo.particles_star)
+    from scipion_reciprocal.formats.star import write_particles_star
+    write_particles_star(tmp_path / 'keep.star', star.particles.iloc[:40], star.optics)
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--inputs', str(root / 'P12/J30'), str(root / 'P12/J31'),
+                   '--outdir', str(out), '--no-plots', '--no-subsets', '--only-particles',
+                   str(tmp_path / 'keep.star')])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert 'particles matched by micrograph + coordinates' in printed.out
+    assert pd.read_csv(out / 'jobs.csv')['rows_kept'].tolist() == [40, 40]
+
+
 def test_relion_folders_keep_working_with_names(data, tmp_path, capsys):
     root, demo, _, _ = data
     out = tmp_path / 'out'
@@ -124,6 +168,19 @@ def test_relion_folders_keep_working_with_names(data, tmp_path, capsys):
                  '--names', 'first', 'second', '--outdir', str(out), '--no-plots']) == 0
     assert pd.read_csv(out / 'jobs.csv')['job'].tolist() == ['first', 'second']
     assert (out / 'per_class' / 'first_class1.star').exists()
+
+
+def test_names_with_spaces_and_keywords(data, tmp_path, capsys):
+    root, demo, _, _ = data
+    out = tmp_path / 'out'
+    status = main(['reciprocal', '--relion_dir', str(root / 'relion'), '--jobs', '85,86',
+                   '--names', 'first run', 'class', '--outdir', str(out), '--no-plots',
+                   '--no-subsets'])
+    assert status == 0, capsys.readouterr().err
+    summary = (out / 'summary.txt').read_text()
+    first = pd.read_csv(out / 'consensus_groups.csv').iloc[0]
+    assert (f'group 1: {first["size"]} particles (first run class {first["class_first run"]}, '
+            f'class class {first["class_class"]})') in summary
 
 
 def _fails(capsys, args, out, *expected):

@@ -39,9 +39,10 @@ class ReciprocalAnalysisViewer(PlotFilesViewer):
 
     def verdictSentence(self):
         """The verdict as written to verdict.json ("3 reproducible states; 81% of particles
-        stable"), or None before the analysis has run (or without a verdict)."""
+        stable"), or None before the analysis has run, without a verdict, or when the results
+        are incomplete."""
         path = self._extra(RESULTS_DIR, VERDICT_JSON)
-        if not os.path.exists(path):
+        if not os.path.exists(path) or self.incompleteReason():
             return None
         with open(path) as handle:
             return json.load(handle)["verdict"]
@@ -58,7 +59,8 @@ class ReciprocalAnalysisViewer(PlotFilesViewer):
 
     def _getVisualizeDict(self):
         visualize = PlotFilesViewer._getVisualizeDict(self)
-        visualize["verdict"] = lambda e=None: [TextView([self._extra(RESULTS_DIR, SUMMARY_TXT)])]
+        visualize["verdict"] = self._ifComplete(
+            lambda e=None: [TextView([self._extra(RESULTS_DIR, SUMMARY_TXT)])])
         return visualize
 
 
