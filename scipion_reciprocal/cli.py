@@ -7,6 +7,7 @@ imports (Scipion, matplotlib) cost nothing to the others.
 """
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES = (
@@ -49,7 +50,17 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("%s: interrupted" % command, file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``... | head``): the run itself finished; stay quiet.
+        _silence_stdout()
+        return 0
     return int(status or 0)
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so that Python's exit flush does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
