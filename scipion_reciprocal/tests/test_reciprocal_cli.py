@@ -248,15 +248,15 @@ def test_cli_star_without_class_number(project, tmp_path, capsys):
 
 
 def test_output_piped_into_head_ends_quietly(project, tmp_path):
-    """``scipion-reciprocal reciprocal ... | head -1``: no BrokenPipe traceback."""
+    """``scipion-reciprocal reciprocal ... | head -1``: no BrokenPipe traceback (``true``
+    closes the pipe at once, as ``head`` does after its line)."""
     import subprocess
     import sys
     root, _ = project
     command = (f'{sys.executable} -m scipion_reciprocal.cli reciprocal --relion_dir {root} '
-               f'--jobs 85,86 --outdir {tmp_path / "out"} --no-plots | head -1')
+               f'--jobs 85,86 --outdir {tmp_path / "out"} --no-plots | true')
     done = subprocess.run(['bash', '-o', 'pipefail', '-c', command], capture_output=True,
                           text=True)
     assert done.stderr == '', done.stderr
     assert done.returncode == 0
-    assert len(done.stdout.splitlines()) == 1
     assert (tmp_path / 'out' / 'manifest.json').exists()
