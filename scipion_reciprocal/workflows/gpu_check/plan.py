@@ -110,7 +110,7 @@ TINY = Plan(
     particles_per_micrograph=20, training_micrographs=12, picking_micrographs=3, epochs=30,
     patience=8,
     compare_resolution=16.0, budget=2400.0,
-    phases=_phases({SCIPION_IMPORT: (300, 60), PIPELINE: (1200, 600), ANALYZE: (300, 120),
+    phases=_phases({SCIPION_IMPORT: (300, 60), PIPELINE: (900, 600), ANALYZE: (300, 120),
                     TRAIN: (300, 60), CLASSIFY: (150, 30), PICK: (300, 60), IMPORTS: (300, 20),
                     BACKENDS: (300, 20)}))
 

@@ -47,64 +47,77 @@ class ScipionCheck(CheckDriver):
                           % (install_seconds, plan.budget))
         self.project = self.classifier_data = None
         self.prots = {}
+        self.ready = {"recovar": False, "classifier": False}   # set by the backend check
 
     def main(self):
         run = self.run
         run.run(plans.GPU, self.gpu_phase)
-        ready = run.run(plans.BACKENDS, self.backends_phase) is not None
+        self.project = self._new_project()
+        run.run(plans.BACKENDS, self.backends_phase)
         simulated = [run.run(plans.SIMULATE_RECOVAR, self.simulate_recovar_phase),
                      run.run(plans.SIMULATE_CLASSIFIER, self.simulate_classifier_phase)]
-        imported = (None not in simulated and ready
-                    and run.run(plans.SCIPION_IMPORT, self.import_phase) is not None)
-        if not imported:
-            reason = "the backend environments or the imported data are missing"
-            for name in PHASES[PHASES.index(plans.SCIPION_IMPORT):]:
-                if not any(p["name"] == name for p in run.report["phases"]):
-                    run.skip(name, reason)
+        if None in simulated or run.run(plans.SCIPION_IMPORT, self.import_phase) is None:
+            self._skip_rest("no imported data")
             return run.finish()
-        self.run_kernel_phase()
-        if run.run(plans.PIPELINE, self.pipeline_phase) is not None:
-            run.run(plans.ANALYZE, self.analyze_phase)
+        if not self.ready["recovar"]:
+            self._skip_rest("the recovar environment cannot run here (%s)" % plans.BACKENDS,
+                            (plans.KERNEL, plans.PIPELINE, plans.ANALYZE))
         else:
-            run.skip(plans.ANALYZE, "no pipeline result")
-        if run.run(plans.TRAIN, self.train_phase) is not None:
+            self.run_kernel_phase()
+            if run.run(plans.PIPELINE, self.pipeline_phase) is not None:
+                run.run(plans.ANALYZE, self.analyze_phase)
+            else:
+                run.skip(plans.ANALYZE, "no pipeline result")
+        if not self.ready["classifier"]:
+            self._skip_rest("the classifier environment cannot run here (%s)" % plans.BACKENDS)
+        elif run.run(plans.TRAIN, self.train_phase) is not None:
             run.run(plans.CLASSIFY, self.classify_phase)
             run.run(plans.PICK, self.pick_phase)
         else:
-            run.skip(plans.CLASSIFY, "no trained model")
-            run.skip(plans.PICK, "no trained model")
-        self.run.report["scipion_project"] = str(self.project.getPath())
+            self._skip_rest("no trained model")
+        run.report["scipion_project"] = str(self.project.getPath())
         return run.finish()
+
+    def _skip_rest(self, reason, names=None):
+        """Skip the given phases (default: every phase not reported yet)."""
+        done = {p["name"] for p in self.run.report["phases"]}
+        for name in names or self.phases:
+            if name not in done:
+                self.run.skip(name, reason)
 
     def disable_cuda_kernel(self):
         os.environ["RECOVAR_DISABLE_CUDA"] = "1"   # inherited by the protocols' processes
 
     # ------------------------------------------------------------------ set-up phases
     def backends_phase(self, limit):
-        """Each backend's self-check through 'check backend environment': it must see a GPU."""
+        """Each backend's self-check through 'check backend environment': it must see a GPU.
+        A backend that cannot run fails the phase; the other one's phases still run."""
         from ... import Plugin
         from ...protocols import ProtBackendCheck
         from ...protocols.protocol_backend_check import BACKEND_NAMES
 
-        errors = Plugin.validateBackend("recovar") + Plugin.validateBackend("classifier")
-        if errors:
-            raise PhaseFailed("; ".join(errors))
-        self.project = self._new_project()
         end = time.monotonic() + limit
-        found = {}
-        for name in ("recovar", "classifier"):
+        found, problems = {}, []
+        for name in self.ready:
+            errors = Plugin.validateBackend(name)
+            if errors:
+                problems += errors
+                continue
             prot = self._launch(self.project.newProtocol(
                 ProtBackendCheck, backend=BACKEND_NAMES.index(name)),
                 "check %s environment" % name, end)
-            report = prot._readReport()
-            found[name] = report
+            report = found[name] = prot._readReport()
             gpu = [d for d in report["devices"] if "gpu" in d.lower() or "cuda" in d.lower()]
             if self.gpus and not gpu:
-                raise PhaseFailed(
+                problems.append(
                     "the %s environment sees no GPU (devices: %s): it is a CPU build; reinstall "
                     "it with: scipion-reciprocal install-backend %s --cuda --force"
                     % (name, ", ".join(report["devices"]), name))
+                continue
+            self.ready[name] = True
         self.run.report["machine"]["backends"] = found
+        if problems:
+            raise PhaseFailed("; ".join(problems))
         found["message"] = "; ".join("%s: %s" % (n, ", ".join(r["devices"])) for n, r in found.items())
         return found
 
