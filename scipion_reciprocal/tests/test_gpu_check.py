@@ -30,7 +30,8 @@ from scipion_reciprocal.workflows.gpu_check.datasets import (simulate_classifier
                                                               simulate_recovar_data)
 from scipion_reciprocal.workflows.gpu_check.recovar_commands import (analyze_command,
                                                                       cuda_arch_flags,
-                                                                      pipeline_command)
+                                                                      pipeline_command,
+                                                                      recovar_log_facts)
 from scipion_reciprocal.workflows.gpu_check.runner import (FAILED, OK, SKIPPED, TIMEOUT, CheckRun,
                                                            PhaseFailed, run_command)
 
@@ -131,6 +132,25 @@ def test_cuda_architectures_of_the_gpus_present():
             {"compute_capability": "8.6"}]
     assert cuda_arch_flags(gpus) == ("-gencode arch=compute_86,code=sm_86 "
                                      "-gencode arch=compute_90,code=sm_90")
+
+
+def test_facts_read_from_recovar_logs(tmp_path):
+    """Lines as RECOVAR 1.0.5 writes them in run.log (from a CPU run here)."""
+    (tmp_path / "run.log").write_text(
+        "2026-12-07 03:27:45,410.410 INFO cuda_env - log_backend: RECOVAR GPU backend: CPU (no "
+        "GPU detected)\n"
+        "2026-12-07 03:27:45,522.522 INFO parser_args - apply_memory_planning_args: GPU memory "
+        "plan: backend=cpu, requested=auto GB, effective=11.00 GB (source=cpu_helper), n_pcs=131\n"
+        "2026-12-07 03:27:45,544.544 INFO pipeline - standard_recovar_pipeline: number of images: 300\n"
+        "2026-12-07 03:27:45,546.546 INFO helpers - report_memory_device: GPU mem in use:2; "
+        "peak:7; total available:11, process mem in use:0\n"
+        "2026-12-07 03:28:42,546.546 INFO helpers - report_memory_device: GPU mem in use:1; "
+        "peak:3; total available:11, process mem in use:0\n")
+    facts = recovar_log_facts(tmp_path)
+    assert facts["backend"] == "CPU (no GPU detected)" and facts["images"] == "300"
+    assert facts["memory_plan"].startswith("backend=cpu") and facts["jax_peak_gb"] == 7
+    assert "recovar_timing" not in facts   # no job.json
+    assert recovar_log_facts(tmp_path / "missing") == {}
 
 
 # ---------------------------------------------------------------------------------- phases

@@ -30,7 +30,7 @@ SCIPION_NOTE = (
     "Offline setting: the Scipion layer (project, imports, protocols, registered outputs) is "
     "not exercised. Scipion cannot be installed here: its pins (numpy 1.26.1, matplotlib "
     "3.8.1, scipy 1.11.2 on Python 3.12) need an environment of their own beside this "
-    "machine's JAX, about 180 MB of wheels (PyQt5 alone 60 MB) against 64 MB per transfer, "
+    "machine's JAX, about 190 MB of wheels (121 MB without PyQt5) against 64 MB per transfer; "
     "pyperclip 1.9.0 has no wheel, and Scipion needs tkinter. The RECOVAR commands are the "
     "ones the protocols run, on inputs written by the plugin's conversion code.")
 

@@ -4,6 +4,7 @@
 ProtRecovarAnalyze build for the check's form values (a test compares them), so the offline
 driver runs exactly what the protocols run.
 """
+import re
 from pathlib import Path
 
 from ...formats import cryodrgn
@@ -90,19 +91,29 @@ def cuda_arch_flags(gpus):
 
 
 def recovar_log_facts(job_dir):
-    """What RECOVAR's run.log says about the GPU path, memory plan and timing."""
+    """What RECOVAR's run.log says: GPU path, memory plan, images, JAX's own peak of GPU memory
+    (``peak_bytes_in_use`` as RECOVAR logs it, whole GB) and RECOVAR's timing."""
     facts = {}
     try:
         lines = (Path(job_dir) / "run.log").read_text(errors="replace").splitlines()
     except OSError:
         return facts
+    peaks = []
     for line in lines:
         for key, marker in (("backend", "RECOVAR GPU backend:"), ("memory_plan", "GPU memory plan:"),
                             ("images", "number of images:")):
             if marker in line:
                 facts[key] = line.split(marker, 1)[1].strip()
+        found = _JAX_PEAK.search(line)
+        if found:
+            peaks.append(int(found.group(1)))
+    if peaks:
+        facts["jax_peak_gb"] = max(peaks)
     try:
         facts["recovar_timing"] = rr.read_job(job_dir).get("timing")
     except rr.RecovarResultError:
         pass
     return facts
+
+
+_JAX_PEAK = re.compile(r"GPU mem in use:\s*\d+; peak:\s*(\d+)")
