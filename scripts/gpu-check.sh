@@ -15,6 +15,7 @@
 #                                         RECOVAR on the machine's own JAX, without Scipion
 #
 # Options: --out DIR       where each run's folder goes (default benchmarks/output/gpu-check)
+#          --budget S      seconds for all phases after the installation (default 600)
 #          --no-install    use the current environment as it is (no bootstrap)
 #          --allow-cpu --tiny   developer check of the logic on a CPU with CI-sized data
 # PYTHON=...  the Python for --prepare and --wheels (default python3).
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
         --prepare) [ $# -ge 2 ] || usage; PREPARE="$2"; shift 2 ;;
         --wheels) [ $# -ge 2 ] || usage; WHEELS="$2"; shift 2 ;;
         --out) [ $# -ge 2 ] || usage; OUT_BASE="$2"; shift 2 ;;
+        --budget) [ $# -ge 2 ] || usage; DEV_FLAGS+=(--budget "$2"); shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --allow-cpu|--tiny) DEV_FLAGS+=("$1"); shift ;;
         -h|--help) usage ;;

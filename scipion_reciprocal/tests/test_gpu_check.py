@@ -78,6 +78,17 @@ def test_bad_arguments_exit_2(tmp_path, args, message):
     assert done.returncode == 2 and message in done.stderr
 
 
+def test_driver_arguments(tmp_path, capsys):
+    from scipion_reciprocal.workflows.gpu_check.__main__ import main
+    for args in (["scipion", "--out", str(tmp_path), "--budget", "0"],
+                 ["offline", "--out", str(tmp_path), "--processes", "0"], ["nothing"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        assert stopped.value.code == 2
+    assert main(["install", str(tmp_path / "none"), "--site", str(tmp_path / "site")]) == 1
+    assert "--prepare" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------- commands
 @pytest.fixture(scope="module")
 def scipion_project(tmp_path_factory):

@@ -4,6 +4,7 @@ Exit status: 0 when every phase that ran succeeded, 1 when one failed or ran out
 (or a wheel folder is unusable), 2 for bad arguments.
 """
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -23,6 +24,8 @@ def main(argv=None):
                           help="developer check: CI-sized data (minutes on a CPU)")
         mode.add_argument("--allow-cpu", action="store_true",
                           help="developer check: run without a GPU")
+        mode.add_argument("--budget", type=float,
+                          help="seconds for all phases (default: the plan's, 600 for the full check)")
         mode.add_argument("--processes", type=int, default=min(16, os.cpu_count() or 1),
                           help="processes for the simulation (default: the cores, at most 16)")
         if name == "scipion":
@@ -51,6 +54,10 @@ def main(argv=None):
     if args.processes < 1:
         parser.error("--processes must be at least 1")
     plan = plans.TINY if args.tiny else plans.FULL
+    if args.budget is not None:
+        if args.budget <= 0:
+            parser.error("--budget must be a positive number of seconds")
+        plan = dataclasses.replace(plan, budget=args.budget)
     if args.mode == "offline":
         from .offline import OfflineCheck
         return OfflineCheck(plan, args.out, args.python, args.site, args.allow_cpu,
