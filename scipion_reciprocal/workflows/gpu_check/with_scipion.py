@@ -153,7 +153,9 @@ class ScipionCheck(CheckDriver):
             ProtImportMicrographs, filesPath=str(classifier.micrograph_folder),
             filesPattern="*.mrc", samplingRate=classifier.pixel_size, voltage=300.0,
             sphericalAberration=2.7, amplitudeContrast=0.1), "import micrographs", end)
-        sizes = {label: self._output(prot).getSize() for label, prot in self.prots.items()}
+        sizes = {label: self._particles(prot).getSize() for label, prot in self.prots.items()
+                 if label != "micrographs"}
+        sizes["micrographs"] = self.prots["micrographs"].outputMicrographs.getSize()
         expected = len(recovar.states)
         if sizes["particles"] != expected:
             raise PhaseFailed("imported %d particles of %d" % (sizes["particles"], expected))
@@ -236,7 +238,8 @@ class ScipionCheck(CheckDriver):
         connect(prot.inputParticles, self.prots["held-out boxes"], "outputParticles")
         connect(prot.inputModel, self.prots["train"], "outputModel")
         prot = self._launch(prot, "classify particles", time.monotonic() + limit)
-        boxes = read_set_items(self._output(self.prots["held-out boxes"]).getFileName(), ["_index"])
+        boxes = read_set_items(self._particles(self.prots["held-out boxes"]).getFileName(),
+                               ["_index"])
         good = set(read_set_items(prot.outputGood.getFileName(), ["_index"])["_index"].tolist())
         index = boxes["_index"].to_numpy()
         found = figures.precision_recall(np.isin(index, list(good)),
@@ -306,9 +309,9 @@ class ScipionCheck(CheckDriver):
         return runs[protocol.getObjId()]
 
     @staticmethod
-    def _output(prot):
-        name = "outputMicrographs" if hasattr(prot, "outputMicrographs") else "outputParticles"
-        return getattr(prot, name)
+    def _particles(prot):
+        """An import's particles (a RELION import also registers their micrographs)."""
+        return prot.outputParticles
 
 
 def _fmt(value):
