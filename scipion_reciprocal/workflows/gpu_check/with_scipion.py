@@ -223,7 +223,7 @@ class ScipionCheck(CheckDriver):
         connect(prot.badParticles, self.prots["bad particles"], "outputParticles")
         prot = self.prots["train"] = self._launch(prot, "train particle classifier",
                                                   time.monotonic() + limit)
-        report = read_test_report(prot._getExtraPath("model"))
+        report = read_test_report(prot.outputModel.getModelFile())
         for key in ("precision", "recall", "roc_auc"):
             self.run.figure("classifier_test_split_%s" % key, report.get(key))
         return {"message": "held-out 15%% split: precision %s, recall %s" % (
