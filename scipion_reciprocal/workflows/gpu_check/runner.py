@@ -205,8 +205,8 @@ def summary_text(report):
         report["setting"], report["plan"], ", ".join(
             "%s %s" % (g["name"], "%d MiB" % g["memory_mib"]) for g in report["machine"]["gpus"])
         or "no GPU"),
-        "%-26s %-8s %9s %9s %12s  %s" % ("phase", "status", "wall s", "limit s",
-                                         "peak GPU MiB", "message")]
+        "%-26s %-8s %8s %8s %8s %12s  %s" % ("phase", "status", "wall s", "CPU s", "limit s",
+                                             "peak GPU MiB", "message")]
     for p in report["phases"]:
         lines.append(_phase_line(p))
     lines.append("Total %.1f s (budget %.0f s after the installation)"
@@ -220,11 +220,16 @@ def summary_text(report):
 
 
 def _phase_line(p):
+    """One row of the phase table (CPU: this process and its finished children)."""
     peak = p.get("gpu_peak_mib")
-    return "%-26s %-8s %9s %9s %12s  %s" % (
-        p["name"], p["status"], _fmt(p.get("wall_s")), _fmt(p.get("limit_s")),
-        "n/a" if peak is None else "%.0f" % peak, (p.get("message") or "").splitlines()[0]
-        if p.get("message") else "")
+    return "%-26s %-8s %8s %8s %8s %12s  %s" % (
+        p["name"], p["status"], _seconds(p.get("wall_s")), _seconds(p.get("cpu_s")),
+        _seconds(p.get("limit_s")), "n/a" if peak is None else "%.0f" % peak,
+        (p.get("message") or "").splitlines()[0] if p.get("message") else "")
+
+
+def _seconds(value):
+    return "-" if value is None else "%.1f" % value
 
 
 def _fmt(value):
