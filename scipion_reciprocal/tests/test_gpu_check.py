@@ -200,6 +200,7 @@ def test_phases_report_success_failure_and_overruns(tmp_path):
     assert phases["fail"]["status"] == FAILED and phases["fail"]["message"] == "broken input"
     assert phases["slow"]["status"] == TIMEOUT and phases["slow"]["wall_s"] < 10
     assert all(p["gpu_peak_mib"] is None for p in phases.values())   # no nvidia-smi here
+    assert all(p["cpu_s"] >= 0 for p in phases.values())
     assert status == 1
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     assert report["status"] == "complete" and report["machine"]["gpus"] == []
@@ -209,11 +210,13 @@ def test_phases_report_success_failure_and_overruns(tmp_path):
 def test_a_body_that_overruns_is_interrupted(tmp_path, monkeypatch):
     from scipion_reciprocal.workflows.gpu_check import runner
     monkeypatch.setattr(runner, "GRACE", 0.5)
-    run = CheckRun(_plan(600, loop=(1, 0.5)), "test", tmp_path, ["loop"], log=lambda *_: None)
+    run = CheckRun(_plan(600, loop=(1, 0.5)), "test", tmp_path, ["loop"], log=lambda *_: None,
+                   detached=["loop"])
     started = time.monotonic()
     run.run("loop", lambda limit: time.sleep(20))
     assert time.monotonic() - started < 5
     assert run.report["phases"][-1]["status"] == TIMEOUT
+    assert run.report["phases"][-1]["cpu_s"] is None   # a phase of detached programs
     run.sampler.stop()
 
 

@@ -16,6 +16,8 @@ class CheckDriver:
     """Base of the drivers: subclasses set ``setting`` and ``phases`` and write the phases."""
 
     setting, phases = None, ()
+    #: Phases that run Scipion protocols (their CPU time is not counted; see CheckRun).
+    protocol_phases = ()
 
     def __init__(self, plan, out_dir, allow_cpu=False, processes=1, log=print):
         self.plan, self.allow_cpu, self.processes, self.log = plan, allow_cpu, processes, log
@@ -23,7 +25,8 @@ class CheckDriver:
         self.options = plans.RecovarOptions.of(plan)
         self.gpus = gpu_inventory()
         self.recovar_data = None
-        self.run = CheckRun(plan, self.setting, self.out, self.phases, log=log)
+        self.run = CheckRun(plan, self.setting, self.out, self.phases, log=log,
+                            detached=self.protocol_phases)
 
     def gpu_phase(self, limit):
         if not self.gpus and not self.allow_cpu:

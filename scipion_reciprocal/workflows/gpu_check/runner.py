@@ -104,8 +104,11 @@ class GpuMemorySampler:
 class CheckRun:
     """Runs the phases of one check within the plan's overall budget and writes the report."""
 
-    def __init__(self, plan, setting, out_dir, phase_names, log=print):
+    def __init__(self, plan, setting, out_dir, phase_names, log=print, detached=()):
         self.plan, self.setting = plan, setting
+        #: Phases whose programs this process does not wait for (Scipion's protocols): their
+        #: CPU time cannot be counted here and is reported as None.
+        self.detached = set(detached)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.phase_names = list(phase_names)
@@ -158,7 +161,8 @@ class CheckRun:
         entry["status"] = status
         if clock0 is not None:
             entry["wall_s"] = round(time.monotonic() - clock0, 1)
-            entry["cpu_s"] = round(_cpu_seconds() - cpu0, 1)
+            entry["cpu_s"] = (None if entry["name"] in self.detached
+                              else round(_cpu_seconds() - cpu0, 1))
             entry["gpu_peak_mib"] = self.sampler.peak(wall0, time.time())
         entry["message"] = message
         if details:

@@ -33,6 +33,8 @@ class ScipionCheck(CheckDriver):
     """The phases of the check through Scipion (see the module docstring)."""
 
     setting, phases = "scipion", PHASES
+    protocol_phases = (plans.BACKENDS, plans.SCIPION_IMPORT, plans.PIPELINE, plans.ANALYZE,
+                       plans.TRAIN, plans.CLASSIFY, plans.PICK)
 
     def __init__(self, plan, out_dir, allow_cpu=False, processes=1, install_seconds=None,
                  log=print):
