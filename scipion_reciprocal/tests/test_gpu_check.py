@@ -164,6 +164,37 @@ def test_facts_read_from_recovar_logs(tmp_path):
     assert recovar_log_facts(tmp_path / "missing") == {}
 
 
+def _recovar_python():
+    from scipion_reciprocal.tests.test_recovar_backend import PREFIX
+    return None if PREFIX is None else PREFIX / "bin" / "python"
+
+
+@pytest.mark.skipif(_recovar_python() is None, reason="RECOVAR environment not installed")
+def test_kernel_build_without_make_runs_the_makefiles_nvcc_line(tmp_path):
+    """Where nvcc exists but make does not, the check compiles RECOVAR's kernel itself, into
+    the cache folder RECOVAR searches (a stand-in nvcc records its arguments here)."""
+    from scipion_reciprocal.workflows.gpu_check.recovar_commands import BUILD_KERNEL
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    nvcc = bin_dir / "nvcc"
+    nvcc.write_text('#!/bin/sh\necho "$@" > %s/args\nwhile [ "$1" != "-o" ]; do shift; done\n'
+                    ': > "$2"\n' % tmp_path)
+    nvcc.chmod(0o755)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "JAX_PLATFORMS": "cpu",
+           "RECOVAR_CUDA_CACHE_DIR": str(tmp_path / "cache"),
+           "CUDA_ARCH": "-gencode arch=compute_90,code=sm_90"}
+    done = subprocess.run([str(_recovar_python()), "-c", BUILD_KERNEL], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert built == {"library": str(tmp_path / "cache" / "libcuda_backproject.so"),
+                     "built_with": "nvcc (no make here)"}
+    args = (tmp_path / "args").read_text().split()
+    assert args[:6] == ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--shared", "-gencode"]
+    assert "arch=compute_90,code=sm_90" in args and args[-1].endswith("cuda_backproject.cu")
+    assert any(a.startswith("-I") and a.endswith("include") for a in args)
+
+
 # ---------------------------------------------------------------------------------- phases
 def _plan(budget, **limits):
     phases = tuple(plans.Phase(name, limit, reserve) for name, (limit, reserve) in limits.items())

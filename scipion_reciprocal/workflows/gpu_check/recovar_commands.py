@@ -44,11 +44,25 @@ for module in ("recovar.commands.pipeline", "recovar.commands.analyze"):
 print(json.dumps(out))
 """
 
-#: Build RECOVAR's CUDA back-projection kernel with RECOVAR's own build (make + nvcc).
+#: Build RECOVAR's CUDA back-projection kernel, where RECOVAR looks for it, with RECOVAR's own
+#: build (make + nvcc, the architectures in $CUDA_ARCH). A machine with nvcc but no make gets
+#: the one nvcc line of RECOVAR 1.0.5's Makefile instead.
 BUILD_KERNEL = r"""
-import json
-from recovar.cuda_backproject import build_custom_cuda
-print(json.dumps({"library": str(build_custom_cuda())}))
+import json, os, shutil, subprocess
+import recovar.cuda_backproject as cb
+nvcc = os.environ.get("NVCC") or shutil.which("nvcc")
+if shutil.which("make") is None and nvcc:
+    import jax.ffi
+    library = cb._default_build_lib_path()
+    library.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.check_call([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "--shared"]
+                          + os.environ.get("CUDA_ARCH", "").split()
+                          + ["-I" + jax.ffi.include_dir(), "-o", str(library),
+                             str(cb._LIB_DIR / "cuda_backproject.cu")])
+    built_with = "nvcc (no make here)"
+else:
+    library, built_with = cb.build_custom_cuda(), "RECOVAR's Makefile"
+print(json.dumps({"library": str(library), "built_with": built_with}))
 """
 
 
