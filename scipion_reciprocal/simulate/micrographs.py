@@ -203,6 +203,36 @@ def simulate_micrographs(maps, n_micrographs=4, shape=(512, 512), particles_per_
         noise_sigma=noise_sigma)
 
 
+def concatenate_micrographs(sims):
+    """Micrograph sets simulated separately (e.g. in parallel, one seed each) as one set.
+
+    Micrograph numbers of the later sets are shifted to follow the earlier ones; the sets must
+    share the particle box, pixel size and optics. ``noise_sigma`` becomes the mean of the
+    sets' (each set's noise was scaled to its own particles, at the same SNR).
+    """
+    sims = list(sims)
+    first = sims[0]
+    shared = ('particle_box', 'min_distance', 'pixel_size', 'voltage', 'cs', 'amplitude_contrast')
+    for sim in sims[1:]:
+        different = [name for name in shared if getattr(sim, name) != getattr(first, name)]
+        if different or sim.images.shape[1:] != first.images.shape[1:]:
+            raise ValueError(f'micrograph sets differ in {", ".join(different) or "shape"}')
+    offsets = np.cumsum([0] + [len(sim.images) for sim in sims[:-1]])
+
+    def shifted(table_name):
+        tables = [getattr(sim, table_name).assign(
+            micrograph=getattr(sim, table_name)['micrograph'] + offset)
+            for sim, offset in zip(sims, offsets)]
+        return pd.concat(tables, ignore_index=True)
+
+    return SimulatedMicrographs(
+        images=np.concatenate([sim.images for sim in sims]),
+        coordinates=shifted('coordinates'), junk=shifted('junk'), carbon=shifted('carbon'),
+        defocus=np.concatenate([sim.defocus for sim in sims]),
+        noise_sigma=float(np.mean([sim.noise_sigma for sim in sims])),
+        **{name: getattr(first, name) for name in shared})
+
+
 def good_bad_particle_sets(sim, n_bad=None, box=None, seed=0, folder=MICROGRAPH_FOLDER,
                            stack_name=f'{PICKED_JOB}/particles.mrcs'):
     """Extract boxes around true particles (good) and around junk (bad).

@@ -16,6 +16,7 @@ Conventions (exact; reconstruction programs reading the written STAR must recove
 - Noise: white Gaussian, variance = (mean variance of the noise-free images) / ``snr``.
 """
 
+import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def shift_phase(box, shifts_px):
 
 
 def project_particles(maps, states, angles, shifts_px=None, defocus=None, pixel_size=4.0,
-                      voltage=300.0, cs=2.7, amplitude_contrast=0.1, batch=512):
+                      voltage=300.0, cs=2.7, amplitude_contrast=0.1, batch=512, processes=1):
     """Noise-free particle images: projection, then CTF, then RELION origin shift.
 
     Parameters
@@ -204,6 +205,10 @@ def project_particles(maps, states, angles, shifts_px=None, defocus=None, pixel_
         ``(n, 3)`` ``DefocusU, DefocusV, DefocusAngle``; no CTF when omitted.
     batch : int
         Number of images projected together (bounds memory).
+    processes : int
+        Worker processes that project the batches of each state (forked after the state's
+        projector is built, so they share it); the images do not depend on it. 1, or a
+        platform without ``fork``, projects in this process.
 
     Returns
     -------
@@ -214,25 +219,64 @@ def project_particles(maps, states, angles, shifts_px=None, defocus=None, pixel_
     states = np.asarray(states, dtype=int)
     box = maps.shape[-1]
     matrices = relion_matrices(angles)
+    defocus = None if defocus is None else np.asarray(defocus, dtype=np.float64)
+    shifts = None if shifts_px is None else np.asarray(shifts_px, dtype=np.float64)
+    optics = (pixel_size, voltage, cs, amplitude_contrast)
     images = np.empty((len(states), box, box))
     for state in np.unique(states):
-        projector = FourierProjector(maps[state])
         members = np.flatnonzero(states == state)
-        for start in range(0, len(members), batch):
-            idx = members[start:start + batch]
-            ft = projector.project_ft(matrices[idx])
-            if defocus is not None:
-                ft *= ctf_stack(box, pixel_size, np.asarray(defocus)[idx], voltage, cs,
-                                amplitude_contrast)
-            if shifts_px is not None:
-                ft *= shift_phase(box, -np.asarray(shifts_px, dtype=np.float64)[idx])
-            images[idx] = projector.image_from_ft(ft)
+        batches = [members[start:start + batch] for start in range(0, len(members), batch)]
+        work = _ProjectionWork(FourierProjector(maps[state]), matrices, defocus, shifts, optics)
+        for idx, projected in zip(batches, _map_batches(work, batches, processes)):
+            images[idx] = projected
     return images
+
+
+@dataclass
+class _ProjectionWork:
+    """What every batch of one state needs: the projector and the per-particle parameters."""
+
+    projector: FourierProjector
+    matrices: np.ndarray
+    defocus: np.ndarray
+    shifts: np.ndarray
+    optics: tuple
+
+    def __call__(self, idx):
+        box = self.projector.box
+        ft = self.projector.project_ft(self.matrices[idx])
+        if self.defocus is not None:
+            ft *= ctf_stack(box, self.optics[0], self.defocus[idx], *self.optics[1:])
+        if self.shifts is not None:
+            ft *= shift_phase(box, -self.shifts[idx])
+        return self.projector.image_from_ft(ft)
+
+
+#: The work of the state being projected, inherited by forked workers (never pickled).
+_FORKED_WORK = None
+
+
+def _run_forked_work(idx):
+    return _FORKED_WORK(idx)
+
+
+def _map_batches(work, batches, processes):
+    """``work(idx)`` for every batch, in order: here, or in forked worker processes."""
+    global _FORKED_WORK
+    if processes <= 1 or len(batches) <= 1 or 'fork' not in mp.get_all_start_methods():
+        return [work(idx) for idx in batches]
+    _FORKED_WORK = work
+    try:
+        with mp.get_context('fork').Pool(min(processes, len(batches))) as pool:
+            return pool.map(_run_forked_work, batches)
+    finally:
+        _FORKED_WORK = None
 
 
 def simulate_particles(maps, n_particles=300, state_probabilities=None, pixel_size=4.0, snr=0.5,
                        defocus_range=(10000.0, 25000.0), max_shift_px=2.0, voltage=300.0, cs=2.7,
-                       amplitude_contrast=0.1, seed=0, particles_per_micrograph=25):
+                       amplitude_contrast=0.1, seed=0, particles_per_micrograph=25,
+                       processes=1):
     """Simulate a particle dataset from conformation maps.
 
     Parameters
@@ -257,6 +301,9 @@ def simulate_particles(maps, n_particles=300, state_probabilities=None, pixel_si
         Seed of every random choice.
     particles_per_micrograph : int
         Particles sharing one (virtual) micrograph, hence one defocus.
+    processes : int
+        Worker processes for the projections (see :func:`project_particles`); the result
+        does not depend on it.
 
     Returns
     -------
@@ -290,7 +337,7 @@ def simulate_particles(maps, n_particles=300, state_probabilities=None, pixel_si
                                astig_angle])[micrograph]
 
     clean = project_particles(maps, states, angles, shifts, defocus, pixel_size, voltage, cs,
-                              amplitude_contrast)
+                              amplitude_contrast, processes=processes)
     if np.isinf(snr):
         images = clean
     else:

@@ -6,7 +6,8 @@ import starfile
 
 from scipion_reciprocal.formats.mrc import read_images
 from scipion_reciprocal.formats.star import parse_image_names, read_particles_star, read_star
-from scipion_reciprocal.simulate.micrographs import (good_bad_particle_sets, simulate_micrographs,
+from scipion_reciprocal.simulate.micrographs import (concatenate_micrographs,
+                                                     good_bad_particle_sets, simulate_micrographs,
                                                      write_coordinates_star, write_good_bad_sets,
                                                      write_micrographs, write_micrographs_star)
 from scipion_reciprocal.simulate.molecule import molecule_maps
@@ -153,6 +154,25 @@ def test_written_micrographs_coordinates_and_sets(tmp_path, sim, sets):
     np.testing.assert_array_equal(read_images(tmp_path / stacks[0], indices), sets.bad.images)
     for name in set(good['rlnMicrographName']):
         assert (tmp_path / name).exists()
+
+
+def test_sets_simulated_apart_join_into_one(sim, maps):
+    more = simulate_micrographs(maps, 2, (384, 448), 10, BOX, min_distance=40, seed=9)
+    joined = concatenate_micrographs([sim, more])
+    assert joined.images.shape == (5, 384, 448)
+    np.testing.assert_array_equal(joined.images[3:], more.images)
+    assert np.bincount(joined.coordinates['micrograph']).tolist() == [15, 15, 15, 10, 10]
+    np.testing.assert_array_equal(joined.coordinates[['x', 'y']].to_numpy()[45:],
+                                  more.coordinates[['x', 'y']].to_numpy())
+    assert joined.junk['micrograph'].max() == 4 and joined.carbon['micrograph'].tolist() == list(range(5))
+    # Geometry follows its micrograph: the carbon of micrograph 3 is the second set's first.
+    assert joined.carbon_distance(3, 100, 100) == more.carbon_distance(0, 100, 100)
+    assert joined.noise_sigma == pytest.approx((sim.noise_sigma + more.noise_sigma) / 2)
+    boxes = good_bad_particle_sets(joined, n_bad=12, seed=2)
+    assert len(boxes.good.images) == 65
+    other_box = simulate_micrographs(maps, 1, (384, 448), 5, 24, seed=3)
+    with pytest.raises(ValueError, match='particle_box'):
+        concatenate_micrographs([sim, other_box])
 
 
 def test_placement_error_when_crowded(maps):

@@ -126,6 +126,19 @@ def test_images_are_exact_projections_plus_noise_of_the_requested_snr(maps):
     assert abs(noise.mean()) < 0.02 * noise.std()
 
 
+def test_worker_processes_give_the_same_images(maps):
+    """Batches projected in forked workers land in the right rows (several batches per state)."""
+    sim = simulate_particles(maps, 90, snr=np.inf, seed=6)
+    serial = project_particles(maps, sim.states, sim.angles, sim.shifts_px, sim.defocus, 4.0,
+                               batch=7)
+    forked = project_particles(maps, sim.states, sim.angles, sim.shifts_px, sim.defocus, 4.0,
+                               batch=7, processes=3)
+    np.testing.assert_array_equal(forked, serial)
+    np.testing.assert_allclose(forked, sim.images, atol=1e-5)
+    again = simulate_particles(maps, 90, snr=0.5, seed=6, processes=2)
+    np.testing.assert_array_equal(again.images, simulate_particles(maps, 90, snr=0.5, seed=6).images)
+
+
 def test_state_probabilities_are_followed(maps):
     sim = simulate_particles(maps, 2000, [0.6, 0.3, 0.1], snr=np.inf, seed=1)
     np.testing.assert_allclose(np.bincount(sim.states) / 2000, [0.6, 0.3, 0.1], atol=0.04)
