@@ -107,7 +107,7 @@ def prepare_relion(paths, folder, n_classes, min_small):
 
     Returns the number of rows of the small files.
     """
-    from scipion_reciprocal.formats.star_table import StarTable
+    from scipion_reciprocal.formats.star import StarTable
     labels = []
     for path in paths:
         with StarTable.open(path) as table:
@@ -141,7 +141,7 @@ def item_values(star_path, project_dir, pixel_size):
     """Per-particle attribute values as ProtImportRelionClassifications stores them."""
     from scipion_reciprocal.core.geometry import scipion_matrices_from_relion
     from scipion_reciprocal.formats.star import parse_image_names
-    from scipion_reciprocal.formats.star_table import StarTable
+    from scipion_reciprocal.formats.star import StarTable
     with StarTable.open(star_path) as table:
         raw = table.read_raw(list(STAR_COLUMNS), kinds=STAR_COLUMNS)
     indices, paths = parse_image_names(raw['rlnImageName'].astype(str))

@@ -136,7 +136,7 @@ def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=
     (``rlnVoltage``... ``rlnImageSize``) not yet grouped (see :func:`split_optics`).
 
     With ``image_names`` false, ``rlnImageName`` is left as its parts, columns
-    :data:`IMAGE_INDEX` and :data:`IMAGE_PATH` (see :class:`.star_rows.ImageNames`).
+    :data:`IMAGE_INDEX` and :data:`IMAGE_PATH` (see :class:`..formats.star.ImageNames`).
     ``matrices`` (n, 4, 4) are the items' transformation matrices, when the caller read them
     (else they are parsed from the ``_transform._matrix`` column, when present).
     """

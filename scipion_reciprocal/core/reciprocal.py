@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..formats.errors import StarError
-from ..formats.star_table import StarTable
+from ..formats.star import StarTable
 from . import particle_keys as pk
 from . import relion_jobs
 from .reciprocal_tables import ReciprocalResult, compute_tables

@@ -28,7 +28,7 @@ from ..core.verdict import (ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD,
                             class_map_correlations, consensus_verdict)
 from ..formats._atomic import atomic_path
 from ..formats.result_folder import ResultFolder, folder_status
-from ..formats.star_table import StarTable
+from ..formats.star import StarTable
 from ..plotting.reciprocal import save_plots
 from .inputs import describePointer
 from .protocol_import_cryosparc_classes import cryosparc_files, cryosparc_rows
