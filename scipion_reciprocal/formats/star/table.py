@@ -146,8 +146,9 @@ class StarTable:
                 return values
             except _SlowPath:
                 self._frame = read_star(self.path, [self.block]).blocks[self.block]
+        end = next_data_line(data, self._body)
         spans = [(s, s + n) for s, n, _ in
-                 significant_lines(data, self._body, _body_end(data, self._body))]
+                 significant_lines(data, self._body, len(data) if end < 0 else end)]
         self._rows = tuple(np.array([s[i] for s in spans], dtype=np.int64) for i in (0, 1))
         if len(spans) != len(self._frame):
             raise StarError(self.path, f'data_{self.block}: {len(self._frame)} rows read from '
@@ -262,73 +263,82 @@ def _map(path):
 
 # ---------------------------------------------------------------------- tokenising
 
-def _body_end(data, body):
-    """Where the rows of a loop end: the next ``data_`` line or the end of the file, less
-    the blank and comment lines before it (RELION's ``# version`` line)."""
-    end = next_data_line(data, body)
-    end = len(data) if end < 0 else end
-    while end > body:
-        start = data.rfind(b'\n', body, end - 1) + 1 or body
-        if any(significant_lines(data, start, end)):
-            break
-        end = start
-    return end
-
-
 def _tokenise(data, body, ncols, columns):
-    """((row starts, row stops), {column: (n, width) uint8 values}) of a loop body; raises
-    _SlowPath on anything but rows of ``ncols`` plain values."""
+    """((row starts, row stops), {column: (n, width) uint8 values}) of a loop body, which
+    ends at the next ``data_`` line (less the comment lines before it) or the file's end.
+    Raises _SlowPath on anything but rows of ``ncols`` plain values."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    spans, values, pos, end = [], {c: [] for c in columns}, body, _body_end(data, body)
-    while pos < end:
-        stop = end if pos + _CHUNK >= end else (     # whole lines, about _CHUNK bytes
-            data.rfind(b'\n', pos, pos + _CHUNK) + 1 or data.find(b'\n', pos + _CHUNK, end) + 1 or end)
-        starts, stops, tokens = _tokenise_chunk(data, arr[pos:stop], pos, ncols, columns)
+    scratch = np.empty((2, min(_CHUNK, len(arr)) + 1), dtype=bool)
+    spans, values, pos, end = [], {c: [] for c in columns}, body, False
+    while pos < len(arr) and not end:
+        stop = len(arr) if pos + _CHUNK >= len(arr) else (    # whole lines, about _CHUNK bytes
+            data.rfind(b'\n', pos, pos + _CHUNK) + 1 or data.find(b'\n', pos + _CHUNK) + 1)
+        chunk = arr[pos:stop or len(arr)]
+        if len(chunk) >= scratch.shape[1]:
+            scratch = np.empty((2, len(chunk) + 1), dtype=bool)
+        starts, stops, tokens, end = _tokenise_chunk(data, chunk, pos, ncols, columns, scratch)
         spans.append((starts + pos, stops + pos))
         for c in columns:
             values[c].append(tokens[c])
-        pos = stop
-    del arr
+        pos = stop or len(arr)
+    del arr, chunk
     rows = tuple(np.concatenate([s[i] for s in spans] or [np.zeros(0, np.int64)]) for i in (0, 1))
     for c, blocks in values.items():        # pad to the widest chunk's values
         width = max((b.shape[1] for b in blocks), default=1)
-        values[c] = np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in blocks]
-                                   or [np.zeros((0, 1), np.uint8)])
+        values[c] = np.concatenate([b if b.shape[1] == width else np.pad(
+            b, ((0, 0), (0, width - b.shape[1]))) for b in blocks] or [np.zeros((0, 1), np.uint8)])
     return rows, values
 
 
-def _tokenise_chunk(data, chunk, pos, ncols, columns):
-    """(row starts, row stops, {column: values}) of a chunk of whole lines at ``pos``."""
-    edges = np.flatnonzero(np.diff(chunk > 32, prepend=False, append=False))
-    starts, ends = edges[0::2], edges[1::2]     # of the values
-    newlines = np.flatnonzero(chunk == 10)
+def _tokenise_chunk(data, chunk, pos, ncols, columns, scratch):
+    """(row starts, row stops, {column: values}, whether the body ends) of a chunk of whole
+    lines at offset ``pos``; ``scratch``: two boolean buffers longer than the chunk."""
+    blank, flag = scratch[0, :len(chunk) + 1], scratch[1, :len(chunk)]
+    blank[0] = True
+    np.less_equal(chunk, 32, out=blank[1:])
+    starts = np.flatnonzero(np.greater(blank[:-1], blank[1:], out=flag))     # of the values
+    newlines = np.flatnonzero(np.equal(chunk, 10, out=flag))
     if not len(chunk) or chunk[-1] != 10:
         newlines = np.append(newlines, len(chunk))
     counts = np.diff(np.searchsorted(starts, newlines), prepend=0)
-    filled = counts > 0
-    lead = chunk[starts[(np.cumsum(counts) - counts)[filled]]]
-    if (counts[filled] != ncols).any() or np.isin(lead, _QUOTES + tuple(b'#_')).any() or (
-            data.find(b'#', pos, pos + len(chunk)) >= 0 and (chunk[starts] == ord('#')).any()):
-        raise _SlowPath         # rows of other lengths, quotes, comments, labels
-    grid_starts, grid_ends = starts.reshape(-1, ncols), ends.reshape(-1, ncols)
-    tokens = {}
-    for c in columns:
-        if np.isin(chunk[grid_starts[:, c]], _QUOTES).any():
-            raise _SlowPath
-        tokens[c] = _gather(chunk, grid_starts[:, c], grid_ends[:, c])
+    first = np.cumsum(counts) - counts
+    lines = np.flatnonzero(counts)
+    lead = starts[first[lines]]
+    odd = (counts[lines] != ncols) | np.isin(chunk[lead], _QUOTES + tuple(b'#_'))
+    for word in (b'data_', b'loop_'):
+        maybe = np.flatnonzero(chunk[lead] == word[0])
+        odd[maybe] |= (chunk[np.minimum(lead[maybe, None] + np.arange(5), len(chunk) - 1)] ==
+                       np.frombuffer(word, np.uint8)).all(axis=1)
     line_starts = np.concatenate(([0], newlines[:-1] + 1))
-    return line_starts[filled], newlines[filled], tokens
+    end = bool(odd.any())
+    if end:         # the body ends at a data_ line or at comments that only lead to one
+        k = int(lines[np.argmax(odd)])
+        at = pos + int(line_starts[k])
+        following = next_data_line(data, at)
+        if not (data[at:at + 5] == b'data_' or data[at:at + 1] == b'#' and not any(
+                significant_lines(data, at, len(data) if following < 0 else following))):
+            raise _SlowPath
+        lines, starts = lines[lines < k], starts[:first[k]]
+    if data.find(b'#', pos, pos + len(chunk)) >= 0 and (chunk[starts] == ord('#')).any():
+        raise _SlowPath         # a comment after the values of a row
+    grid = np.column_stack((starts.reshape(-1, ncols), newlines[lines]))
+    tokens = {c: _gather(chunk, grid[:, c], grid[:, c + 1]) for c in columns}
+    return line_starts[lines], newlines[lines], tokens, end
 
 
-def _gather(chunk, starts, ends):
-    """Values ``chunk[s:e]`` as a (n, width) uint8 array padded with zeros on the right."""
-    lengths = ends - starts
-    width = int(lengths.max(initial=1))
-    source = chunk if len(starts) == 0 or int(starts.max()) + width <= len(chunk) else \
-        np.concatenate((chunk, np.zeros(width, np.uint8)))
-    values = as_strided(source, (len(source) - width + 1, width), (1, 1), writeable=False)[starts]
-    values[np.arange(width)[None, :] >= lengths[:, None]] = 0
-    return values
+def _gather(chunk, starts, following):
+    """The values starting at ``starts`` (each ending before ``following``: the next value
+    or the line end) as a (n, width) uint8 array padded with zeros."""
+    if len(starts) and np.isin(chunk[starts], _QUOTES).any():
+        raise _SlowPath
+    width = int((following - starts).max(initial=1))
+    windows = as_strided(chunk, (len(chunk) - width + 1, width), (1, 1))[starts]
+    lengths = np.argmax(windows <= 32, axis=1)
+    lengths[lengths == 0] = width       # no blank: a value running to the end of the file
+    windows = windows[:, :int(lengths.max(initial=1))]
+    if len(lengths) and lengths.min() < windows.shape[1]:
+        windows[np.arange(windows.shape[1])[None, :] >= lengths[:, None]] = 0
+    return windows
 
 
 # ---------------------------------------------------------------------- conversion
