@@ -219,10 +219,9 @@ class StarTable:
         if self._buffer is None or self._buffer.size < len(part) * width:
             self._buffer = np.empty(max(len(part) * width, _WRITE_BLOCK), np.uint8)
         out = self._buffer[:len(part) * width].reshape(len(part), width)
-        if ends is None:
-            return np.take(grid, part, axis=0, out=out)
-        out[:, :grid.shape[1] - 1] = grid[part, :-1]
-        out[:, grid.shape[1] - 1:] = ends
+        np.take(grid, part, axis=0, out=out[:, :grid.shape[1]])
+        if ends is not None:        # the suffix replaces the line end
+            out[:, grid.shape[1] - 1:] = ends
         return out
 
     def _check_extra(self, extra, n):

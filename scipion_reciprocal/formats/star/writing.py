@@ -132,6 +132,10 @@ class _Column:
             self._floats = series.to_numpy(dtype=np.float64, na_value=np.nan)
             self._decimals = int(fixed.group(1))
             self._width = _float_width(self._floats, self._decimals)
+            codes, uniques = pd.factorize(self._floats, use_na_sentinel=False)
+            if len(uniques) * 4 < len(codes):   # few values: each formatted once
+                self._codes = codes
+                self._table = _float_text(uniques, self._decimals, self._width)
         elif kind in 'fiu':
             self._set_texts(series.to_numpy(dtype=np.float64, na_value=np.nan),
                             float_format.__mod__, right=True)
