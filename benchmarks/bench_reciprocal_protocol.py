@@ -140,7 +140,7 @@ def prepare_relion(paths, folder, n_classes, min_small):
 def item_values(star_path, project_dir, pixel_size):
     """Per-particle attribute values as ProtImportRelionClassifications stores them."""
     from scipion_reciprocal.core.geometry import scipion_matrices_from_relion
-    from scipion_reciprocal.formats.star import parse_image_names
+    from scipion_reciprocal.formats.relion import parse_image_names
     from scipion_reciprocal.formats.star import StarTable
     with StarTable.open(star_path) as table:
         raw = table.read_raw(list(STAR_COLUMNS), kinds=STAR_COLUMNS)

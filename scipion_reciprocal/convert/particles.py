@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
-from ..formats.star import format_image_names, merge_optics, write_particles_star
+from ..formats.relion import format_image_names, merge_optics
+from ..formats.star import write_particles_star
 from .set_tables import read_set_items
 
 
@@ -302,7 +303,7 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
     import pwem.objects as emobj
     from pyworkflow.object import Float, Integer, String
 
-    from ..formats.star import parse_image_names
+    from ..formats.relion import parse_image_names
 
     table = merge_optics(particles_df, optics_df) if optics_df is not None else particles_df
     indices, paths = parse_image_names(table["rlnImageName"])

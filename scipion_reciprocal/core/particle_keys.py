@@ -30,7 +30,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import as_strided
 from scipy.spatial import cKDTree
 
-from ..formats.star import parse_image_names
+from ..formats.relion import parse_image_names
 
 __all__ = ['ParticleKeys', 'normalise_path', 'location_keys', 'location_keys_from_parts',
            'id_keys', 'uid_keys', 'coordinate_keys', 'match_particles', 'rebase_labels',

@@ -13,9 +13,10 @@ import starfile
 from hypothesis import given, settings, strategies as st
 
 from scipion_reciprocal.formats.errors import FormatError, StarError
-from scipion_reciprocal.formats.star import (
-    format_image_names, merge_optics, parse_image_names, read_particles_star, read_star,
-    upgrade_to_relion31, write_particles_star, write_star)
+from scipion_reciprocal.formats.relion import (format_image_names, merge_optics, parse_image_names,
+                                               upgrade_to_relion31)
+from scipion_reciprocal.formats.star import (read_particles_star, read_star, write_particles_star,
+                                             write_star)
 from scipion_reciprocal.tests.realdata import REALDATA, requires_realdata
 
 DATA = Path(__file__).resolve().parent / 'data'

@@ -5,15 +5,12 @@ key-value blocks as dicts) with starfile; :class:`StarTable` is the fast path fo
 particle tables (the columns asked for; subsets copied verbatim); :func:`write_star` and
 :func:`write_particles_star` write RELION's layout. Blocks are named without ``data_``
 (``''`` for RELION 3.0's bare ``data_``), labels without ``_``. Errors are StarError
-naming the file, block and line.
+naming the file, block and line. RELION's optics tables and image names are in
+:mod:`scipion_reciprocal.formats.relion`.
 """
-from .reading import ParticlesStar, StarDocument, read_particles_star, read_star
-from .relion import (OPTICS_LABELS, is_string_label, merge_optics, parse_image_names,
-                     upgrade_to_relion31, write_particles_star)
+from .reading import ParticlesStar, StarDocument, is_string_label, read_particles_star, read_star
 from .table import StarTable
-from .writing import ImageNames, format_image_names, write_star
+from .writing import ImageNames, write_particles_star, write_star
 
 __all__ = ['StarDocument', 'ParticlesStar', 'StarTable', 'ImageNames', 'read_star',
-           'read_particles_star', 'write_star', 'write_particles_star', 'upgrade_to_relion31',
-           'merge_optics', 'parse_image_names', 'format_image_names', 'is_string_label',
-           'OPTICS_LABELS']
+           'read_particles_star', 'write_star', 'write_particles_star', 'is_string_label']

@@ -20,7 +20,6 @@ import pandas as pd
 import starfile
 
 from ..errors import StarError
-from .relion import is_string_label
 
 # One value of a loop row (quoted, or bare) or a comment to the end of the line.
 _FIELD_RE = re.compile(rb"""(?<!\S)(?:"[^"\n]*"|'[^'\n]*')(?!\S)|(?<!\S)#.*|\S+""")
@@ -57,6 +56,11 @@ class Block:
     kind: str = 'empty'
     labels: list = field(default_factory=list)
     body: int = None
+
+
+def is_string_label(label):
+    """Whether a RELION label always holds text (file names, group names)."""
+    return label.endswith(('Name', 'Image', 'Zernike'))
 
 
 def read_star(path, blocks=None):

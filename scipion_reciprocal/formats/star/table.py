@@ -20,7 +20,7 @@ from .._atomic import atomic_path
 from ..errors import StarError
 from .reading import (iter_blocks, next_data_line, open_error, read_star, significant_lines,
                       version_before)
-from .writing import column_text, rows_text
+from .writing import column_text, rows_text, write_particles_star
 
 _CHUNK = 1 << 22            # bytes tokenised at a time
 _WRITE_BLOCK = 1 << 23      # bytes of rows gathered at a time when writing subsets
@@ -177,7 +177,6 @@ class StarTable:
         rows = self._as_indices(rows)
         extra = self._check_extra(extra_columns or {}, len(rows))
         if not self.has_optics:
-            from .relion import write_particles_star
             frame = self._frame if self._frame is not None else self.read_columns(self.columns)
             frame = frame.iloc[rows].reset_index(drop=True).assign(**extra)
             write_particles_star(out_path, frame, version=self.version or '30001',
@@ -303,11 +302,9 @@ def _tokenise_chunk(data, chunk, pos, ncols, columns, scratch):
     first = np.cumsum(counts) - counts
     lines = np.flatnonzero(counts)
     lead = starts[first[lines]]
-    odd = (counts[lines] != ncols) | np.isin(chunk[lead], _QUOTES + tuple(b'#_'))
-    for word in (b'data_', b'loop_'):
-        maybe = np.flatnonzero(chunk[lead] == word[0])
-        odd[maybe] |= (chunk[np.minimum(lead[maybe, None] + np.arange(5), len(chunk) - 1)] ==
-                       np.frombuffer(word, np.uint8)).all(axis=1)
+    # rows of another length (a data_ line has one value), quotes, comments, labels
+    lead_bytes = _QUOTES + tuple(b'#_d' if ncols == 1 else b'#_')
+    odd = (counts[lines] != ncols) | np.isin(chunk[lead], lead_bytes)
     line_starts = np.concatenate(([0], newlines[:-1] + 1))
     end = bool(odd.any())
     if end:         # the body ends at a data_ line or at comments that only lead to one

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_path
+from ..errors import StarError
+from ..relion import REQUIRED_OPTICS, check_optics, format_image_names, upgrade_to_relion31
 
 _ROWS_PER_BLOCK = 100_000
 _SPACE, _ZERO = ord(' '), ord('0')
@@ -56,6 +58,31 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
                                 f'expected a DataFrame or a dict')
 
 
+def write_particles_star(path, particles, optics=None, version='30001', image_size=None):
+    """Write a RELION 3.1+ particle file: ``data_optics`` then ``data_particles``.
+
+    ``particles`` is a DataFrame or a dict of columns. ``optics`` is written as given
+    (``rlnOpticsGroupName`` and ``rlnImageDimensionality`` = 2 added when absent) and needs
+    the group number, voltage, Cs, amplitude contrast, pixel size and box size; without it,
+    it is derived from per-particle columns (:func:`upgrade_to_relion31`; ``image_size``:
+    the box size when there is no ``rlnImageSize`` column). Raises :class:`StarError` if
+    the optics cannot be derived, lack what RELION needs, or miss a particle's group.
+    """
+    try:
+        if optics is None:
+            particles, optics = upgrade_to_relion31(particles, image_size=image_size)
+        else:
+            particles, optics = check_optics(particles, optics)
+            missing = [c for c in REQUIRED_OPTICS if c not in optics.columns]
+            if missing:
+                raise ValueError(f'the optics table lacks {", ".join(missing)} (RELION needs them)')
+            if 'rlnImageDimensionality' not in optics.columns:
+                optics['rlnImageDimensionality'] = 2
+    except ValueError as exc:
+        raise StarError(path, str(exc)) from None
+    write_star(path, {'optics': optics, 'particles': particles}, version=version)
+
+
 def _is_loop(block):
     return isinstance(block, pd.DataFrame) or (isinstance(block, dict) and any(
         isinstance(v, ImageNames) or np.ndim(v) for v in block.values()))
@@ -92,18 +119,6 @@ def column_text(path, block, label, values, float_format='%.6f'):
     """The values of one column as a (n, width) uint8 array of text."""
     column = _Column(path, block, label, values, float_format)
     return column.text(0, len(column))
-
-
-def format_image_names(indices, paths):
-    """RELION image names ``'000012@path'`` (indices zero-padded to 6 digits) from 1-based
-    indices and one path per index (or one path for all), as an object array."""
-    indices = np.asarray(indices)
-    if indices.size and (indices.dtype.kind not in 'iuf' or np.any(np.mod(indices, 1) != 0)
-                         or indices.min() < 1):
-        raise ValueError('image indices must be positive integers')
-    numbers = pd.Series(indices.astype(np.int64).ravel()).astype(str).str.zfill(6)
-    paths = np.broadcast_to(np.asarray(paths, dtype=object), numbers.shape)
-    return (numbers + '@' + pd.Series(paths, dtype=object).astype(str)).to_numpy(dtype=object)
 
 
 class _Column:

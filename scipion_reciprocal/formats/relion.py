@@ -1,9 +1,10 @@
-"""RELION conventions: optics tables (3.0 -> 3.1), particle files, image names."""
+"""RELION conventions: optics tables (RELION 3.0 per-particle optics -> 3.1 optics groups)
+and image names (``index@stack``), on DataFrames and arrays; no file is read here."""
 import numpy as np
 import pandas as pd
 
-from ..errors import StarError
-from .writing import write_star
+__all__ = ['OPTICS_LABELS', 'REQUIRED_OPTICS', 'check_optics', 'upgrade_to_relion31',
+           'merge_optics', 'parse_image_names', 'format_image_names']
 
 #: Labels that RELION 3.1+ keeps in the optics table rather than per particle.
 OPTICS_LABELS = (
@@ -14,43 +15,13 @@ OPTICS_LABELS = (
     'rlnMagMat00', 'rlnMagMat01', 'rlnMagMat10', 'rlnMagMat11', 'rlnMicrographPixelSize',
 )
 # What RELION 3.1+ needs in the optics table of particles.
-_REQUIRED_OPTICS = ('rlnOpticsGroup', 'rlnVoltage', 'rlnSphericalAberration',
+REQUIRED_OPTICS = ('rlnOpticsGroup', 'rlnVoltage', 'rlnSphericalAberration',
                     'rlnAmplitudeContrast', 'rlnImagePixelSize', 'rlnImageSize')
 # RELION 3.0 per-particle labels that the optics table replaces.
 _LEGACY_OPTICS_LABELS = ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize')
 
 
-def is_string_label(label):
-    """Whether a RELION label always holds text (file names, group names)."""
-    return label.endswith(('Name', 'Image', 'Zernike'))
-
-
-def write_particles_star(path, particles, optics=None, version='30001', image_size=None):
-    """Write a RELION 3.1+ particle file: ``data_optics`` then ``data_particles``.
-
-    ``particles`` is a DataFrame or a dict of columns. ``optics`` is written as given
-    (``rlnOpticsGroupName`` and ``rlnImageDimensionality`` = 2 added when absent) and needs
-    the group number, voltage, Cs, amplitude contrast, pixel size and box size; without it,
-    it is derived from per-particle columns (:func:`upgrade_to_relion31`; ``image_size``:
-    the box size when there is no ``rlnImageSize`` column). Raises :class:`StarError` if
-    the optics cannot be derived, lack what RELION needs, or miss a particle's group.
-    """
-    try:
-        if optics is None:
-            particles, optics = upgrade_to_relion31(particles, image_size=image_size)
-        else:
-            particles, optics = _check_optics(particles, optics)
-            missing = [c for c in _REQUIRED_OPTICS if c not in optics.columns]
-            if missing:
-                raise ValueError(f'the optics table lacks {", ".join(missing)} (RELION needs them)')
-            if 'rlnImageDimensionality' not in optics.columns:
-                optics['rlnImageDimensionality'] = 2
-    except ValueError as exc:
-        raise StarError(path, str(exc)) from None
-    write_star(path, {'optics': optics, 'particles': particles}, version=version)
-
-
-def _check_optics(particles, optics):
+def check_optics(particles, optics):
     """The particles with a group number, and a copy of the optics with group names."""
     if 'rlnOpticsGroup' not in optics.columns:
         raise ValueError('the optics table has no rlnOpticsGroup column')
@@ -118,19 +89,16 @@ def upgrade_to_relion31(particles, image_size=None):
     rows = p.iloc[np.unique(groups, return_index=True)[1]]
     consistent = has_numbers and (
         pd.Series(groups).groupby(p['rlnOpticsGroup'].to_numpy()).nunique().max() == 1)
-    if consistent:
-        numbers = rows['rlnOpticsGroup'].to_numpy()
-        names = (rows['rlnOpticsGroupName'].to_numpy() if 'rlnOpticsGroupName' in p.columns
-                 else np.array([f'opticsGroup{g}' for g in numbers], dtype=object))
-    else:
-        numbers = np.arange(1, len(rows) + 1, dtype=np.int64)
-        names = np.array([f'opticsGroup{g}' for g in numbers], dtype=object)
+    numbers = rows['rlnOpticsGroup'].to_numpy() if consistent else np.arange(1, len(rows) + 1)
+    names = rows['rlnOpticsGroupName'].to_numpy() if consistent and \
+        'rlnOpticsGroupName' in p.columns else [f'opticsGroup{g}' for g in numbers]
+    if not consistent:
         p['rlnOpticsGroup'] = groups
     optics = pd.DataFrame({'rlnOpticsGroupName': names, 'rlnOpticsGroup': numbers})
     for col in values:
         optics[col] = rows[col].to_numpy()
-    for col in ('rlnImageSize', 'rlnImageDimensionality'):
-        optics[col] = optics[col].astype(np.int64)
+    optics = optics.astype({'rlnOpticsGroup': np.int64, 'rlnImageSize': np.int64,
+                            'rlnImageDimensionality': np.int64})
     optics = optics.sort_values('rlnOpticsGroup', kind='stable', ignore_index=True)
     drop = [c for c in (*OPTICS_LABELS, *_LEGACY_OPTICS_LABELS)
             if c in p.columns and c != 'rlnOpticsGroup']
@@ -143,7 +111,7 @@ def merge_optics(particles, optics):
     if a particle's group is absent from ``optics``."""
     if optics is None:
         return particles.copy()
-    particles, optics = _check_optics(particles, optics)
+    particles, optics = check_optics(particles, optics)
     where = pd.Index(optics['rlnOpticsGroup']).get_indexer(particles['rlnOpticsGroup'])
     merged = particles.copy()
     for col in optics.columns:
@@ -170,3 +138,15 @@ def parse_image_names(series):
                              f'positive image number before "@"')
         indices[has_at] = numbers.to_numpy(dtype=np.int64)
     return indices, paths
+
+
+def format_image_names(indices, paths):
+    """RELION image names ``'000012@path'`` (indices zero-padded to 6 digits) from 1-based
+    indices and one path per index (or one path for all), as an object array."""
+    indices = np.asarray(indices)
+    if indices.size and (indices.dtype.kind not in 'iuf' or np.any(np.mod(indices, 1) != 0)
+                         or indices.min() < 1):
+        raise ValueError('image indices must be positive integers')
+    numbers = pd.Series(indices.astype(np.int64).ravel()).astype(str).str.zfill(6)
+    paths = np.broadcast_to(np.asarray(paths, dtype=object), numbers.shape)
+    return (numbers + '@' + pd.Series(paths, dtype=object).astype(str)).to_numpy(dtype=object)
