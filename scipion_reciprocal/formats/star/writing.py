@@ -19,6 +19,8 @@ from ..relion import REQUIRED_OPTICS, check_optics, format_image_names, upgrade_
 _ROWS_PER_BLOCK = 100_000
 _SPACE, _ZERO = ord(' '), ord('0')
 _NEEDS_QUOTES = re.compile(r'\s|^$|#|^_|^data_|^loop_')
+# The same test (and quote characters) on values joined by NUL: whether any value needs care.
+_UNUSUAL = re.compile(r'[\s"\'#]|\x00(?:\x00|_|data_|loop_)')
 _FIXED_RE = re.compile(r'%\.(\d)f')
 
 
@@ -128,39 +130,41 @@ class _Column:
     def __init__(self, path, block, label, values, float_format='%.6f'):
         self._where = f'{path}: data_{block} column _{label}'
         self._codes = self._numbers = None
-        to_text = self._quote
+        quote = True
         if isinstance(values, ImageNames):
             indices, paths = np.asarray(values.indices, np.int64), np.asarray(values.paths, object)
             if len(indices) != len(paths) or (len(indices) and indices.min() < 1):
                 raise ValueError(f'{self._where}: image indices must be positive, one per path')
-            if all(self._quote(f'0@{p}') == f'0@{p}' for p in pd.unique(paths)):
+            if not _UNUSUAL.search('\0'.join(f'0@{p}' for p in pd.unique(paths))):
                 self._numbers = indices, max(6, len(str(indices.max(initial=1))))
-                values, to_text = paths, str
+                values, quote = paths, False
             else:       # a name that needs quotes: names as text
                 values = format_image_names(indices, paths)
         series = values if isinstance(values, pd.Series) else pd.Series(values)
         self._length, kind = len(series), series.dtype.kind
         fixed = _FIXED_RE.fullmatch(float_format)
         if kind == 'b' or (kind in 'iu' and not series.hasnans):
-            self._set_texts(series.to_numpy(dtype=np.int64), str, right=True)
+            self._set_texts(series.to_numpy(dtype=np.int64), right=True)
         elif kind in 'fiu' and fixed:
             self._floats = series.to_numpy(dtype=np.float64, na_value=np.nan)
             self._decimals = int(fixed.group(1))
             self._width = _float_width(self._floats, self._decimals)
-            codes, uniques = pd.factorize(self._floats, use_na_sentinel=False)
-            if len(uniques) * 4 < len(codes):   # few values: each formatted once
-                self._codes = codes
+            if len(pd.unique(self._floats[:1000])) < 250:   # few values: each formatted once
+                self._codes, uniques = pd.factorize(self._floats, use_na_sentinel=False)
                 self._table = _float_text(uniques, self._decimals, self._width)
         elif kind in 'fiu':
             self._set_texts(series.to_numpy(dtype=np.float64, na_value=np.nan),
                             float_format.__mod__, right=True)
         else:
             values = series.to_numpy(dtype=object)
-            self._set_texts(np.where(pd.isna(values), '', values), to_text)
+            self._set_texts(np.where(pd.isna(values), '', values), quote=quote)
 
-    def _set_texts(self, values, to_text, right=False):
+    def _set_texts(self, values, to_text=str, right=False, quote=False):
         self._codes, uniques = pd.factorize(values)
-        self._table = _text_matrix([to_text(v) for v in uniques.tolist()], right)
+        texts = [to_text(v) for v in uniques.tolist()]
+        if quote and _UNUSUAL.search('\0' + '\0'.join(texts) + '\0'):
+            texts = [self._quote(t) for t in texts]
+        self._table = _text_matrix(texts, right)
 
     def __len__(self):
         return self._length
@@ -176,8 +180,7 @@ class _Column:
         at = np.full((len(text), 1), ord('@'), dtype=np.uint8)
         return np.hstack((_digits(indices[start:stop], digits), at, text))
 
-    def _quote(self, value):
-        text = str(value)
+    def _quote(self, text):
         if any(ch in text for ch in '\t\n\r'):
             raise ValueError(f'{self._where}: value {text!r} cannot be written in a STAR '
                              f'file: it contains a tab or a line break')
