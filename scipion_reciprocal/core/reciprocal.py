@@ -222,12 +222,12 @@ def classification_from_star(path, name=None, key='image', pixel_size=None, clas
     name = name or _default_name(path)
     needed = ['rlnClassNumber'] + _key_labels(table, key, pixel_size)
     table.require(needed, f'the {key} key of job {name}')
+    if read_confidence and CONFIDENCE_LABEL in table.columns:
+        needed.append(CONFIDENCE_LABEL)
+    columns = table.read_raw(needed, kinds=_STAR_KINDS)     # (one pass: before len(table))
     if not len(table):
         raise StarError(table.path, f'data_{table.block} has no rows: job {name} has no '
                                     f'particles')
-    if read_confidence and CONFIDENCE_LABEL in table.columns:
-        needed.append(CONFIDENCE_LABEL)
-    columns = table.read_raw(needed, kinds=_STAR_KINDS)
     keys = _star_keys(table, columns, needed[1], key, pixel_size)
     table.close()
     return Classification(name, keys, columns['rlnClassNumber'],
