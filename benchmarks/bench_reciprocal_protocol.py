@@ -30,10 +30,11 @@ Input: the STAR files of ``bench_reciprocal.py`` (N particles x 4 jobs x 8 class
    ``--convert`` the link points to the first rows instead, so the protocol sees sets that no
    longer match a RELION file and converts them from SQL (the path of sets from any engine).
 
-Then each in its own process: (a) what ``scipion-reciprocal reciprocal --class3d_dir ... --jobs
-85,86,87,88`` does, stage by stage; (b) ``ProtReciprocalAnalysis`` on the four sets with the
-same options (default registration: consensus + intersection subsets, 2 threads); (a) again.
-Printed: stage times, CPU time and peak memory of each side (the protocol's: its largest
+Then each in its own process: (a) ``scipion-reciprocal reciprocal --class3d_dir ... --jobs
+85,86,87,88 --plots all`` (every figure, as the protocol draws them); (b)
+``ProtReciprocalAnalysis`` on the four sets with the same options (default registration:
+consensus + intersection subsets, 2 threads); (a) again. Printed: times, CPU time and peak
+memory of each side (the protocol's: its largest
 process, ``pw_protocol_run`` or a conversion worker), the ratio protocol / command line (mean
 of the two command-line runs), and whether both wrote the same tables. Usage::
 
@@ -107,7 +108,7 @@ def prepare_relion(paths, folder, n_classes, min_small):
 
     Returns the number of rows of the small files.
     """
-    from scipion_reciprocal.formats.star_table import StarTable
+    from scipion_reciprocal.formats.star import StarTable
     labels = []
     for path in paths:
         with StarTable.open(path) as table:
@@ -140,8 +141,8 @@ def prepare_relion(paths, folder, n_classes, min_small):
 def item_values(star_path, project_dir, pixel_size):
     """Per-particle attribute values as ProtImportRelionClassifications stores them."""
     from scipion_reciprocal.core.geometry import scipion_matrices_from_relion
-    from scipion_reciprocal.formats.star import parse_image_names
-    from scipion_reciprocal.formats.star_table import StarTable
+    from scipion_reciprocal.formats.relion import parse_image_names
+    from scipion_reciprocal.formats.star import StarTable
     with StarTable.open(star_path) as table:
         raw = table.read_raw(list(STAR_COLUMNS), kinds=STAR_COLUMNS)
     indices, paths = parse_image_names(raw['rlnImageName'].astype(str))
@@ -308,29 +309,24 @@ def link_import_source(folder, names, full):
 # ---------------------------------------------------------------------- the two runs
 
 def run_cli(folder, names, outdir):
-    """What ``scipion-reciprocal reciprocal`` does, stage by stage (commands/reciprocal.py)."""
-    from scipion_reciprocal.core import relion_jobs
-    from scipion_reciprocal.core.reciprocal import (classifications_from_relion,
-                                                    reciprocal_analysis)
-    from scipion_reciprocal.core.reciprocal_io import write_results, write_subsets
-    from scipion_reciprocal.plotting.reciprocal import save_plots
-    clock = bench_reciprocal.Clock()
-    classifications = classifications_from_relion(
-        ','.join(names), jobs_dir=folder / 'relion' / 'Class3D', key='image')
-    clock.lap('read (image name + class columns)')
-    result = reciprocal_analysis(classifications, min_confidence=None, tolerance=10.0,
-                                 **OPTIONS)
-    clock.lap('matrices + agreement + stability + consensus')
-    write_results(result, outdir, subsets=False)
-    clock.lap('tables (CSV, summary)')
-    written = write_subsets(result, outdir)
-    clock.lap('subset STAR files')
-    histories = {c.name: relion_jobs.read_job_history(c.job_dir) for c in classifications}
-    maps = {c.name: relion_jobs.class_maps(c.job_dir) for c in classifications}
-    save_plots(result, outdir, histories, maps)
-    clock.lap('plots')
-    return {'stages': clock.stages,
-            'files': len(written['per_class']) + len(written['intersections'])}
+    """``scipion-reciprocal reciprocal`` on the same jobs with the protocol's options and every
+    figure (as the protocol draws them), in a process of its own; its wall and CPU time and
+    peak memory, the process drawing the figures included."""
+    command = [sys.executable, '-m', 'scipion_reciprocal.cli', 'reciprocal', '--class3d_dir',
+               str(folder / 'relion' / 'Class3D'), '--jobs', ','.join(names), '--outdir',
+               str(outdir), '--plots', 'all', '--min-overlap', str(OPTIONS['min_overlap']),
+               '--min-fraction', str(OPTIONS['min_fraction']), '--min-group-size',
+               str(OPTIONS['min_group_size'])]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f'the command line failed:\n{done.stderr}')
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {'command_wall': wall, 'cpu': usage.ru_utime + usage.ru_stime,
+            'peak_rss_mb': usage.ru_maxrss / 1024,
+            'files': len(list(outdir.glob('per_class/*.star'))) +
+            len(list(outdir.glob('intersections/*.star')))}
 
 
 STEP_LINE = re.compile(r'(STARTED|FINISHED): (\w+), step \d+, time (\S+ \S+)')
@@ -404,9 +400,6 @@ def child(args):
     start = time.perf_counter()
     if args.child == 'cli':
         out = run_cli(folder, info['jobs'], outdir_cli)
-        out['peak_rss_mb'] = peak_rss_mb()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        out['cpu'] = usage.ru_utime + usage.ru_stime
     else:
         out = run_protocol(info, outdir_cli)
         # The protocol runs in a grandchild (pw_protocol_run.py, started through a shell):
@@ -476,10 +469,8 @@ def main(argv=None):
     shutil.rmtree(folder / 'result_cli', ignore_errors=True)
 
     cli = in_child('cli', folder)
-    print('\ncommand line (scipion-reciprocal reciprocal, same calls)')
-    for name, wall, cpu in cli['stages']:
-        print(f'  {name:<48} {wall:7.2f} s wall {cpu:7.2f} s CPU')
-    print(f'  {"process, start to end (imports included)":<48} {cli["wall_with_startup"]:7.2f} s'
+    print('\ncommand line (scipion-reciprocal reciprocal --plots all, the protocol\'s options)')
+    print(f'  {"process, start to end (imports included)":<48} {cli["command_wall"]:7.2f} s'
           f'   peak RSS {cli["peak_rss_mb"]:.0f} MB; {cli["files"]} subset STAR files; '
           f'CPU {cli["cpu"]:.1f} s')
 
@@ -502,7 +493,7 @@ def main(argv=None):
     # The command line again: on a shared machine one run can be a third faster than another.
     shutil.rmtree(folder / 'result_cli', ignore_errors=True)
     again = in_child('cli', folder)
-    walls = [cli['wall_with_startup'], again['wall_with_startup']]
+    walls = [cli['command_wall'], again['command_wall']]
     print(f'command line again, after the protocol: {walls[1]:.2f} s (CPU {again["cpu"]:.1f} s)')
     cli_wall = sum(walls) / 2
     print(f'protocol / command line: {prot["wall"]:.1f} s / {cli_wall:.1f} s (mean of the two '

@@ -138,7 +138,7 @@ def main():
     configure(work / 'scipion-home')
     from scipion_reciprocal.convert.particles import particles_table
     from scipion_reciprocal.formats import cryodrgn
-    from scipion_reciprocal.formats.star import merge_optics
+    from scipion_reciprocal.formats.relion import merge_optics
 
     try:
         n_stacks = int(np.ceil(args.n / PER_STACK))

@@ -84,7 +84,14 @@ def register(subparsers):
                         help='iteration to read (default: the last one of each job)')
     parser.add_argument('--no-subsets', action='store_true',
                         help='do not write per-class and intersection STAR (and .cs) files')
-    parser.add_argument('--no-plots', action='store_true', help='do not draw figures')
+    parser.add_argument('--plots', choices=('all', 'summary', 'none'), default='summary',
+                        help='figures to draw (in a separate process, while the tables and '
+                             'STAR files are written): summary (default) = Sankey diagrams, '
+                             'agreement, convergence, class slices and the verdict\'s figures; '
+                             'all = also the count/fraction/Jaccard heatmap of every job pair '
+                             '(their numbers are in matrices/ either way); none')
+    parser.add_argument('--no-plots', dest='plots', action='store_const', const='none',
+                        help='the same as --plots none')
     verdict = parser.add_argument_group('consensus verdict')
     verdict.add_argument('--jaccard-threshold', type=float, default=JACCARD_THRESHOLD,
                          metavar='J',
@@ -142,8 +149,14 @@ def _class_maps(classifications, iteration):
     return maps
 
 
-def run(args):
+def _histories(classifications):
+    """Per-iteration figures of the RELION jobs, for their convergence plots."""
     from ..core import relion_jobs
+    return {c.name: relion_jobs.read_job_history(c.job_dir) for c in classifications
+            if c.job_dir is not None}
+
+
+def run(args):
     from ..core.classification_inputs import attach_star_sources
     from ..core.reciprocal import ReciprocalError, keys_from_star, reciprocal_analysis
     from ..core.reciprocal_io import (INPUTS_DIR, check_subset_sources, expected_size,
@@ -151,6 +164,7 @@ def run(args):
     from ..core.verdict import class_map_correlations, consensus_verdict
     from ..formats.errors import FormatError
     from ..formats.result_folder import ResultFolder, check_output_folder
+    from ..plotting.background import start_plots
     problem = _check_verdict_options(args)
     if problem:
         return fail('reciprocal', problem)
@@ -178,18 +192,16 @@ def run(args):
                 stability_threshold=args.stability_threshold, merge_distance=args.merge_distance,
                 map_correlations=class_map_correlations(result, maps))
         out.require_space(expected_size(result, subsets=not args.no_subsets,
-                                        plots=not args.no_plots), 'the results')
+                                        plots=args.plots != 'none'), 'the results')
         started = True
         with out:
             if write_stars:
                 attach_star_sources(classifications, out, INPUTS_DIR)
+            # The figures are drawn in another process while this one writes the files.
+            drawing = start_plots(result, out, lambda: (_histories(classifications), maps),
+                                  args.plots, processes=1 + (args.plots == 'all'))
             written = write_results(result, out, subsets=not args.no_subsets)
-            plots = []
-            if not args.no_plots:
-                from ..plotting.reciprocal import save_plots
-                histories = {c.name: relion_jobs.read_job_history(c.job_dir)
-                             for c in classifications if c.job_dir is not None}
-                plots = save_plots(result, out, histories, maps)
+            plots = drawing.wait()
     except (FormatError, ReciprocalError, ValueError) as exc:
         return fail('reciprocal', exc)
     except OSError as exc:

@@ -9,7 +9,7 @@ keys), so that no set is read twice.
 
 Memory: one class's raw rows are converted at a time; the converted columns of the whole set
 are then put in item-id order one column at a time, and written without a string per row
-(:class:`~.star_rows.ImageNames`).
+(:class:`~..formats.star.ImageNames`).
 """
 import multiprocessing
 import time
@@ -21,7 +21,7 @@ import pandas as pd
 from .particles import (IMAGE_INDEX, IMAGE_PATH, ConversionError, ImagesInfo,
                         parse_matrix_lines, relion_columns, split_optics)
 from .set_tables import iter_class_items, read_class_matrix_lines
-from .star_rows import ImageNames, write_fixed_star
+from ..formats.star import ImageNames, write_particles_star
 
 MATRIX = "_transform._matrix"
 
@@ -30,7 +30,7 @@ def write_classes_star(classes_file, info, star_path, attributes, keep=("id", "c
                        with_ctf=True):
     """Write every enabled item of a SetOfClasses file as one RELION STAR file: rows in item
     id order, ``rlnClassNumber`` = the item's class in this set, one width per column (see
-    :mod:`.star_rows`).  ``attributes`` are the item attributes to read (those the items lack
+    :func:`~..formats.star.write_star`).  ``attributes`` are the item attributes to read (those the items lack
     are left out).  Returns (a DataFrame of the item columns named in ``keep`` that the
     items have, rows in the same order, seconds taken)."""
     start = time.time()
@@ -53,7 +53,7 @@ def write_classes_star(classes_file, info, star_path, attributes, keep=("id", "c
     columns = sorted_columns(tables, order)
     del columns["scipionId"]
     particles, optics = split_optics(_with_image_names(columns))
-    write_fixed_star(star_path, particles, optics)
+    write_particles_star(star_path, particles, optics)
     return pd.DataFrame(sorted_columns(kept, order)), time.time() - start
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
-from ..formats.star import format_image_names, merge_optics, write_particles_star
+from ..formats.relion import format_image_names, merge_optics
+from ..formats.star import write_particles_star
 from .set_tables import read_set_items
 
 
@@ -136,7 +137,7 @@ def relion_columns(items, info, with_ctf=True, with_alignment=True, stack_paths=
     (``rlnVoltage``... ``rlnImageSize``) not yet grouped (see :func:`split_optics`).
 
     With ``image_names`` false, ``rlnImageName`` is left as its parts, columns
-    :data:`IMAGE_INDEX` and :data:`IMAGE_PATH` (see :class:`.star_rows.ImageNames`).
+    :data:`IMAGE_INDEX` and :data:`IMAGE_PATH` (see :class:`..formats.star.ImageNames`).
     ``matrices`` (n, 4, 4) are the items' transformation matrices, when the caller read them
     (else they are parsed from the ``_transform._matrix`` column, when present).
     """
@@ -302,7 +303,7 @@ def star_rows_to_particles(particles_df, optics_df, out_set, pixel_size, project
     import pwem.objects as emobj
     from pyworkflow.object import Float, Integer, String
 
-    from ..formats.star import parse_image_names
+    from ..formats.relion import parse_image_names
 
     table = merge_optics(particles_df, optics_df) if optics_df is not None else particles_df
     indices, paths = parse_image_names(table["rlnImageName"])

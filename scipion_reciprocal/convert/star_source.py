@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core import particle_keys as pk
 from ..formats.errors import FormatError
-from ..formats.star_table import StarTable
+from ..formats.star import StarTable
 
 #: Item attributes :func:`matching_star_table` compares with the STAR rows.
 COMPARED_ATTRIBUTES = ("_index", "_filename")

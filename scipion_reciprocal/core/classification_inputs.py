@@ -34,8 +34,7 @@ from ..formats.cryosparc_jobs import (JOB_JSON, cs_file_name, find_cs_job, job_o
 from ..formats.errors import FormatError, StarError
 from ..formats.labels import LABEL_SUFFIXES, read_labels
 from ..formats.result_folder import as_result_folder
-from ..formats.star import write_particles_star
-from ..formats.star_table import StarTable
+from ..formats.star import StarTable, write_particles_star
 from . import particle_keys as pk
 from . import relion_jobs
 from .class_summary import class_map_table, class_sizes

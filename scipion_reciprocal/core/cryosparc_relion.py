@@ -35,7 +35,8 @@ from scipy.spatial.transform import Rotation
 
 from ..formats.cryosparc import (BLOB_IDX, BLOB_PATH, MULTI_POSTERIOR, CsError, CsParticles,
                                  class_field, clean_path, posterior_field, write_cs)
-from ..formats.star import format_image_names, write_particles_star
+from ..formats.relion import format_image_names
+from ..formats.star import write_particles_star
 from .geometry import matrix_to_relion_euler
 
 __all__ = ['relion_angles_from_poses', 'relion_particles', 'micrograph_positions',

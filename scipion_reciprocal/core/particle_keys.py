@@ -30,8 +30,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import as_strided
 from scipy.spatial import cKDTree
 
-from ..formats.star import parse_image_names
-from ..formats.star_table import parse_int_tokens
+from ..formats.relion import parse_image_names
 
 __all__ = ['ParticleKeys', 'normalise_path', 'location_keys', 'location_keys_from_parts',
            'id_keys', 'uid_keys', 'coordinate_keys', 'match_particles', 'rebase_labels',
@@ -172,7 +171,11 @@ def location_keys(names):
         if has_at.any():
             span = max(int(at.max()), 1)
             digits = grid[:, :span] * (np.arange(span)[None, :] < at[:, None])
-            parsed = parse_int_tokens(digits[has_at])
+            try:
+                parsed = np.ascontiguousarray(digits[has_at]).view(f'S{span}').ravel() \
+                    .astype(np.int64)
+            except ValueError:
+                parsed = None
             if parsed is None:      # text before '@': report a row that has some
                 not_digit = ((digits - np.uint8(48)) >= 10) & (digits != 0)
                 wrong = np.flatnonzero(has_at & not_digit.any(axis=1))

@@ -14,6 +14,7 @@ another (rows in file order). Results give both row and unique-image counts.
 """
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..formats.errors import StarError
-from ..formats.star_table import StarTable
+from ..formats.star import StarTable
 from . import particle_keys as pk
 from . import relion_jobs
 from .reciprocal_tables import ReciprocalResult, compute_tables
@@ -222,12 +223,12 @@ def classification_from_star(path, name=None, key='image', pixel_size=None, clas
     name = name or _default_name(path)
     needed = ['rlnClassNumber'] + _key_labels(table, key, pixel_size)
     table.require(needed, f'the {key} key of job {name}')
+    if read_confidence and CONFIDENCE_LABEL in table.columns:
+        needed.append(CONFIDENCE_LABEL)
+    columns = table.read_raw(needed, kinds=_STAR_KINDS)     # (one pass: before len(table))
     if not len(table):
         raise StarError(table.path, f'data_{table.block} has no rows: job {name} has no '
                                     f'particles')
-    if read_confidence and CONFIDENCE_LABEL in table.columns:
-        needed.append(CONFIDENCE_LABEL)
-    columns = table.read_raw(needed, kinds=_STAR_KINDS)
     keys = _star_keys(table, columns, needed[1], key, pixel_size)
     table.close()
     return Classification(name, keys, columns['rlnClassNumber'],
@@ -372,18 +373,22 @@ def classifications_from_relion(jobs, project_dir=None, jobs_dir=None, iteration
     list of Classification
         With every class of the model file in ``class_ids`` and the job kind.
     """
-    out = []
-    for job_dir in relion_jobs.resolve_jobs(jobs, project_dir=project_dir, jobs_dir=jobs_dir):
-        data_file = relion_jobs.find_iteration_file(job_dir, iteration)
+    job_dirs = relion_jobs.resolve_jobs(jobs, project_dir=project_dir, jobs_dir=jobs_dir)
+    data_files = [relion_jobs.find_iteration_file(job_dir, iteration) for job_dir in job_dirs]
+
+    def read(job_dir, data_file):
         try:
             maps = relion_jobs.class_maps(job_dir, iteration)
             class_ids, job_kind = maps['class'].to_numpy(), relion_jobs.job_kind(job_dir, iteration)
         except (relion_jobs.RelionJobError, StarError, KeyError):
             class_ids, job_kind = None, None
-        out.append(classification_from_star(
+        return classification_from_star(
             data_file, name=job_dir.name, key=key, pixel_size=pixel_size, class_ids=class_ids,
-            read_confidence=read_confidence, kind=job_kind, job_dir=job_dir))
-    return out
+            read_confidence=read_confidence, kind=job_kind, job_dir=job_dir)
+
+    # Two jobs at a time: most of the reading is numpy work, which releases the GIL.
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(read, job_dirs, data_files))
 
 
 # ---------------------------------------------------------------------- analysis

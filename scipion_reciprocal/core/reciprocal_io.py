@@ -63,7 +63,7 @@ from ..formats.cryosparc import CS_SUFFIX
 from ..formats.errors import FormatError, StarError
 from ..formats.mrc import validate_mrc
 from ..formats.result_folder import as_result_folder
-from ..formats.star import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
+from ..formats.relion import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
 from .cryosparc_relion import star_bytes_per_row
 
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',

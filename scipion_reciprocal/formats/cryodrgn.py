@@ -24,7 +24,8 @@ from scipy.spatial.transform import Rotation
 
 from .errors import FormatError
 from .mrc import validate_mrc
-from .star import format_image_names, parse_image_names, write_particles_star
+from .relion import format_image_names, parse_image_names
+from .star import write_particles_star
 
 __all__ = ['RecovarInputs', 'RecovarInputError', 'relion_to_rotations', 'translations_fraction',
            'ctf_parameters', 'write_poses_pkl', 'write_ctf_pkl', 'read_poses_pkl',

@@ -11,13 +11,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..formats._atomic import atomic_path
 from ..formats.mrc import read_images, read_map
 from ..formats.result_folder import as_result_folder
 from .sankey import sankey_figure, sankey_html, sankey_layout
-from .verdict import save_verdict_plots
+from .verdict import VERDICT_FIGURES
 
 __all__ = ['heatmap_figure', 'sankey_figures', 'convergence_figure', 'class_slices_figure',
-           'agreement_figure', 'save_plots']
+           'agreement_figure', 'save_plots', 'figure_entries']
 
 PLOTS_DIR = 'plots'
 HEATMAP_PNG = 'heatmap_{kind}_{job1}_vs_{job2}.png'
@@ -222,8 +223,8 @@ def agreement_figure(result):
     return fig
 
 
-def save_plots(result, out, histories=None, maps=None):
-    """Write every figure of an analysis.
+def save_plots(result, out, histories=None, maps=None, which='all', processes=0):
+    """Write the figures of an analysis and return their paths.
 
     Parameters
     ----------
@@ -231,43 +232,63 @@ def save_plots(result, out, histories=None, maps=None):
     out : ResultFolder or path
         Figures go to ``plots/`` in it, each under a temporary name first (and recorded,
         when ``out`` is a ResultFolder).
-    histories : dict, optional
-        Job name -> history table (convergence plots).
-    maps : dict, optional
-        Job name -> class map table (slice montages).
+    histories, maps : dict, optional
+        Job name -> history table (convergence plots) / class map table (slice montages).
+    which : {'all', 'summary', 'none'}
+        See :data:`~.background.PLOT_CHOICES`.
+    processes : int
+        Draw in that many forked processes (0: in this one).
 
     With ``result.verdict`` set, the verdict's figures too (:mod:`.verdict`).
-
-    Returns
-    -------
-    list of pathlib.Path
     """
-    out = as_result_folder(out)
-    written = []
+    from .background import start_plots
+    return start_plots(result, out, lambda: (histories, maps), which, processes).wait()
 
-    def save(fig, name):
-        written.append(out.save_figure(f'{PLOTS_DIR}/{name}', fig, dpi=100))
 
-    names = result.names
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            for kind in ('counts', 'fractions', 'jaccard'):
-                save(heatmap_figure(result, kind, a, b), HEATMAP_PNG.format(kind=kind, job1=a, job2=b))
-            save(heatmap_figure(result, 'fractions', b, a),
-                 HEATMAP_PNG.format(kind='fractions', job1=b, job2=a))
-    nodes, links, figures = sankey_figures(result)
-    for values, fig in figures.items():
-        save(fig, SANKEY_PNG.format(values=values))
-    with out.writing(f'{PLOTS_DIR}/{SANKEY_HTML}') as tmp:
-        sankey_html(tmp, nodes, links)
-    written.append(out.path(f'{PLOTS_DIR}/{SANKEY_HTML}'))
-    save(agreement_figure(result), AGREEMENT_PNG)
-    for job, history in (histories or {}).items():
-        if history is not None and len(history):
-            save(convergence_figure(history, job), CONVERGENCE_PNG.format(job=job))
-    for job, table in (maps or {}).items():
-        if table is not None and len(table) and table['exists'].any():
-            save(class_slices_figure(table, job), SLICES_PNG.format(job=job))
+def figure_entries(result, which, inputs):
+    """Callables that each write some figures (given the result folder's ``path``
+    function) and return their relative paths, in drawing order; ``which`` as in
+    :func:`save_plots`, ``inputs`` returns (histories, maps)."""
+    if which == 'none':
+        return []
+
+    def save(path, name, write):
+        final = path(f'{PLOTS_DIR}/{name}')
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(final) as tmp:
+            write(tmp)
+        return f'{PLOTS_DIR}/{name}'
+
+    def figure(name, factory, *args):
+        return lambda path: [save(path, name, lambda tmp: factory(*args).savefig(
+            tmp, dpi=100, format='png'))]
+
+    def sankey(path):
+        nodes, links, figures = sankey_figures(result)
+        return [save(path, SANKEY_PNG.format(values=values),
+                     lambda tmp, fig=fig: fig.savefig(tmp, dpi=100, format='png'))
+                for values, fig in figures.items()] + \
+            [save(path, SANKEY_HTML, lambda tmp: sankey_html(tmp, nodes, links))]
+
+    def per_job(path):
+        histories, maps = inputs()
+        writes = [figure(CONVERGENCE_PNG.format(job=job), convergence_figure, history, job)
+                  for job, history in (histories or {}).items()
+                  if history is not None and len(history)]
+        writes += [figure(SLICES_PNG.format(job=job), class_slices_figure, table, job)
+                   for job, table in (maps or {}).items()
+                   if table is not None and len(table) and table['exists'].any()]
+        return [rel for write in writes for rel in write(path)]
+
+    entries = [sankey, figure(AGREEMENT_PNG, agreement_figure, result), per_job]
     if result.verdict is not None:
-        written += save_verdict_plots(result, out, PLOTS_DIR)
-    return written
+        entries += [figure(name, function, result) for function, name in VERDICT_FIGURES]
+    if which == 'all':
+        names = result.names
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                for kind, j1, j2 in (('counts', a, b), ('fractions', a, b), ('jaccard', a, b),
+                                     ('fractions', b, a)):
+                    entries.append(figure(HEATMAP_PNG.format(kind=kind, job1=j1, job2=j2),
+                                          heatmap_figure, result, kind, j1, j2))
+    return entries

@@ -20,7 +20,7 @@ from .sankey import sankey_figure, sankey_layout
 
 __all__ = ['enrichment_figure', 'dendrogram_figure', 'stability_figure',
            'sankey_groups_figure', 'merged_colours', 'ENRICHMENT_PNG', 'DENDROGRAM_PNG',
-           'STABILITY_PNG', 'SANKEY_GROUPS_PNG']
+           'STABILITY_PNG', 'SANKEY_GROUPS_PNG', 'VERDICT_FIGURES', 'save_verdict_plots']
 
 ENRICHMENT_PNG = 'enrichment.png'
 DENDROGRAM_PNG = 'merge_dendrogram.png'
@@ -183,11 +183,14 @@ def sankey_groups_figure(result):
                                f'grey: in no merged group)')
 
 
+#: The verdict's figures: (function of the result, file name), drawn by
+#: :func:`.reciprocal.save_plots`.
+VERDICT_FIGURES = ((enrichment_figure, ENRICHMENT_PNG), (dendrogram_figure, DENDROGRAM_PNG),
+                   (stability_figure, STABILITY_PNG), (sankey_groups_figure, SANKEY_GROUPS_PNG))
+
+
 def save_verdict_plots(result, out, folder):
     """Write the verdict's figures into ``folder`` of the ResultFolder ``out``; returns their
     paths."""
     return [out.save_figure(f'{folder}/{name}', function(result), dpi=100)
-            for function, name in ((enrichment_figure, ENRICHMENT_PNG),
-                                   (dendrogram_figure, DENDROGRAM_PNG),
-                                   (stability_figure, STABILITY_PNG),
-                                   (sankey_groups_figure, SANKEY_GROUPS_PNG))]
+            for function, name in VERDICT_FIGURES]

@@ -28,8 +28,8 @@ from ..core.verdict import (ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD,
                             class_map_correlations, consensus_verdict)
 from ..formats._atomic import atomic_path
 from ..formats.result_folder import ResultFolder, folder_status
-from ..formats.star_table import StarTable
-from ..plotting.reciprocal import save_plots
+from ..formats.star import StarTable
+from ..plotting.background import start_plots
 from .inputs import describePointer
 from .protocol_import_cryosparc_classes import cryosparc_files, cryosparc_rows
 from .protocol_import_relion_classes import (JOBS_FILE, ProtImportRelionClassifications,
@@ -199,12 +199,14 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                 self._verdict(result, maps)
             out.require_space(expected_size(result), "the results")
             start = time.time()
+            # The figures are drawn in a forked process (started before the threads that
+            # copy the output sets) while this one writes the tables and files.
+            drawing = start_plots(result, out, lambda: (histories, maps), "all", processes=1)
             written = write_results(result, out, subsets=False)
             self._writeSubsets(result)
             with ThreadPoolExecutor(copy_threads()) as copies:
                 copied = self._startSetFiles(copies)
-                save_plots(result, out, histories=histories, maps=maps)
-                self.info("Wrote %d tables and drew the plots in %s (%.1f s)"
+                self.info("Wrote %d tables in %s (%.1f s)"
                           % (len(written["tables"]), out.root, time.time() - start))
                 start = time.time()
                 for category, paths in write_subsets(result, out).items():
@@ -214,6 +216,9 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                           % (len(written["per_class"]), len(written["intersections"]),
                              ", the stable and the unstable particles" if written["stability"]
                              else "", time.time() - start))
+                start = time.time()
+                self.info("Drew %d figures (%.1f s more)" % (len(drawing.wait()),
+                                                             time.time() - start))
                 start = time.time()
                 for done in copied:
                     done.result()

@@ -18,7 +18,7 @@ from ..environments import cuda_available
 from ..formats import cryodrgn
 from ..formats.chimerax import write_volume_series
 from ..formats import recovar_results as rr
-from ..formats.star import merge_optics
+from ..formats.relion import merge_optics
 from .backend_base import ProtBackend
 from .inputs import describePointer
 

@@ -38,7 +38,7 @@ from scipy.spatial.transform import Rotation
 
 from ..formats.cryosparc import write_cs
 from ..formats.mrc import write_map, write_stack
-from ..formats.star import parse_image_names
+from ..formats.relion import parse_image_names
 
 __all__ = ['JobSpec', 'CryosparcProject', 'write_cryosparc_project', 'demo_with_cryosparc',
            'particle_rows',

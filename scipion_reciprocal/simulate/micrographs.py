@@ -18,7 +18,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from ..formats.mrc import write_map
-from ..formats.star import format_image_names, write_particles_star, write_star
+from ..formats.relion import format_image_names
+from ..formats.star import write_particles_star, write_star
 from .ctf import ctf_stack
 from .particles import SimulatedParticles, project_particles, write_particle_dataset
 

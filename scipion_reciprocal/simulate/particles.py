@@ -26,7 +26,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from ..formats.mrc import write_stack
-from ..formats.star import format_image_names, write_particles_star
+from ..formats.relion import format_image_names
+from ..formats.star import write_particles_star
 from .ctf import ctf_stack
 
 #: Folder of the virtual micrographs named in the particles' metadata (no files are written).

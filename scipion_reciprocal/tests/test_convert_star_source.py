@@ -2,8 +2,8 @@
 import numpy as np
 import pandas as pd
 
-from scipion_reciprocal.convert.star_rows import write_fixed_star
 from scipion_reciprocal.convert.star_source import matching_star_table
+from scipion_reciprocal.formats.star import write_star
 
 OPTICS = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
                        "rlnImagePixelSize": [1.5], "rlnImageSize": [64],
@@ -19,7 +19,7 @@ def _job(tmp_path):
         "rlnOpticsGroup": 1})
     path = tmp_path / "Class3D" / "job085" / "run_it025_data.star"
     path.parent.mkdir(parents=True)
-    write_fixed_star(path, particles, OPTICS)
+    write_star(path, {"optics": OPTICS, "particles": particles})
     project = tmp_path / "relion"
     items = pd.DataFrame({
         "id": np.arange(1, 7), "classId": particles["rlnClassNumber"].to_numpy(),

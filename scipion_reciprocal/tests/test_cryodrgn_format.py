@@ -8,7 +8,8 @@ import pytest
 
 from scipion_reciprocal.formats import cryodrgn
 from scipion_reciprocal.formats.mrc import read_images, write_stack
-from scipion_reciprocal.formats.star import parse_image_names, read_particles_star
+from scipion_reciprocal.formats.relion import parse_image_names
+from scipion_reciprocal.formats.star import read_particles_star
 
 
 def _relion_euler_matrix(rot, tilt, psi):

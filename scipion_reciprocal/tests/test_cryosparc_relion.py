@@ -10,7 +10,7 @@ from scipion_reciprocal.core.cryosparc_relion import (micrograph_positions,
                                                       relion_particles)
 from scipion_reciprocal.core.geometry import relion_euler_to_matrix
 from scipion_reciprocal.formats.cryosparc_jobs import find_cs_job
-from scipion_reciprocal.formats.star import parse_image_names
+from scipion_reciprocal.formats.relion import parse_image_names
 from scipion_reciprocal.simulate.cryosparc import demo_with_cryosparc
 
 

@@ -35,7 +35,7 @@ def test_cli_writes_every_file(project, tmp_path, capsys):
     root, labels = project
     out = tmp_path / 'out'
     status = main(['reciprocal', '--relion_dir', str(root), '--jobs', '85,86 Class2D/job013',
-                   '--outdir', str(out), '--min-fraction', '0.5'])
+                   '--outdir', str(out), '--min-fraction', '0.5', '--plots', 'all'])
     printed = capsys.readouterr().out
     assert status == 0
     assert '3 jobs: job085 (60 rows), job086 (60 rows), job013 (60 rows)' in printed
@@ -204,6 +204,22 @@ def test_cli_verdict_options(simulated_states, tmp_path, capsys):
     assert main(['reciprocal', '--relion_dir', str(root), '--jobs', '90,91,92', '--outdir',
                  str(strict), '--jaccard-threshold', '0.99', '--no-plots', '--no-subsets']) == 0
     assert json.loads((strict / 'verdict.json').read_text())['reproducible_states'] == 0
+
+
+def test_cli_draws_the_summary_figures_by_default(project, tmp_path):
+    root, _ = project
+    out = tmp_path / 'out'
+    assert main(['reciprocal', '--relion_dir', str(root), '--jobs', '85,86,13',
+                 '--outdir', str(out), '--no-subsets']) == 0
+    assert sorted(p.name for p in (out / 'plots').iterdir()) == sorted(
+        ['sankey_counts.png', 'sankey_fractions.png', 'sankey.html', 'agreement.png',
+         'enrichment.png', 'merge_dendrogram.png', 'stability.png', 'sankey_groups.png'] +
+        [f'{kind}_job{n}.png' for kind in ('convergence', 'class_slices') for n in ('085', '086', '013')])
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert {f['path'] for f in manifest['files']} >= {'plots/sankey.html', 'plots/agreement.png',
+                                                      'plots/convergence_job013.png'}
+    # every heatmap's numbers are in the wide matrices
+    assert len(list((out / 'matrices').glob('*.csv'))) == 3 * 6
 
 
 def test_cli_jobs_dir_without_subsets_or_plots(project, tmp_path, capsys):

@@ -25,7 +25,8 @@ from sklearn.metrics import adjusted_rand_score
 from scipion_reciprocal.formats import cryodrgn
 from scipion_reciprocal.formats import recovar_results as rr
 from scipion_reciprocal.formats.mrc import read_map
-from scipion_reciprocal.formats.star import merge_optics, read_particles_star
+from scipion_reciprocal.formats.relion import merge_optics
+from scipion_reciprocal.formats.star import read_particles_star
 from scipion_reciprocal.tests.references import lowpass, magnify
 from scipion_reciprocal.simulate.molecule import molecule_maps
 from scipion_reciprocal.simulate.particles import simulate_particles, write_particle_dataset

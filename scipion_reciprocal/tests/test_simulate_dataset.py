@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from scipion_reciprocal.formats.mrc import read_images, read_map
-from scipion_reciprocal.formats.star import parse_image_names, read_particles_star, read_star
+from scipion_reciprocal.formats.relion import parse_image_names
+from scipion_reciprocal.formats.star import read_particles_star, read_star
 from scipion_reciprocal.simulate.dataset import CLASS2D_JOB, CLASS3D_JOBS, build_demo_project
 
 N = 60

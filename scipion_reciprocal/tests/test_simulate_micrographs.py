@@ -5,7 +5,8 @@ import pytest
 import starfile
 
 from scipion_reciprocal.formats.mrc import read_images
-from scipion_reciprocal.formats.star import parse_image_names, read_particles_star, read_star
+from scipion_reciprocal.formats.relion import parse_image_names
+from scipion_reciprocal.formats.star import read_particles_star, read_star
 from scipion_reciprocal.simulate.micrographs import (concatenate_micrographs,
                                                      good_bad_particle_sets, simulate_micrographs,
                                                      write_coordinates_star, write_good_bad_sets,

@@ -5,7 +5,8 @@ import starfile
 from scipy import ndimage
 
 from scipion_reciprocal.formats.mrc import read_images
-from scipion_reciprocal.formats.star import parse_image_names, read_particles_star
+from scipion_reciprocal.formats.relion import parse_image_names
+from scipion_reciprocal.formats.star import read_particles_star
 from scipion_reciprocal.simulate.ctf import ctf_2d
 from scipion_reciprocal.simulate.molecule import (molecule_blobs, molecule_maps, project_blobs,
                                                   render_blobs)

@@ -6,10 +6,8 @@ import starfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scipion_reciprocal.formats import _star_tokens
 from scipion_reciprocal.formats.errors import StarError
-from scipion_reciprocal.formats.star import write_star
-from scipion_reciprocal.formats.star_table import StarTable, parse_float_tokens
+from scipion_reciprocal.formats.star import StarTable, table as star_table, write_star
 from scipion_reciprocal.tests.realdata import REALDATA, requires_realdata
 
 OPTICS = pd.DataFrame({'rlnOpticsGroupName': ['opticsGroup1'], 'rlnOpticsGroup': [1],
@@ -71,7 +69,7 @@ def star(request, tmp_path):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Tokenise in 4 KB chunks so that tests cross many chunk boundaries."""
-    monkeypatch.setattr(_star_tokens, '_CHUNK', 4096)
+    monkeypatch.setattr(star_table, '_CHUNK', 4096)
 
 
 def test_columns_equal_a_full_parse(star, small_chunks):
@@ -207,7 +205,7 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(StarError, match='no data_other block'):
         StarTable.open(path, 'other')
     table = StarTable.open(path)
-    with pytest.raises(StarError, match=r'bad.star: line 13: 2 values instead of 3'):
+    with pytest.raises(StarError, match=r'bad.star: data_particles, line 13: 2 fields instead of 3'):
         len(table)
     with pytest.raises(StarError, match=r'bad.star: data_particles has no column _rlnClassNumber'):
         table.read_raw(['rlnClassNumber'])
@@ -228,7 +226,7 @@ def test_float_parsing_is_exact(values, decimals, right_aligned):
     width = max(len(t) for t in texts)
     cells = [t.rjust(width) if right_aligned else t.ljust(width, '\0') for t in texts]
     tokens = np.frombuffer(''.join(cells).encode(), dtype=np.uint8).reshape(len(cells), width)
-    np.testing.assert_array_equal(parse_float_tokens(tokens), [float(t) for t in texts])
+    np.testing.assert_array_equal(star_table._convert(tokens, 'float'), [float(t) for t in texts])
 
 
 @requires_realdata

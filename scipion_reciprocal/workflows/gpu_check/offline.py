@@ -15,7 +15,8 @@ import numpy as np
 
 from ...formats import cryodrgn
 from ...formats import recovar_results as rr
-from ...formats.star import merge_optics, read_particles_star
+from ...formats.relion import merge_optics
+from ...formats.star import read_particles_star
 from . import plan as plans
 from .datasets import simulate_recovar_data
 from .driver import CheckDriver

@@ -1,0 +1,152 @@
+"""RELION conventions: optics tables (RELION 3.0 per-particle optics -> 3.1 optics groups)
+and image names (``index@stack``), on DataFrames and arrays; no file is read here."""
+import numpy as np
+import pandas as pd
+
+__all__ = ['OPTICS_LABELS', 'REQUIRED_OPTICS', 'check_optics', 'upgrade_to_relion31',
+           'merge_optics', 'parse_image_names', 'format_image_names']
+
+#: Labels that RELION 3.1+ keeps in the optics table rather than per particle.
+OPTICS_LABELS = (
+    'rlnOpticsGroupName', 'rlnOpticsGroup', 'rlnMtfFileName', 'rlnMicrographOriginalPixelSize',
+    'rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast', 'rlnImagePixelSize',
+    'rlnImageSize', 'rlnImageDimensionality', 'rlnCtfDataAreCtfPremultiplied',
+    'rlnBeamTiltX', 'rlnBeamTiltY', 'rlnOddZernike', 'rlnEvenZernike',
+    'rlnMagMat00', 'rlnMagMat01', 'rlnMagMat10', 'rlnMagMat11', 'rlnMicrographPixelSize',
+)
+# What RELION 3.1+ needs in the optics table of particles.
+REQUIRED_OPTICS = ('rlnOpticsGroup', 'rlnVoltage', 'rlnSphericalAberration',
+                    'rlnAmplitudeContrast', 'rlnImagePixelSize', 'rlnImageSize')
+# RELION 3.0 per-particle labels that the optics table replaces.
+_LEGACY_OPTICS_LABELS = ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize')
+
+
+def check_optics(particles, optics):
+    """The particles with a group number, and a copy of the optics with group names."""
+    if 'rlnOpticsGroup' not in optics.columns:
+        raise ValueError('the optics table has no rlnOpticsGroup column')
+    optics = optics.copy()
+    if 'rlnOpticsGroupName' not in optics.columns:
+        optics.insert(0, 'rlnOpticsGroupName', [f'opticsGroup{g}' for g in optics['rlnOpticsGroup']])
+    if 'rlnOpticsGroup' not in particles:
+        if len(optics) != 1:
+            raise ValueError(f'particles have no rlnOpticsGroup column and there are '
+                             f'{len(optics)} optics groups')
+        particles = particles.assign(rlnOpticsGroup=int(optics['rlnOpticsGroup'].iloc[0]))
+    unknown = set(pd.unique(np.asarray(particles['rlnOpticsGroup']))) - set(optics['rlnOpticsGroup'])
+    if unknown:
+        raise ValueError(f'particles refer to optics groups {sorted(unknown)} absent from the '
+                         f'optics table')
+    return particles, optics
+
+
+def upgrade_to_relion31(particles, image_size=None):
+    """Split per-particle optics columns (RELION 3.0 style) into an optics table.
+
+    Particles are grouped by voltage, Cs, amplitude contrast, pixel size, box size and any
+    other optics label present. Pixel size: ``rlnImagePixelSize``, else ``rlnPixelSize``,
+    else ``rlnDetectorPixelSize * 1e4 / rlnMagnification``. ``rlnOpticsGroup`` numbers (and
+    names) are kept when consistent with the optics values, else groups are numbered 1, 2...
+    in order of first appearance. ``rlnOriginX/Y/Z`` (pixels) become ``rlnOriginX/Y/ZAngst``.
+    Returns (particles without the optics columns but with ``rlnOpticsGroup``, optics);
+    raises ValueError if a required value is missing (``image_size``: the box size).
+    """
+    p = particles.copy()
+    missing = [c for c in ('rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast')
+               if c not in p.columns]
+    if missing:
+        raise ValueError(f'cannot build the optics table: no column {", ".join(missing)}')
+    if 'rlnImagePixelSize' not in p.columns:
+        if 'rlnPixelSize' in p.columns:
+            p['rlnImagePixelSize'] = p['rlnPixelSize'].astype(float)
+        elif {'rlnDetectorPixelSize', 'rlnMagnification'} <= set(p.columns):
+            p['rlnImagePixelSize'] = (p['rlnDetectorPixelSize'].astype(float) * 1e4
+                                      / p['rlnMagnification'].astype(float))
+        else:
+            raise ValueError('cannot build the optics table: no pixel size (rlnImagePixelSize, '
+                             'rlnPixelSize or rlnDetectorPixelSize + rlnMagnification)')
+    if 'rlnImageSize' not in p.columns:
+        if image_size is None:
+            raise ValueError('cannot build the optics table: no rlnImageSize column; give the '
+                             'box size (image_size)')
+        p['rlnImageSize'] = int(image_size)
+    if 'rlnImageDimensionality' not in p.columns:
+        p['rlnImageDimensionality'] = 2
+    for axis in 'XYZ':      # pixel origins (RELION 3.0) become origins in Angstrom
+        old, new = f'rlnOrigin{axis}', f'rlnOrigin{axis}Angst'
+        if old in p.columns and new in p.columns:
+            p = p.drop(columns=old)
+        elif old in p.columns:
+            p[old] = p[old].astype(float) * p['rlnImagePixelSize']
+            p = p.rename(columns={old: new})
+
+    values = [c for c in OPTICS_LABELS if c in p.columns
+              and c not in ('rlnOpticsGroup', 'rlnOpticsGroupName')]
+    has_numbers = 'rlnOpticsGroup' in p.columns
+    keys = values + ['rlnOpticsGroup'] if has_numbers else values
+    groups = p.groupby(keys, sort=False, dropna=False).ngroup().to_numpy() + 1
+    # ngroup numbers groups in order of first appearance, so these are in group order.
+    rows = p.iloc[np.unique(groups, return_index=True)[1]]
+    consistent = has_numbers and (
+        pd.Series(groups).groupby(p['rlnOpticsGroup'].to_numpy()).nunique().max() == 1)
+    numbers = rows['rlnOpticsGroup'].to_numpy() if consistent else np.arange(1, len(rows) + 1)
+    names = rows['rlnOpticsGroupName'].to_numpy() if consistent and \
+        'rlnOpticsGroupName' in p.columns else [f'opticsGroup{g}' for g in numbers]
+    if not consistent:
+        p['rlnOpticsGroup'] = groups
+    optics = pd.DataFrame({'rlnOpticsGroupName': names, 'rlnOpticsGroup': numbers})
+    for col in values:
+        optics[col] = rows[col].to_numpy()
+    optics = optics.astype({'rlnOpticsGroup': np.int64, 'rlnImageSize': np.int64,
+                            'rlnImageDimensionality': np.int64})
+    optics = optics.sort_values('rlnOpticsGroup', kind='stable', ignore_index=True)
+    drop = [c for c in (*OPTICS_LABELS, *_LEGACY_OPTICS_LABELS)
+            if c in p.columns and c != 'rlnOpticsGroup']
+    return p.drop(columns=drop), optics
+
+
+def merge_optics(particles, optics):
+    """The particles (same rows, order and index) with the columns of their optics group
+    added (those the particles have are kept); a copy when ``optics`` is None. ValueError
+    if a particle's group is absent from ``optics``."""
+    if optics is None:
+        return particles.copy()
+    particles, optics = check_optics(particles, optics)
+    where = pd.Index(optics['rlnOpticsGroup']).get_indexer(particles['rlnOpticsGroup'])
+    merged = particles.copy()
+    for col in optics.columns:
+        if col not in merged.columns:
+            merged[col] = optics[col].to_numpy()[where]
+    return merged
+
+
+def parse_image_names(series):
+    """Split RELION image names ``'000012@Extract/job007/x.mrcs'`` into 1-based indices
+    (int64; 1 for a name without ``@``) and paths (object, as written); ValueError if an
+    index is not a positive integer."""
+    text = pd.Series(np.asarray(series, dtype=object)).astype(str)
+    parts = text.str.partition('@')
+    has_at = (parts[1] == '@').to_numpy()
+    paths = np.where(has_at, parts[2].to_numpy(), parts[0].to_numpy()).astype(object)
+    indices = np.ones(len(text), dtype=np.int64)
+    if has_at.any():
+        raw = parts[0][has_at]
+        numbers = pd.to_numeric(raw.where(raw.str.fullmatch(r'\s*\d+\s*'), None), errors='coerce')
+        bad = numbers.isna() | (numbers < 1)
+        if bad.any():
+            raise ValueError(f'image name {text[has_at][bad].iloc[0]!r} does not start with a '
+                             f'positive image number before "@"')
+        indices[has_at] = numbers.to_numpy(dtype=np.int64)
+    return indices, paths
+
+
+def format_image_names(indices, paths):
+    """RELION image names ``'000012@path'`` (indices zero-padded to 6 digits) from 1-based
+    indices and one path per index (or one path for all), as an object array."""
+    indices = np.asarray(indices)
+    if indices.size and (indices.dtype.kind not in 'iuf' or np.any(np.mod(indices, 1) != 0)
+                         or indices.min() < 1):
+        raise ValueError('image indices must be positive integers')
+    numbers = pd.Series(indices.astype(np.int64).ravel()).astype(str).str.zfill(6)
+    paths = np.broadcast_to(np.asarray(paths, dtype=object), numbers.shape)
+    return (numbers + '@' + pd.Series(paths, dtype=object).astype(str)).to_numpy(dtype=object)
