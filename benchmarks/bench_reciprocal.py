@@ -40,6 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from scipion_reciprocal.core.reciprocal import MIN_FRACTION, MIN_OVERLAP  # noqa: E402
 
 COLUMNS = [  # (label, format): RELION 3.1 Class3D data.star columns and widths
     ('rlnCoordinateX', 'f6'), ('rlnCoordinateY', 'f6'), ('rlnClassNumber', 'd'),
@@ -448,11 +449,15 @@ def main(argv=None):
     parser.add_argument('--particles', type=int, default=1_000_000)
     parser.add_argument('--jobs', type=int, default=4)
     parser.add_argument('--classes', type=int, default=8)
-    parser.add_argument('--min-overlap', type=int, default=1,
+    parser.add_argument('--min-overlap', type=int, default=MIN_OVERLAP,
                         help='intersection files kept from this many particles (all versions; '
-                             'default 1, as the command line)')
-    parser.add_argument('--min-fraction', type=float, default=0.0,
-                        help='... and this fraction of a class (default 0, as the command line)')
+                             f'default {MIN_OVERLAP}, as the command line)')
+    parser.add_argument('--min-fraction', type=float, default=MIN_FRACTION,
+                        help='... and this fraction of a class (default '
+                             f'{MIN_FRACTION:g}, as the command line)')
+    parser.add_argument('--all-intersections', action='store_true',
+                        help='every class pair that shares particles (--min-overlap 1 '
+                             '--min-fraction 0)')
     parser.add_argument('--repeat', type=int, default=3, help='runs of the command line')
     parser.add_argument('--shuffle', action='store_true',
                         help='jobs after the first list the particles in other orders')
@@ -464,6 +469,8 @@ def main(argv=None):
     parser.add_argument('--plots', default='summary', help=argparse.SUPPRESS)
     parser.add_argument('paths', nargs='*', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.all_intersections:
+        args.min_overlap, args.min_fraction = 1, 0.0
     if args.child:
         return child(args.child, args.paths, args.outdir, args.min_overlap, args.min_fraction,
                      args.plots)

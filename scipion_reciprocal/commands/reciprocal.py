@@ -12,6 +12,7 @@ free space) before anything is written; ``manifest.json``, written last, marks i
 """
 from pathlib import Path
 
+from ..core.reciprocal import MIN_FRACTION, MIN_OVERLAP
 from ..core.verdict import ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD
 from .errors import fail, interrupted, os_error_text
 
@@ -68,12 +69,15 @@ def register(subparsers):
     parser.add_argument('--min-confidence', type=float, metavar='P',
                         help='leave out rows whose rlnMaxValueProbDistribution (cryoSPARC: '
                              'class_posterior) is below P')
-    parser.add_argument('--min-overlap', type=int, default=1, metavar='N',
+    parser.add_argument('--min-overlap', type=int, default=MIN_OVERLAP, metavar='N',
                         help='write an intersection subset only from N shared particles '
-                             '(default 1)')
-    parser.add_argument('--min-fraction', type=float, default=0.0, metavar='F',
+                             f'(default {MIN_OVERLAP}, as the protocol)')
+    parser.add_argument('--min-fraction', type=float, default=MIN_FRACTION, metavar='F',
                         help='... and only when it holds at least this fraction of one of the '
-                             'two classes (default 0)')
+                             f'two classes (default {MIN_FRACTION:g}, as the protocol)')
+    parser.add_argument('--all-intersections', action='store_true',
+                        help='write the intersection subset of every class pair that shares '
+                             'particles (the same as --min-overlap 1 --min-fraction 0)')
     parser.add_argument('--min-group-size', type=int, default=1, metavar='N',
                         help='keep consensus groups of at least N particles (default 1)')
     parser.add_argument('--only-particles', metavar='STAR',
@@ -168,6 +172,8 @@ def run(args):
     problem = _check_verdict_options(args)
     if problem:
         return fail('reciprocal', problem)
+    if args.all_intersections:
+        args.min_overlap, args.min_fraction = 1, 0.0
     outdir = Path(args.outdir)
     out = ResultFolder(outdir, overwrite=args.overwrite, producer='scipion-reciprocal reciprocal')
     started = False
@@ -269,6 +275,7 @@ def _check_names(names, inputs):
 
 
 def _report(result, written, plots, outdir):
+    from ..core.reciprocal_io import intersections_note
     jobs = result.jobs
     if result.verdict is not None:
         summary = result.verdict.summary
@@ -302,6 +309,8 @@ def _report(result, written, plots, outdir):
     for category in ('per_class', 'intersections'):
         if written[category]:
             print(f'  {outdir / category}/ ({len(written[category])} STAR files)')
+    if written['per_class'] or written['intersections']:
+        print(f'  {intersections_note(result)}')
     if written.get('cryosparc'):
         print(f'  {len(written["cryosparc"])} .cs subsets of cryoSPARC inputs (per_class/, '
               f'intersections/)')

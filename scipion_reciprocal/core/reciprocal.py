@@ -27,7 +27,8 @@ from . import particle_keys as pk
 from . import relion_jobs
 from .reciprocal_tables import ReciprocalResult, compute_tables
 
-__all__ = ['Classification', 'ReciprocalError', 'ReciprocalResult', 'KEYS',
+__all__ = ['Classification', 'ReciprocalError', 'ReciprocalResult', 'KEYS', 'MIN_OVERLAP',
+           'MIN_FRACTION',
            'classification_from_star', 'classification_from_dataframe', 'keys_from_dataframe',
            'keys_from_star',
            'classifications_from_relion', 'reciprocal_analysis', 'DEFAULT_COLUMNS']
@@ -36,6 +37,10 @@ __all__ = ['Classification', 'ReciprocalError', 'ReciprocalResult', 'KEYS',
 KEYS = ('image', 'original', 'coordinates', 'id')
 _ORIGINAL_LABELS = ('rlnImageOriginalName', 'rlnOriginalImageName')
 CONFIDENCE_LABEL = 'rlnMaxValueProbDistribution'
+#: Intersection subsets the command line and the protocol write by default: class pairs
+#: sharing at least this many particles, holding at least this fraction of one of the two
+#: classes (the pairs that hold a state; every pair that shares particles with 1 and 0).
+MIN_OVERLAP, MIN_FRACTION = 10, 0.1
 #: Column names :func:`classification_from_dataframe` looks for, by role.
 DEFAULT_COLUMNS = {'class': 'class', 'image': 'image', 'index': 'index', 'stack': 'stack',
                    'original': 'original', 'id': 'id', 'micrograph': 'micrograph', 'x': 'x',

@@ -68,7 +68,8 @@ from .cryosparc_relion import star_bytes_per_row
 
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
            'write_int_csv', 'subset_relpath', 'subsets_size', 'conversions_size',
-           'expected_size', 'check_subset_sources', 'membership_columns', 'consensus_table']
+           'expected_size', 'check_subset_sources', 'membership_columns', 'consensus_table',
+           'intersections_note']
 
 COUNTS_CSV = 'counts_matrix.csv'
 FRACTIONS_CSV = 'fraction_matrix.csv'
@@ -430,13 +431,13 @@ def write_subsets(result, out, subsets=True):
                 category = 'per_class' if subset.kind == 'class' else 'intersections'
                 rows = subset.rows[clf.name]
                 extra = None if stability is None else {STABILITY_LABEL: stability[rows]}
-                with out.writing(subset_relpath(subset)) as tmp:
-                    table.write_subset(tmp, rows, extra_columns=extra)
+                with out.open_file(subset_relpath(subset)) as fh:
+                    table.write_subset(fh, rows, extra_columns=extra)
                 written[category].append(out.path(subset_relpath(subset)))
             if stable_files:
                 for name, selected in zip((STABLE_STAR, UNSTABLE_STAR), _stable_rows(result)):
-                    with out.writing(name) as tmp:
-                        table.write_subset(tmp, selected,
+                    with out.open_file(name) as fh:
+                        table.write_subset(fh, selected,
                                            extra_columns={STABILITY_LABEL: stability[selected]})
                     written['stability'].append(out.path(name))
         finally:
@@ -507,6 +508,22 @@ def verdict_lines(result):
     return lines
 
 
+def intersections_note(result):
+    """Which intersection subsets were kept, of how many class pairs that share particles,
+    and how to get the others."""
+    p = result.parameters
+    kept = sum(s.kind == 'intersection' for s in result.subsets)
+    pairs = sum(int(np.count_nonzero(c)) for c in result.contingency.values())
+    least = max(p['min_overlap'], 1)
+    text = (f'intersections: {kept} of the {pairs} class pairs that share particles, those of '
+            f'at least {least} particle{"s" if least > 1 else ""} holding at least '
+            f'{p["min_fraction"]:g} of one of the two classes')
+    if kept < pairs:
+        text += ('; a minimum of 1 particle and 0 of a class keeps them all (command line: '
+                 '--all-intersections)')
+    return text
+
+
 def summary_text(result, written=None):
     """A human-readable account of the analysis."""
     p = result.parameters
@@ -555,7 +572,8 @@ def summary_text(result, written=None):
     if result.verdict is not None:
         lines += [''] + verdict_lines(result)
     lines += ['', f'Subsets: {len(result.subsets)} ({sum(s.kind == "class" for s in result.subsets)} per '
-                  f'class, {sum(s.kind == "intersection" for s in result.subsets)} intersections)']
+                  f'class, {sum(s.kind == "intersection" for s in result.subsets)} intersections)',
+              '  ' + intersections_note(result)]
     if written is not None and not (written['per_class'] or written['intersections']):
         lines.append('  no STAR subset written (inputs not read from STAR files, or disabled)')
     if written is not None and written.get('cryosparc'):

@@ -11,7 +11,6 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import mutual_info_score
 
 __all__ = ['ReciprocalResult', 'Subset', 'compute_tables', 'adjusted_rand_from_contingency',
            'nmi_from_contingency']
@@ -201,16 +200,30 @@ def _entropy(sizes):
 
 def nmi_from_contingency(counts):
     """Normalised mutual information (arithmetic mean of the entropies) from a contingency
-    matrix, as scikit-learn's ``normalized_mutual_info_score`` on the labels."""
+    matrix, as scikit-learn's ``normalized_mutual_info_score`` on the labels.
+
+    The mutual information is summed here rather than by scikit-learn's
+    ``mutual_info_score``: importing scikit-learn takes about 0.3 s, a tenth of the command
+    line's reading time."""
     counts = np.asarray(counts, dtype=np.int64)
     rows, cols = counts.sum(axis=1), counts.sum(axis=0)
     n_rows, n_cols = np.count_nonzero(rows), np.count_nonzero(cols)
     if n_rows == n_cols and n_rows in (0, 1):
         return 1.0
-    mi = mutual_info_score(None, None, contingency=counts)
+    mi = _mutual_information(counts, rows, cols)
     if mi == 0:
         return 0.0
     return float(mi / ((_entropy(rows) + _entropy(cols)) / 2.0))
+
+
+def _mutual_information(counts, rows, cols):
+    """Mutual information (nats) of the two labellings a contingency matrix counts."""
+    i, k = np.nonzero(counts)
+    n_ik = counts[i, k].astype(np.float64)
+    total = n_ik.sum()
+    outer = rows[i].astype(np.float64) * cols[k].astype(np.float64)
+    mi = np.sum(n_ik / total * (np.log(n_ik) + np.log(total) - np.log(outer)))
+    return max(float(mi), 0.0)
 
 
 def _safe(name):

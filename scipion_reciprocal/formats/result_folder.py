@@ -10,12 +10,16 @@ so a rerun with ``overwrite`` knows which files were its own and removes exactly
         out.write_csv('agreement.csv', table, index=False)
         with out.writing('per_class/job085_class1.star') as tmp:
             write_star(tmp, ...)
+        with out.open_file('per_class/job085_class2.star') as fh:
+            fh.write(header)          # CRC-32 computed from the bytes as they pass
         out.add('plots/heatmap.png')      # written atomically by someone else (a worker)
     # leaving the block without an exception writes the manifest
 
 A protocol whose steps write one folder opens it with ``clean=True, seal=False`` in its first
-step and with ``resume=True`` in the later ones (the last one seals it). Checksums are computed
-in a background thread as files are recorded, so they overlap the rest of the writing.
+step and with ``resume=True`` in the later ones (the last one seals it). Files written through
+:meth:`ResultFolder.open_file` get their CRC-32 from the bytes written (large files are not
+read again); the others' are computed in a background thread as they are recorded, so they
+overlap the rest of the writing.
 
 :func:`folder_status` tells viewers and the command line whether a folder is complete.
 """
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._atomic import atomic_path, is_temporary
+from ._direct import DirectFile
 from .errors import FormatError
 
 __all__ = ['MANIFEST', 'JOURNAL', 'ResultFolder', 'ResultFolderError', 'FolderStatus',
@@ -154,10 +159,11 @@ class ResultFolder:
         self._files = {}
         self._lock = threading.Lock()
         self._journal = None
-        self._checksums = None      # files waiting for their CRC-32 (a SimpleQueue)
+        self._checksums = None      # (file, CRC-32 or None) waiting (a SimpleQueue)
         self._crc32 = {}            # relative path -> CRC-32, from the checksum thread
         self._checksummer = None
         self._started = None
+        self._buffers = []          # of open_file, for reuse
 
     # -------------------------------------------------------------- life cycle
     def __enter__(self):
@@ -202,7 +208,7 @@ class ResultFolder:
                                              args=(self._checksums,), daemon=True)
         self._checksummer.start()
         for rel in self._files:
-            self._checksums.put(rel)
+            self._checksums.put((rel, None))
         self._started = time.strftime('%Y-%m-%dT%H:%M:%S')
         return self
 
@@ -251,13 +257,15 @@ class ResultFolder:
     _close_journal = close
 
     def _checksum_files(self, files):
-        """Thread: CRC-32 of each recorded file, as they come (None ends it)."""
+        """Thread: CRC-32 of each recorded file, as they come (None ends it); a CRC-32 its
+        writer computed is taken as it is (in order, so a later version of a file wins)."""
         while True:
-            rel = files.get()
-            if rel is None:
+            item = files.get()
+            if item is None:
                 return
+            rel, crc = item
             try:
-                self._crc32[rel] = file_crc32(self.root / rel)
+                self._crc32[rel] = crc or file_crc32(self.root / rel)
             except OSError:
                 pass                # finish() tries again and says what is wrong
 
@@ -292,6 +300,30 @@ class ResultFolder:
                 yield tmp
                 self._journal_line(rel)
         self._record(rel, journal=False)
+
+    @contextmanager
+    def open_file(self, relpath):
+        """Yield a binary file open for writing ``relpath`` (under a temporary name, renamed
+        and recorded as :meth:`writing` does): a :class:`~._direct.DirectFile`, which writes
+        a large file around the page cache and computes its CRC-32 from the bytes written, so
+        the manifest does not read it again. For large files written in blocks."""
+        final = self.root / relpath
+        rel = self._relative(final)
+        with self._lock:
+            buffers = self._buffers.pop() if self._buffers else None
+        try:
+            with self._writes_to(final):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(final) as tmp:
+                    with DirectFile(tmp, name=final, buffers=buffers) as fh:
+                        buffers = fh.buffers
+                        yield fh
+                    self._journal_line(rel)
+        finally:
+            if buffers is not None:
+                with self._lock:
+                    self._buffers.append(buffers)     # reused: no fresh memory per file
+        self._record(rel, journal=False, crc32=f'{fh.crc32:08x}')
 
     @staticmethod
     @contextmanager
@@ -334,14 +366,16 @@ class ResultFolder:
                     self._journal.write(rel + '\n')
                     self._journal.flush()
 
-    def _record(self, rel, journal=True):
+    def _record(self, rel, journal=True, crc32=None):
         if journal:
             self._journal_line(rel)
         with self._lock:
             self._files[rel] = None
             self._crc32.pop(rel, None)
             if self._checksums is not None:
-                self._checksums.put(rel)
+                self._checksums.put((rel, crc32))
+            elif crc32 is not None:
+                self._crc32[rel] = crc32
         return self.root / rel
 
     def write_text(self, relpath, text):

@@ -19,8 +19,9 @@ from ..convert.class_star import StarConversions
 from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
 from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
-from ..core.reciprocal import (ReciprocalError, classification_from_dataframe,
-                               keys_from_dataframe, reciprocal_analysis)
+from ..core.reciprocal import (MIN_FRACTION, MIN_OVERLAP, ReciprocalError,
+                               classification_from_dataframe, keys_from_dataframe,
+                               reciprocal_analysis)
 from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, VERDICT_JSON,
                                   check_subset_sources, expected_size, write_results,
                                   write_subsets, write_summary)
@@ -118,13 +119,14 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                            "classifier kept, to see how consistent the classifications are on "
                            "them. Empty: all particles.")
         group = form.addGroup("Subsets")
-        group.addParam("minOverlap", params.IntParam, default=10,
+        group.addParam("minOverlap", params.IntParam, default=MIN_OVERLAP,
                        label="Minimum shared particles",
                        help="An intersection subset is written for a class pair only when it "
                             "holds at least this many particles.")
-        group.addParam("minFraction", params.FloatParam, default=0.1,
+        group.addParam("minFraction", params.FloatParam, default=MIN_FRACTION,
                        label="Minimum shared fraction",
-                       help="... and at least this fraction of one of the two classes.")
+                       help="... and at least this fraction of one of the two classes "
+                            "(1 and 0: every class pair that shares particles).")
         group.addParam("minGroupSize", params.IntParam, default=10,
                        label="Minimum consensus group size",
                        help="Consensus groups smaller than this are listed but not output.")

@@ -222,6 +222,37 @@ def test_cli_draws_the_summary_figures_by_default(project, tmp_path):
     assert len(list((out / 'matrices').glob('*.csv'))) == 3 * 6
 
 
+def test_cli_writes_the_intersections_that_hold_a_state_unless_asked_for_all(project, tmp_path,
+                                                                            capsys):
+    """By default the intersections of at least 10 particles and 10% of one of the two
+    classes (the protocol's defaults); --all-intersections: every class pair sharing one."""
+    root, labels = project
+    sizes = {job: np.bincount(cls) for job, cls in labels.items()}
+    shared, kept = set(), set()
+    for a, b in (('job085', 'job086'), ('job085', 'job013'), ('job086', 'job013')):
+        for i, k in zip(labels[a], labels[b]):
+            shared.add(f'{a}_class{i}_vs_{b}_class{k}.star')
+        for (i, k), count in zip(*np.unique(np.stack([labels[a], labels[b]], axis=1), axis=0,
+                                           return_counts=True)):
+            if count >= 10 and max(count / sizes[a][i], count / sizes[b][k]) >= 0.1:
+                kept.add(f'{a}_class{i}_vs_{b}_class{k}.star')
+    assert 0 < len(kept) < len(shared)
+    jobs = ['reciprocal', '--relion_dir', str(root), '--jobs', '85,86,13', '--no-plots']
+    assert main([*jobs, '--outdir', str(tmp_path / 'default')]) == 0
+    printed = capsys.readouterr().out
+    assert {p.name for p in (tmp_path / 'default' / 'intersections').iterdir()} == kept
+    note = (f'intersections: {len(kept)} of the {len(shared)} class pairs that share particles, '
+            f'those of at least 10 particles holding at least 0.1 of one of the two classes; a '
+            f'minimum of 1 particle and 0 of a class keeps them all (command line: '
+            f'--all-intersections)')
+    assert note in printed and note in (tmp_path / 'default' / 'summary.txt').read_text()
+    assert main([*jobs, '--outdir', str(tmp_path / 'all'), '--all-intersections']) == 0
+    assert {p.name for p in (tmp_path / 'all' / 'intersections').iterdir()} == shared
+    assert (f'intersections: {len(shared)} of the {len(shared)} class pairs that share '
+            f'particles, those of at least 1 particle holding at least 0 of one of the two '
+            f'classes\n') in (tmp_path / 'all' / 'summary.txt').read_text()
+
+
 def test_cli_jobs_dir_without_subsets_or_plots(project, tmp_path, capsys):
     root, _ = project
     out = tmp_path / 'out'

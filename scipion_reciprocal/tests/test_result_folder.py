@@ -1,11 +1,16 @@
 """Result folders: temporary names, journal, manifest, overwrite of an earlier run's files only."""
 import json
+import mmap
 import os
+import zlib
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from scipion_reciprocal.formats._atomic import final_path
+from scipion_reciprocal.formats._direct import DirectFile
 from scipion_reciprocal.formats.result_folder import (JOURNAL, MANIFEST, ResultFolder,
                                                       ResultFolderError, as_result_folder,
                                                       check_output_folder, file_crc32,
@@ -177,3 +182,71 @@ def test_final_path_of_temporary_names(tmp_path):
     assert final_path(tmp_path / '.x.csv.0123456789ab.tmp') == tmp_path / 'x.csv'
     assert final_path(tmp_path / '..x.csv.0123456789ab.tmp.ba9876543210.tmp') == tmp_path / 'x.csv'
     assert final_path(tmp_path / 'x.csv') == tmp_path / 'x.csv'
+
+
+# ----------------------------------------------------------------------------- large files
+
+def _small_buffers():
+    """Two 16 kB buffers: files of a few blocks take DirectFile's O_DIRECT path."""
+    return [mmap.mmap(-1, 16384) for _ in range(2)]
+
+
+def _write_pieces(fh, data, seed):
+    """Write ``data`` to ``fh`` in pieces of random sizes, half of them filled in place."""
+    rng = np.random.default_rng(seed)
+    pos = 0
+    while pos < len(data):
+        n = min(int(rng.integers(1, 9000)), len(data) - pos)
+        if rng.random() < 0.5:
+            np.frombuffer(fh.reserve(n), np.uint8)[:] = np.frombuffer(data, np.uint8, n, pos)
+        else:
+            fh.write(data[pos:pos + n])
+        pos += n
+
+
+@pytest.mark.parametrize('where', ['disk', 'tmpfs'])
+def test_direct_file_writes_every_byte_and_its_crc32(tmp_path, where):
+    folder = tmp_path if where == 'disk' else Path('/dev/shm')
+    if not folder.is_dir():
+        pytest.skip('no /dev/shm')
+    path = folder / f'direct-{os.getpid()}.bin'
+    rng = np.random.default_rng(3)
+    buffers = _small_buffers()
+    try:
+        for size in (0, 1, 4095, 4096, 16383, 16384, 16385, 3 * 16384 + 4097, 200_001):
+            data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            with DirectFile(path, buffers=buffers) as fh:
+                _write_pieces(fh, data, size)
+            assert path.read_bytes() == data, size
+            assert (fh.size, fh.crc32) == (size, zlib.crc32(data)), size
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_direct_file_refuses_a_reservation_larger_than_its_buffer(tmp_path):
+    with DirectFile(tmp_path / 'x.bin', buffers=_small_buffers()) as fh:
+        with pytest.raises(ValueError, match='at most 12288'):
+            fh.reserve(12289)
+
+
+def test_open_file_records_the_crc32_of_the_bytes_written(tmp_path):
+    data = np.random.default_rng(5).integers(0, 256, 30_000_000, dtype=np.uint8).tobytes()
+    with ResultFolder(tmp_path / 'r') as out:
+        with out.open_file('per_class/a.star') as fh:
+            fh.write(data[:1000])
+            fh.write(np.frombuffer(data, np.uint8)[1000:])
+        with out.open_file('b.star') as fh:
+            fh.write(b'first version')
+        out.write_text('b.star', 'second version')      # the later version's CRC-32 wins
+        with pytest.raises(RuntimeError), out.open_file('c.star') as fh:
+            fh.write(data)
+            raise RuntimeError('interrupted')
+    assert (tmp_path / 'r' / 'per_class' / 'a.star').read_bytes() == data
+    assert not (tmp_path / 'r' / 'c.star').exists()
+    assert not [p for p in (tmp_path / 'r').iterdir() if p.name.endswith('.tmp')]
+    entries = {e['path']: e for e in json.loads((tmp_path / 'r' / MANIFEST).read_text())['files']}
+    assert sorted(entries) == ['b.star', 'per_class/a.star']
+    assert entries['per_class/a.star'] == {'path': 'per_class/a.star', 'size': len(data),
+                                           'crc32': f'{zlib.crc32(data):08x}'}
+    assert entries['b.star']['crc32'] == file_crc32(tmp_path / 'r' / 'b.star')
+    assert folder_status(tmp_path / 'r', verify=True).complete

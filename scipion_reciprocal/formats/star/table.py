@@ -23,7 +23,7 @@ from .reading import (iter_blocks, next_data_line, open_error, read_star, signif
 from .writing import column_text, rows_text, write_particles_star
 
 _CHUNK = 1 << 22            # bytes tokenised at a time
-_WRITE_BLOCK = 1 << 23      # bytes of rows gathered at a time when writing subsets
+_WRITE_BLOCK = 1 << 22      # bytes of rows gathered at a time when writing subsets
 _QUOTES = (ord('"'), ord("'"))
 
 
@@ -47,6 +47,7 @@ class StarTable:
         self._rows = None           # (starts, stops) of the rows; a stop is a line end
         self._frame = None          # slow path: the block as read_star read it
         self._buffer = None         # reused for the rows of subsets
+        self._width = None          # bytes per row when all rows have one length, else 0
         self.image_size = None      # box size for a RELION 3.0 file without rlnImageSize
 
     @classmethod
@@ -166,9 +167,10 @@ class StarTable:
 
     # ------------------------------------------------------------------ writing
 
-    def write_subset(self, out_path, rows, extra_columns=None):
+    def write_subset(self, out, rows, extra_columns=None):
         """Write the header and the rows chosen (indices, in that order, or a mask), byte
-        for byte, to ``out_path`` (atomically); return the number of rows written.
+        for byte, to ``out``: a path (written atomically) or a binary file open for writing;
+        return the number of rows written.
 
         ``extra_columns``: label (without ``_``) -> one value per row written, appended as
         last columns of the loop header and of every row (formatted as :func:`write_star`
@@ -179,32 +181,37 @@ class StarTable:
         if not self.has_optics:
             frame = self._frame if self._frame is not None else self.read_columns(self.columns)
             frame = frame.iloc[rows].reset_index(drop=True).assign(**extra)
-            write_particles_star(out_path, frame, version=self.version or '30001',
+            write_particles_star(out, frame, version=self.version or '30001',
                                  image_size=self.image_size)
             return len(rows)
         header = self.header.rstrip(b'\n') + b'\n' + ''.join(
             f'_{label} #{i}\n' for i, label in enumerate(extra, len(self.columns) + 1)).encode()
-        suffix = rows_text([column_text(out_path, self.block, label, values)
+        name = out.name if hasattr(out, 'write') else out
+        suffix = rows_text([column_text(name, self.block, label, values)
                             for label, values in extra.items()], prefix=True) if extra else None
-        with atomic_path(out_path) as tmp, open(tmp, 'wb') as fh:
+        if hasattr(out, 'write'):
+            out.write(header)
+            self._write_rows(out, rows, suffix)
+            return len(rows)
+        with atomic_path(out) as tmp, open(tmp, 'wb') as fh:
             fh.write(header)
             self._write_rows(fh, rows, suffix)
         return len(rows)
 
     def _write_rows(self, fh, rows, suffix):
         """Write the rows, each ending with its suffix (``' values\\n'``) or a newline; as
-        blocks of bytes when all rows have one length."""
+        blocks of bytes when all rows have one length (gathered into the file's own buffer
+        when it offers one, as :class:`~.._direct.DirectFile` does)."""
         starts, stops = self._rows
         data = self._mapped()
-        width = int(stops[0] - starts[0]) + 1 if len(starts) else 0
-        fixed = width and data[int(stops[-1]):int(stops[-1]) + 1] == b'\n' and \
-            (stops - starts == width - 1).all() and (starts[1:] == stops[:-1] + 1).all()
-        step = max(1, _WRITE_BLOCK // max(width, 1))
+        width = self._fixed_width()
+        row_bytes = width or (int(stops[0] - starts[0]) + 1 if len(starts) else 1)
+        step = max(1, _WRITE_BLOCK // (row_bytes + (0 if suffix is None else suffix.shape[1])))
         for k in range(0, len(rows), step):
             part, ends = rows[k:k + step], None if suffix is None else suffix[k:k + step]
-            if fixed:
+            if width:
                 grid = np.frombuffer(data, np.uint8, len(starts) * width, int(starts[0]))
-                fh.write(self._fixed_rows(grid.reshape(-1, width), part, ends))
+                self._fixed_rows(fh, grid.reshape(-1, width), part, ends)
                 del grid
                 continue
             tails = [b'\n'] * len(part) if ends is None else [row.tobytes() for row in ends]
@@ -213,15 +220,36 @@ class StarTable:
                 fh.write(b''.join([x for pair in zip(lines, tails) for x in pair]))
                 del lines
 
-    def _fixed_rows(self, grid, part, ends):
+    def _fixed_width(self):
+        """Bytes per row, line end included, when every row has one length and the rows
+        follow each other; else 0."""
+        if self._width is None:
+            starts, stops = self._rows
+            data = self._mapped()
+            width = int(stops[0] - starts[0]) + 1 if len(starts) else 0
+            fixed = width and data[int(stops[-1]):int(stops[-1]) + 1] == b'\n' and \
+                (stops - starts == width - 1).all() and (starts[1:] == stops[:-1] + 1).all()
+            self._width = width if fixed else 0
+        return self._width
+
+    def _fixed_rows(self, fh, grid, part, ends):
+        """Write rows ``part`` of the (rows, width) ``grid``, the line end replaced by
+        ``ends`` when given."""
         width = grid.shape[1] + (0 if ends is None else ends.shape[1] - 1)
-        if self._buffer is None or self._buffer.size < len(part) * width:
-            self._buffer = np.empty(max(len(part) * width, _WRITE_BLOCK), np.uint8)
-        out = self._buffer[:len(part) * width].reshape(len(part), width)
+        nbytes = len(part) * width
+        reserved = hasattr(fh, 'reserve') and nbytes <= _WRITE_BLOCK
+        if reserved:
+            out = np.frombuffer(fh.reserve(nbytes), np.uint8)
+        else:
+            if self._buffer is None or self._buffer.size < nbytes:
+                self._buffer = np.empty(max(nbytes, _WRITE_BLOCK), np.uint8)
+            out = self._buffer[:nbytes]
+        out = out.reshape(len(part), width)
         np.take(grid, part, axis=0, out=out[:, :grid.shape[1]])
         if ends is not None:        # the suffix replaces the line end
             out[:, grid.shape[1] - 1:] = ends
-        return out
+        if not reserved:
+            fh.write(out)
 
     def _check_extra(self, extra, n):
         for label, values in extra.items():

@@ -30,7 +30,7 @@ ImageNames = namedtuple('ImageNames', 'indices paths')
 
 
 def write_star(path, blocks, version='30001', float_format='%.6f'):
-    """Write data blocks to a STAR file, atomically.
+    """Write data blocks to a STAR file, atomically (or to a binary file open for writing).
 
     ``blocks``: name (without ``data_``) -> loop (a DataFrame, or a dict of columns: arrays
     or :class:`ImageNames`) or key-value block (a dict of single values), in file order.
@@ -41,23 +41,30 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
     """
     if not isinstance(blocks, dict):
         raise TypeError(f'{path}: blocks must be a dict name -> DataFrame or dict')
+    if hasattr(path, 'write'):
+        _write_blocks(path, getattr(path, 'name', 'STAR file'), blocks, version, float_format)
+        return
     with atomic_path(path) as tmp, open(tmp, 'wb') as fh:
-        for name, block in blocks.items():
-            name = name[5:] if name.startswith('data_') else name
-            if any(ch.isspace() for ch in name):
-                raise ValueError(f'{path}: block name {name!r} contains whitespace')
-            fh.write((f'\n# version {version}\n\n' if version else '\n').encode())
-            fh.write(f'data_{name}\n\n'.encode())
-            if _is_loop(block):
-                _write_loop(fh, path, name, block, float_format)
-            elif isinstance(block, dict):
-                for key, value in block.items():
-                    text = column_text(path, name, key, [value], float_format)
-                    fh.write(f'_{key}\t\t\t'.encode() + text.tobytes().strip() + b'\n')
-                fh.write(b'\n')
-            else:
-                raise TypeError(f'{path}: block data_{name} is a {type(block).__name__}, '
-                                f'expected a DataFrame or a dict')
+        _write_blocks(fh, path, blocks, version, float_format)
+
+
+def _write_blocks(fh, path, blocks, version, float_format):
+    for name, block in blocks.items():
+        name = name[5:] if name.startswith('data_') else name
+        if any(ch.isspace() for ch in name):
+            raise ValueError(f'{path}: block name {name!r} contains whitespace')
+        fh.write((f'\n# version {version}\n\n' if version else '\n').encode())
+        fh.write(f'data_{name}\n\n'.encode())
+        if _is_loop(block):
+            _write_loop(fh, path, name, block, float_format)
+        elif isinstance(block, dict):
+            for key, value in block.items():
+                text = column_text(path, name, key, [value], float_format)
+                fh.write(f'_{key}\t\t\t'.encode() + text.tobytes().strip() + b'\n')
+            fh.write(b'\n')
+        else:
+            raise TypeError(f'{path}: block data_{name} is a {type(block).__name__}, '
+                            f'expected a DataFrame or a dict')
 
 
 def write_particles_star(path, particles, optics=None, version='30001', image_size=None):
@@ -69,6 +76,7 @@ def write_particles_star(path, particles, optics=None, version='30001', image_si
     it is derived from per-particle columns (:func:`upgrade_to_relion31`; ``image_size``:
     the box size when there is no ``rlnImageSize`` column). Raises :class:`StarError` if
     the optics cannot be derived, lack what RELION needs, or miss a particle's group.
+    ``path`` may be a binary file open for writing, as for :func:`write_star`.
     """
     try:
         if optics is None:
@@ -81,7 +89,7 @@ def write_particles_star(path, particles, optics=None, version='30001', image_si
             if 'rlnImageDimensionality' not in optics.columns:
                 optics['rlnImageDimensionality'] = 2
     except ValueError as exc:
-        raise StarError(path, str(exc)) from None
+        raise StarError(path.name if hasattr(path, 'write') else path, str(exc)) from None
     write_star(path, {'optics': optics, 'particles': particles}, version=version)
 
 
