@@ -1,5 +1,5 @@
-"""Scipion set files: subsets copied by SQL (convert/set_subsets.py), classes read and
-converted to STAR a class at a time, in worker processes or not (convert/set_tables.py,
+"""Scipion set files: subsets copied by SQL (convert/set_sql.py), classes read and
+converted to STAR a class at a time, in worker processes or not (convert/set_sql.py,
 convert/class_star.py)."""
 import sqlite3
 from contextlib import closing
@@ -11,10 +11,9 @@ import pandas as pd
 
 from scipion_reciprocal.convert.class_star import StarConversions
 from scipion_reciprocal.convert.particles import ImagesInfo, items_to_relion
-from scipion_reciprocal.convert.set_subsets import (add_item_attributes, fill_classes,
-                                                    write_item_subset)
-from scipion_reciprocal.convert.set_tables import SetTableError
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import (SetTableError, add_item_attributes,
+                                                fill_classes, read_class_items, read_set_items,
+                                                write_item_subset)
 from scipion_reciprocal.formats.star import read_particles_star
 
 emobj = pytest.importorskip("pwem.objects")
