@@ -58,6 +58,8 @@ class SetTableError(ValueError):
 
 
 # ----------------------------------------------------------------------------- layout check
+_VERDICT = []     # [what pyworkflow_layout_problem found] once checked in this process
+_LOGGED = set()   # the reasons already logged
 
 def _connect(path):
     path = Path(path)
@@ -104,9 +106,6 @@ def pyworkflow_layout_problem():
     if not _VERDICT:
         _VERDICT.append(_probe_pyworkflow())
     return _VERDICT[0]
-
-
-_VERDICT = []
 
 
 def assume_pyworkflow_layout(problem):
@@ -176,9 +175,6 @@ def layout_problem(*paths):
             if problem:
                 return "%s: %s" % (path, problem)
     return problem
-
-
-_LOGGED = set()
 
 
 def _sql_or_api(*file_arguments):
