@@ -6,42 +6,21 @@ import shutil
 import sqlite3
 from contextlib import closing
 
-import numpy as np
 import pandas as pd
 import pwem.objects as emobj
 import pytest
 
 from scipion_reciprocal.convert import set_sql
+from scipion_reciprocal.tests.set_files import write_particle_set
 
 ITEMS = ["_index", "_filename", "_classId", "_micId", "_ctfModel._defocusU",
          "_ctfModel._defocusAngle", "_transform._matrix", "_coordinate._micName"]
 
 
 def _write_particles(path):
-    """Twelve particles (ids 1..12) as Scipion writes them: image i of stack.mrcs, CTF,
-    a 3D transform, a coordinate; class 1 + i % 3; particle 5 disabled."""
-    particles = emobj.SetOfParticles(filename=str(path))
-    particles.setSamplingRate(1.5)
-    particles.setDim((64, 64, 1))
-    particles.setAcquisition(emobj.Acquisition(voltage=300.0, sphericalAberration=2.7,
-                                               amplitudeContrast=0.1, magnification=50000))
-    for i in range(1, 13):
-        particle = emobj.Particle(location=(i, "stack.mrcs"))
-        particle.setClassId(1 + i % 3)
-        ctf = emobj.CTFModel()
-        ctf.setStandardDefocus(1000.0 * i, 900.0 * i, 10.0 + i)
-        particle.setCTF(ctf)
-        matrix = np.eye(4)
-        matrix[:3, 3] = [i, -i, 0.5 * i]
-        particle.setTransform(emobj.Transform(matrix))
-        coordinate = emobj.Coordinate(x=10 * i, y=20 * i)
-        coordinate.setMicName("mic%d" % (i % 2))
-        particle.setCoordinate(coordinate)
-        particle.setEnabled(i != 5)
-        particles.append(particle)
-    particles.write()
-    particles.close()
-    return path
+    """Twelve particles (ids 1..12) with CTF, 3D transform and coordinate; particle 5
+    disabled (see write_particle_set)."""
+    return write_particle_set(path, n=12, disabled=5, alignment=True)
 
 
 def _write_classes(path, particles_file):

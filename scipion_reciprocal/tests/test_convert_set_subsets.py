@@ -15,6 +15,7 @@ from scipion_reciprocal.convert.set_sql import (SetTableError, add_item_attribut
                                                 fill_classes, read_class_items, read_set_items,
                                                 write_item_subset)
 from scipion_reciprocal.formats.star import read_particles_star
+from scipion_reciprocal.tests.set_files import write_particle_set
 
 emobj = pytest.importorskip("pwem.objects")
 
@@ -22,22 +23,7 @@ emobj = pytest.importorskip("pwem.objects")
 def _particles(path):
     """Ten particles (ids 1..10, image i of stack.mrcs, defocus 1000 i, class 1 + i % 3);
     particle 4 disabled."""
-    particles = emobj.SetOfParticles(filename=str(path))
-    particles.setSamplingRate(1.5)
-    particles.setDim((64, 64, 1))
-    particles.setAcquisition(emobj.Acquisition(voltage=300.0, sphericalAberration=2.7,
-                                               amplitudeContrast=0.1, magnification=50000))
-    for i in range(1, 11):
-        particle = emobj.Particle(location=(i, "stack.mrcs"))
-        particle.setClassId(1 + i % 3)
-        ctf = emobj.CTFModel()
-        ctf.setStandardDefocus(1000.0 * i, 900.0 * i, 10.0)
-        particle.setCTF(ctf)
-        particle.setEnabled(i != 4)
-        particles.append(particle)
-    particles.write()
-    particles.close()
-    return path
+    return write_particle_set(path)
 
 
 def test_subset_rows_are_the_enabled_members_in_id_order(tmp_path):
