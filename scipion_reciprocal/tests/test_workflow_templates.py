@@ -213,7 +213,7 @@ def test_consensus_cleaning_template_from_scipion_command(cleaning_dataset):
     keeps are purer than the input and hold at least 90% of the true-state particles."""
     import json
     from scipion_reciprocal import Plugin
-    from scipion_reciprocal.convert.set_tables import read_set_items
+    from scipion_reciprocal.convert.set_sql import read_set_items
 
     missing = Plugin.validateBackend("classifier")
     if missing:
