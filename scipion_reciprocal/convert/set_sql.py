@@ -21,6 +21,7 @@ import gc
 import inspect
 import json
 import logging
+import os
 import re
 import sqlite3
 import tempfile
@@ -59,6 +60,7 @@ class SetTableError(ValueError):
 
 # ----------------------------------------------------------------------------- layout check
 _VERDICT = []     # [what pyworkflow_layout_problem found] once checked in this process
+_CHECKED = {}     # (file, mtime, size) -> what _layout_problem found in it
 _LOGGED = set()   # the reasons already logged
 
 def _connect(path):
@@ -169,12 +171,24 @@ def layout_problem(*paths):
     function that needs them says so)."""
     problem = pyworkflow_layout_problem()
     for path in paths if problem is None else ():
-        if Path(path).exists():
-            with _connect(path) as conn:
-                problem = _layout_problem(conn)
-            if problem:
-                return "%s: %s" % (path, problem)
+        problem = _file_problem(path)
+        if problem:
+            return "%s: %s" % (path, problem)
     return problem
+
+
+def _file_problem(path):
+    """:func:`_layout_problem` of a file, checked again only once the file has changed (the
+    row copies of one analysis read the same set files hundreds of times)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _CHECKED:
+        with _connect(path) as conn:
+            _CHECKED[key] = _layout_problem(conn)
+    return _CHECKED[key]
 
 
 def _sql_or_api(*file_arguments):
