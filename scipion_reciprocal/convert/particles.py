@@ -1,6 +1,6 @@
 """Scipion SetOfParticles <-> RELION particle tables and STAR files.
 
-Scipion -> RELION reads the set's SQLite in one query (:mod:`.set_tables`) and converts
+Scipion -> RELION reads the set's SQLite in one query (:mod:`.set_sql`) and converts
 columns with numpy, so exporting a large set never builds one Python object per particle.
 RELION -> Scipion creates Scipion objects (that is what a Scipion set is) with the CTF,
 projection alignment and acquisition of every row.
@@ -17,7 +17,7 @@ import pandas as pd
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
 from ..formats.relion import format_image_names, merge_optics
 from ..formats.star import write_particles_star
-from .set_tables import read_set_items
+from .set_sql import read_set_items
 
 
 class ConversionError(ValueError):
@@ -121,7 +121,7 @@ def particles_table(particles, with_ctf=True, with_alignment=True, stack_paths=N
 
 
 def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths=None):
-    """RELION (particles, optics) tables from Scipion item rows (see :mod:`.set_tables`).
+    """RELION (particles, optics) tables from Scipion item rows (see :mod:`.set_sql`).
 
     ``items`` holds one row per particle with Scipion attribute columns (``_filename``,
     ``_ctfModel._defocusU``, ``_transform._matrix``...); ``info`` gives the sampling rate,

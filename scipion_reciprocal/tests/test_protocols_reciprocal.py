@@ -11,7 +11,7 @@ import pandas as pd
 import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 from scipion_reciprocal.core.relion_jobs import find_iteration_file
 from scipion_reciprocal.protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
 from scipion_reciprocal.simulate.dataset import build_demo_project
