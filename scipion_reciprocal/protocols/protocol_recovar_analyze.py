@@ -78,8 +78,9 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         pipeline = self.pipelineRun()
         folder = self.analysisDir()
         ids = pipeline.idMap()
-        kmeans = rr.read_kmeans(folder, n_rows=len(ids))
-        self._savePlots(pipeline, kmeans, len(ids))
+        # Per RECOVAR particle: a row of the id map, or a tilt-series particle (all its tilts).
+        kmeans = rr.read_kmeans(folder, n_rows=pipeline.unitCount())
+        self._savePlots(pipeline, kmeans, pipeline.unitCount())
 
         centres = None
         if self.computeCenters.get():
@@ -89,8 +90,8 @@ class ProtRecovarAnalyze(ProtRecovarBase):
             self.saveChimeraxSeries(centres, "centres.cxc", "RECOVAR k-means centres")
         representatives = {v.getObjId() - 1: v.getFileName() for v in centres or []}
         voxel = centres.getSamplingRate() if centres else pipeline.outputMean.getSamplingRate()
-        classes = self._kmeansClasses(pipeline.outputParticles, ids, kmeans.labels,
-                                      representatives, voxel)
+        classes = self._kmeansClasses(pipeline.outputParticles, ids,
+                                      pipeline.rowValues(kmeans.labels), representatives, voxel)
         outs = {"outputClasses": classes, "outputVolumes": centres}
         for i, trajectory in enumerate(rr.analysis_trajectories(folder)):
             outs["outputTrajectory%d" % (i + 1)] = self.kernelVolumeSet(
@@ -158,9 +159,9 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         return self._getExtraPath(ANALYSIS_DIR)
 
     def _savePlots(self, pipeline, kmeans, n):
-        embedding = rr.read_embedding(pipeline.pipelineDir(), self.zdim.get(), n_rows=n)
+        coords = pipeline.latentCoords(self.zdim.get())
         if self.zdim.get() >= 2:
-            savefig(latent_figure(embedding.coords, kmeans.labels, kmeans.centers,
+            savefig(latent_figure(coords, kmeans.labels, kmeans.centers,
                                   title="zdim %d k-means" % self.zdim.get()),
                     self.plotPath("kmeans_latent.png"))
         umap = rr.read_umap(self.analysisDir(), n_rows=n)
