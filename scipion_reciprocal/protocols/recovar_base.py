@@ -24,6 +24,8 @@ from .inputs import describePointer
 
 INPUTS_DIR = "inputs"          # poses.pkl, ctf.pkl, particles.star, id_map.csv, stacks/
 PLOTS_DIR = "plots"
+#: Commands that refuse to run on the CPU without --accept-cpu.
+ACCEPT_CPU_COMMANDS = ("pipeline", "pipeline_with_outliers")
 
 
 class RecovarStepError(RuntimeError):
@@ -93,7 +95,7 @@ class ProtRecovarBase(ProtBackend):
         """
         gpus = self._visibleGpus() if cuda_available() else ""
         args = list(arguments) + [outputFlag, outputDir]
-        if command == "pipeline" and not gpus:
+        if command in ACCEPT_CPU_COMMANDS and not gpus:
             args.append("--accept-cpu")
         extra = self.getAttributeValue("extraParams", "") or ""
         line = " ".join(str(a) for a in args) + ((" " + extra) if extra.strip() else "")

@@ -1,6 +1,8 @@
 """Viewers of the RECOVAR protocols: the figures they saved (PNG), logs and ChimeraX series."""
 from ..protocols import (ProtRecovarAnalyze, ProtRecovarComputeState, ProtRecovarDensity,
-                         ProtRecovarExternalEmbedding, ProtRecovarOutliers, ProtRecovarPipeline,
+                         ProtRecovarExternalEmbedding, ProtRecovarJunkDetection,
+                         ProtRecovarOutliers, ProtRecovarPipeline,
+                         ProtRecovarPipelineWithOutliers, ProtRecovarPostprocess,
                          ProtRecovarTrajectory)
 from .plot_files import PlotFilesViewer
 
@@ -56,3 +58,31 @@ class RecovarOutliersViewer(PlotFilesViewer):
     _targets = [ProtRecovarOutliers]
     _plotPatterns = ("plots/outliers_latent.png",)
     _textFiles = (("RECOVAR summary", "outliers/data/summary.txt"),)
+
+
+class RecovarJunkViewer(PlotFilesViewer):
+    """Latent space with the junk marked, each cluster's reconstruction quality (with
+    RECOVAR's diagnostics), and RECOVAR's own figures."""
+    _label = "recovar junk detection viewer"
+    _targets = [ProtRecovarJunkDetection]
+    _plotPatterns = ("plots/junk_latent.png", "plots/junk_clusters.png", "junk/plots/*.png")
+    _textFiles = (("RECOVAR log", "junk/run.log"),)
+
+
+class RecovarPipelineOutliersViewer(PlotFilesViewer):
+    """Particles removed per round, where they sat in the first round's latent space, and the
+    last round's pipeline figures."""
+    _label = "recovar pipeline with outliers viewer"
+    _targets = [ProtRecovarPipelineWithOutliers]
+    _plotPatterns = ("plots/outlier_rounds.png", "plots/outliers_latent.png",
+                     "plots/eigenvalues.png", "plots/mean_fsc.png", "plots/latent_zdim*.png",
+                     "plots/contrast_histogram.png")
+    _textFiles = (("RECOVAR log", "pipeline_with_outliers/run.log"),)
+
+
+class RecovarPostprocessViewer(PlotFilesViewer):
+    """FSC of every pair of half maps (resolutions in the legend) and RECOVAR's B-factor fits."""
+    _label = "recovar postprocess viewer"
+    _targets = [ProtRecovarPostprocess]
+    _plotPatterns = ("plots/fsc.png", "plots/bfactor_*.png")
+    _textFiles = (("RECOVAR log", "postprocess/run.log"),)
