@@ -12,7 +12,6 @@ when its environment is not installed; the refusals run without it.
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 from sklearn.metrics import adjusted_rand_score
 
@@ -29,7 +28,7 @@ from scipion_reciprocal.tests.test_protocols_recovar import _viewerPlots
 from scipion_reciprocal.viewers import RecovarAnalyzeViewer, RecovarPipelineViewer
 from scipion_reciprocal.workflows.wiring import connect, relion_particles_import
 
-BOX, PIXEL, N_PARTICLES, N_TILTS, SNR, ZDIM = 16, 6.0, 150, 6, 0.5, 2
+BOX, PIXEL, N_PARTICLES, N_TILTS, SNR, ZDIM = 16, 6.0, 100, 5, 0.5, 2
 #: Chance is 0; two balanced classes with 5 % of the particles misassigned give ~0.81.
 MIN_ARI = 0.8
 
