@@ -8,16 +8,26 @@ or with ``--local`` ``OUT/volNNN_local_filtered.mrc``, ``..._local_resol.mrc``,
 ``..._bfactor_fsc_panels.png``. Batch mode because 1.0.5's single-map mode makes a job folder
 at the ``--output`` path and then cannot write the map there. A pair that fails is only logged
 (the command still completes): :func:`read_postprocess` reports it as missing.
+
+B-factor units: 1.0.5 multiplies the Fourier coefficients by ``exp(B k^2 / 4)`` with ``k`` in
+cycles per *pixel* (``locres._b_factor_scaling_for_spectrum`` builds its radial grid without
+the voxel size), so ``--B-factor B`` acts as ``B x voxel^2`` A^2; and ``--estimate-B-factor``
+fits the decay in A^2 but applies the value the same way (at 6 A/px a fit of 7408 A^2 became
+``exp(7408 k^2 / 4)``: a map of NaN). :func:`recovar_bfactor` gives the value that acts as a
+B-factor in A^2; estimates are read from a first run (:func:`read_postprocess`) and applied by
+a second.
 """
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._atomic import atomic_path
 from .recovar_results import RecovarResultError, log_tail
 
 __all__ = ['HALF1_NAME', 'HALF2_NAME', 'volume_name', 'write_batch_input', 'PostprocessedMap',
-           'read_postprocess']
+           'read_postprocess', 'recovar_bfactor', 'write_bfactors', 'read_bfactors']
 
 HALF1_NAME, HALF2_NAME = 'half1_unfil.mrc', 'half2_unfil.mrc'
 GLOBAL_SUFFIX, LOCAL_SUFFIX = '_filtered', '_local_filtered'
@@ -109,3 +119,27 @@ def read_postprocess(output_dir, names, local=False):
             local_resolution=(output_dir / f'{stem}{LOCAL_RESOLUTION_SUFFIX}') if local else None,
             bfactor_plot=plot if plot.is_file() else None))
     return results
+
+
+def recovar_bfactor(bfactor, voxel_size):
+    """The ``--B-factor`` of RECOVAR 1.0.5 that sharpens by ``bfactor`` A^2 (see above)."""
+    return float(bfactor) / float(voxel_size) ** 2
+
+
+def write_bfactors(path, names, bfactors):
+    """Record the B-factor (A^2, None for none) applied to each volume, as JSON."""
+    with atomic_path(path) as tmp, open(tmp, 'w') as fh:
+        json.dump(dict(zip(names, bfactors)), fh, indent=1)
+
+
+def read_bfactors(path, names):
+    """The B-factors :func:`write_bfactors` recorded, in the order of ``names``."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecovarResultError(path, 'B-factor record not found')
+    with open(path) as fh:
+        recorded = json.load(fh)
+    missing = [n for n in names if n not in recorded]
+    if missing:
+        raise RecovarResultError(path, f'no B-factor recorded for {", ".join(missing)}')
+    return [recorded[n] for n in names]

@@ -23,7 +23,9 @@ class ProtRecovarJunkDetection(ProtRecovarBase):
     space is cut into many k-means clusters; for each, two half maps are reconstructed from
     the particles nearest its centre, and clusters whose half maps agree poorly (low FSC
     resolution, against each other and against the mean) are junk. Returns the junk and the
-    clean particles as two sets with all their metadata."""
+    clean particles as two sets with all their metadata (and latent coordinates). After a
+    'recovar pipeline with outliers' it works on the last round's latent space and returns
+    the particles that every round kept."""
     _label = "recovar junk detection"
     _possibleOutputs = {"outputJunk": emobj.SetOfParticles,
                         "outputClean": emobj.SetOfParticles}

@@ -20,7 +20,12 @@ from .inputs import describePointer
 from .recovar_base import ProtRecovarBase, savefig
 
 BATCH_DIR = "postprocess_input"
+#: RECOVAR's run on every pair (in estimate mode: the run that estimates, whose maps are not
+#: used), and in estimate mode one run per volume with its own B-factor (folders per name).
 OUTPUT_DIR = "postprocess"
+SINGLE_BATCH_DIR = "postprocess_input_%s"
+SINGLE_OUTPUT_DIR = "postprocess_sharpened/%s"
+BFACTORS_JSON = "bfactors.json"
 MASK_DIR = "masks"
 BFACTOR_CHOICES = ["none", "estimate", "given"]
 BFACTOR_NONE, BFACTOR_ESTIMATE, BFACTOR_GIVEN = range(3)
@@ -58,14 +63,15 @@ class ProtRecovarPostprocess(ProtRecovarBase):
                       help="Local resolutions are not worse than this (--locres-minres).")
         form.addParam("bfactorMode", params.EnumParam, choices=BFACTOR_CHOICES,
                       default=BFACTOR_NONE, label="Sharpening",
-                      help="none: filter only. estimate: RECOVAR fits the fall-off of the "
-                           "FSC-weighted half maps and sharpens by it (--estimate-B-factor). "
-                           "given: the B-factor below.")
+                      help="none: filter only. estimate: RECOVAR fits the fall-off of each "
+                           "pair's FSC-weighted half maps (--estimate-B-factor) and the map is "
+                           "sharpened by it (two RECOVAR runs: 1.0.5 applies its own estimate "
+                           "in the wrong units). given: the B-factor below.")
         form.addParam("bfactor", params.FloatParam, default=0.0,
                       condition="bfactorMode == %d" % BFACTOR_GIVEN, label="B-factor (A^2)",
-                      help="RECOVAR --B-factor: RECOVAR multiplies the map's Fourier "
-                           "amplitudes by exp(B s^2 / 4), so a positive value sharpens "
-                           "(RELION's -100 is +100 here).")
+                      help="The Fourier amplitudes are multiplied by exp(B s^2 / 4): a positive "
+                           "value sharpens (RELION's -100 is +100 here). Passed to RECOVAR "
+                           "as B / voxel^2 (--B-factor): 1.0.5 applies it per pixel^2.")
         form.addParam("maskRadius", params.FloatParam, default=0.0, label="Mask radius (A)",
                       help="Spherical mask applied to the result (--mask-radius); 0: none.")
         form.addParam("fscMask", params.PointerParam, pointerClass="Volume", allowsNull=True,
@@ -84,8 +90,7 @@ class ProtRecovarPostprocess(ProtRecovarBase):
     # --------------------------- STEPS functions ----------------------------
     def prepareStep(self):
         """Link every pair of half maps where RECOVAR's batch mode finds them."""
-        names = rp.write_batch_input(self._getExtraPath(BATCH_DIR),
-                                     [self._halfMaps(v) for v in self.inputList()])
+        names = rp.write_batch_input(self._getExtraPath(BATCH_DIR), self._pairs())
         self.info("Linked %d pairs of half maps" % len(names))
         if self.fscMask.get() is not None:
             from pwem.emlib.image import ImageHandler
@@ -93,23 +98,52 @@ class ProtRecovarPostprocess(ProtRecovarBase):
             ImageHandler().convert(self.fscMask.get(), self._fscMaskFile())
 
     def postprocessStep(self):
-        args = [self._getExtraPath(BATCH_DIR), "--batch"]
+        names = self._names()
+        voxel = self.inputList()[0].getSamplingRate()
+        mode = self.bfactorMode.get()
+        if mode == BFACTOR_ESTIMATE:
+            self.runRecovar("postprocess", self._arguments(BATCH_DIR) + ["--estimate-B-factor"],
+                            self.outputDir(), outputFlag="--output")
+            bfactors = [r.bfactor for r in rp.read_postprocess(
+                self.outputDir(), names, self.local.get())]
+            self.info("Estimated B-factors (A^2): %s" % ", ".join("%.1f" % b for b in bfactors))
+            for name, bfactor, pair in zip(names, bfactors, self._pairs()):
+                rp.write_batch_input(self._getExtraPath(SINGLE_BATCH_DIR % name), [pair])
+                self.runRecovar("postprocess", self._arguments(SINGLE_BATCH_DIR % name, bfactor,
+                                                               voxel),
+                                self._getExtraPath(SINGLE_OUTPUT_DIR % name), outputFlag="--output")
+        else:
+            bfactors = [self.bfactor.get() if mode == BFACTOR_GIVEN else None] * len(names)
+            self.runRecovar("postprocess", self._arguments(BATCH_DIR, bfactors[0], voxel),
+                            self.outputDir(), outputFlag="--output")
+        rp.write_bfactors(self._getExtraPath(BFACTORS_JSON), names, bfactors)
+
+    def _arguments(self, batchDir, bfactor=None, voxel=None):
+        """RECOVAR postprocess options for the half maps linked in ``batchDir`` (batch mode)."""
+        args = [self._getExtraPath(batchDir), "--batch"]
         if self.local.get():
             args += ["--local", "--locres-sampling", self.locresSampling.get(),
                      "--locres-minres", self.locresMinres.get()]
-        if self.bfactorMode.get() == BFACTOR_ESTIMATE:
-            args.append("--estimate-B-factor")
-        elif self.bfactorMode.get() == BFACTOR_GIVEN:
-            args += ["--B-factor", self.bfactor.get()]
+        if bfactor:
+            args += ["--B-factor", "%.6g" % rp.recovar_bfactor(bfactor, voxel)]
         if self.maskRadius.get() > 0:
             args += ["--mask-radius", self.maskRadius.get()]
         if self.fscMask.get() is not None:
             args += ["--fsc-mask", self._fscMaskFile()]
-        self.runRecovar("postprocess", args, self.outputDir(), outputFlag="--output")
+        return args
 
     def createOutputStep(self):
         volumes = self.inputList()
-        results = rp.read_postprocess(self.outputDir(), self._names(), self.local.get())
+        results = self.readResults()
+        for volume, result in zip(volumes, results):
+            bad = int(np.count_nonzero(~np.isfinite(read_map(result.filtered)[0])))
+            if bad:
+                raise ValueError(
+                    "RECOVAR postprocess wrote %d non-finite values into the map of '%s'%s: "
+                    "nothing is registered; try a smaller B-factor."
+                    % (bad, volume.getObjLabel() or volume.getFileName(),
+                                      "" if result.bfactor is None
+                                      else " (B-factor %.1f A^2)" % result.bfactor))
         self._savePlots(volumes, results)
         filtered, local = [], []
         for volume, result in zip(volumes, results):
@@ -214,6 +248,28 @@ class ProtRecovarPostprocess(ProtRecovarBase):
 
     def _names(self):
         return [rp.volume_name(i) for i in range(len(self.inputList()))]
+
+    def _pairs(self):
+        return [self._halfMaps(v) for v in self.inputList()]
+
+    def readResults(self):
+        """Each volume's :class:`~..formats.recovar_postprocess.PostprocessedMap`, with the
+        B-factor (A^2) that was applied and, when estimated, RECOVAR's fit figure."""
+        names = self._names()
+        if self.bfactorMode.get() == BFACTOR_ESTIMATE:
+            results = [rp.read_postprocess(self._getExtraPath(SINGLE_OUTPUT_DIR % name),
+                                           [rp.volume_name(0)], self.local.get())[0]
+                       for name in names]
+            estimates = rp.read_postprocess(self.outputDir(), names,
+                                            self.local.get())
+            for result, estimate in zip(results, estimates):
+                result.bfactor_plot = estimate.bfactor_plot
+        else:
+            results = rp.read_postprocess(self.outputDir(), names, self.local.get())
+        for result, bfactor in zip(results, rp.read_bfactors(self._getExtraPath(BFACTORS_JSON),
+                                                             names)):
+            result.bfactor = bfactor
+        return results
 
     @staticmethod
     def _halfMaps(volume):

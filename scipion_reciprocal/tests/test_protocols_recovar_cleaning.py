@@ -9,7 +9,6 @@ diagnostics) and the postprocess of its mean; 'recovar pipeline with outliers' r
 rounds on the same particles. Junk and outliers are counted against the truth. Skips when
 the RECOVAR environment is not installed.
 """
-import os
 import tempfile
 from pathlib import Path
 
@@ -106,8 +105,8 @@ class TestRecovarCleaning(BaseTest):
         resolution = table["halfmap_resolution"].to_numpy()
         self.assertTrue((share >= 0.8).any() and (share <= 0.2).any())
         self.assertGreater(resolution[share >= 0.8].min(), resolution[share <= 0.2].max())
-        plots = _viewerPlots(RecovarJunkViewer, self.proj, junk)
-        self.assertEqual(plots[:2], ["junk_latent", "junk_clusters"])
+        self.assertEqual(_viewerPlots(RecovarJunkViewer, self.proj, junk),
+                         ["junk_latent", "junk_clusters"])
 
     def test_pipeline_with_outliers_removes_the_junk(self):
         rounds = self.newProtocol(ProtRecovarPipelineWithOutliers, kRounds=2, **PIPELINE)
@@ -136,43 +135,56 @@ class TestRecovarCleaning(BaseTest):
         self.assertEqual(_viewerPlots(RecovarPipelineOutliersViewer, self.proj, rounds)[:2],
                          ["outlier_rounds", "outliers_latent"])
 
-    def _postprocess(self, **kwargs):
+    def _postprocess(self, output="outputMean", **kwargs):
         post = self.newProtocol(ProtRecovarPostprocess, **kwargs)
         post.inputVolumes.set(self.pipeline)
-        post.inputVolumes.setExtended("outputMean")
-        self.launchProtocol(post)
+        post.inputVolumes.setExtended(output)
         return post
 
-    def test_postprocess_of_the_mean(self):
-        plain = self._postprocess()
-        sharpened = self._postprocess(bfactorMode=1)
-        maps = [read_map(p.outputVolume.getFileName()) for p in (plain, sharpened)]
-        self.assertEqual(maps[0][0].shape, (BOX,) * 3)
-        self.assertAlmostEqual(maps[0][1], PIXEL, places=3)
-        volume = sharpened.outputVolume
-        resolution = getattr(volume, RESOLUTION_ATTR).get()
-        bfactor = getattr(volume, BFACTOR_ATTR).get()
-        power = [_shell_power(m, 0.2, 0.35) / _shell_power(m, 0.0, 0.1) for m, _ in maps]
-        print("\npostprocess of the mean: %.2f A, estimated B-factor %.1f A^2; relative power "
-              "at 0.2-0.35 of the sampling frequency %.3g (filtered) and %.3g (sharpened)"
-              % (resolution, bfactor, power[0], power[1]))
+    def test_postprocess_of_the_mean_sharpens_in_angstrom_units(self):
+        given = self._postprocess(bfactorMode=2, bfactor=1000.0)
+        estimated = self._postprocess(bfactorMode=1)
+        for post in (given, estimated):
+            self.launchProtocol(post)
+        (a, voxel), (b, _) = [read_map(p.outputVolume.getFileName()) for p in (given, estimated)]
+        self.assertEqual(a.shape, (BOX,) * 3)
+        self.assertAlmostEqual(voxel, PIXEL, places=3)
+        resolution = getattr(given.outputVolume, RESOLUTION_ATTR).get()
+        bfactors = [getattr(p.outputVolume, BFACTOR_ATTR).get() for p in (given, estimated)]
+        print("\npostprocess of the mean: %.2f A; B-factors %.1f (given) and %.1f (estimated) "
+              "A^2" % (resolution, *bfactors))
         # Between Nyquist (12 A) and the box (96 A): the half maps agree at low resolution.
         self.assertGreaterEqual(resolution, 2 * PIXEL - 1e-6)
         self.assertLess(resolution, BOX * PIXEL / 2)
-        self.assertAlmostEqual(getattr(plain.outputVolume, RESOLUTION_ATTR).get(), resolution, 2)
-        # RECOVAR multiplies by exp(B s^2 / 4): a positive B raises the high frequencies.
-        self.assertGreater(bfactor, 0)
-        self.assertGreater(power[1], power[0])
-        self.assertEqual(volume.getHalfMaps(), self.pipeline.outputMean.getHalfMaps())
-        self.assertTrue(os.path.islink(sharpened._getExtraPath("postprocess_input", "vol000",
-                                                               "half1_unfil.mrc")))
-        self.assertEqual(_viewerPlots(RecovarPostprocessViewer, self.proj, sharpened),
+        self.assertAlmostEqual(getattr(estimated.outputVolume, RESOLUTION_ATTR).get(),
+                               resolution, 2)
+        self.assertEqual(bfactors[0], 1000.0)
+        self.assertGreater(bfactors[1], 0)  # the half maps' amplitudes fall off
+        # Same half maps, same FSC filter: the maps differ by exp((B2 - B1) s^2 / 4), s in 1/A.
+        ratio, expected = _amplitude_ratio(b, a, PIXEL, bfactors[1] - bfactors[0])
+        print("amplitude ratio per shell: %s; expected %s" % (np.round(ratio, 3),
+                                                              np.round(expected, 3)))
+        np.testing.assert_allclose(ratio, expected, rtol=0.02)
+        self.assertTrue(np.isfinite(b).all())
+        self.assertEqual(given.outputVolume.getHalfMaps(), self.pipeline.outputMean.getHalfMaps())
+        self.assertEqual(_viewerPlots(RecovarPostprocessViewer, self.proj, estimated),
                          ["fsc", "bfactor_vol000"])
 
+    def test_postprocess_needs_half_maps(self):
+        post = self._postprocess("outputEigenvolumes")
+        errors = post.validate()
+        self.assertTrue(any("has no half maps" in e for e in errors), errors)
 
-def _shell_power(volume, low, high):
-    """Mean power of the map's Fourier coefficients between ``low`` and ``high`` cycles/px."""
-    k = np.fft.fftfreq(volume.shape[0])
+
+def _amplitude_ratio(a, b, pixel, delta_b, shells=(1, 2, 3)):
+    """Mean |FT(a)| / |FT(b)| in Fourier shells (cycles/box) and exp(delta_b s^2 / 4) there."""
+    k = np.fft.fftfreq(a.shape[0])
     radius = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
-    shell = (radius >= low) & (radius < high)
-    return float(np.mean(np.abs(np.fft.fftn(volume)[shell]) ** 2))
+    fa, fb = np.abs(np.fft.fftn(a)), np.abs(np.fft.fftn(b))
+    ratio, expected = [], []
+    for shell in shells:
+        inside = np.abs(radius * a.shape[0] - shell) < 0.5
+        inside &= fb > 1e-3 * fb.max()
+        ratio.append(np.median(fa[inside] / fb[inside]))
+        expected.append(np.exp(delta_b * np.median(radius[inside] / pixel) ** 2 / 4))
+    return np.array(ratio), np.array(expected)

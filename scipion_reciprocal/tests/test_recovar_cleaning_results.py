@@ -115,3 +115,12 @@ def test_cleaning_figures_draw():
     fig = outlier_rounds_figure(100, [12, 5])
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [88, 83, 12, 5]
+
+
+def test_bfactors_in_angstrom_units_and_their_record(tmp_path):
+    # RECOVAR 1.0.5 applies exp(B k^2 / 4) with k in cycles per pixel: 1000 A^2 at 6 A/px.
+    assert rp.recovar_bfactor(1000.0, 6.0) == pytest.approx(1000.0 / 36)
+    rp.write_bfactors(tmp_path / "b.json", ["vol000", "vol001"], [812.5, None])
+    assert rp.read_bfactors(tmp_path / "b.json", ["vol001", "vol000"]) == [None, 812.5]
+    with pytest.raises(RecovarResultError, match="vol002"):
+        rp.read_bfactors(tmp_path / "b.json", ["vol002"])

@@ -61,11 +61,11 @@ class RecovarOutliersViewer(PlotFilesViewer):
 
 
 class RecovarJunkViewer(PlotFilesViewer):
-    """Latent space with the junk marked, each cluster's reconstruction quality (with
-    RECOVAR's diagnostics), and RECOVAR's own figures."""
+    """Latent space with the junk marked and each cluster's reconstruction quality (with
+    RECOVAR's diagnostics, whose own 300 dpi figures stay in extra/junk/plots)."""
     _label = "recovar junk detection viewer"
     _targets = [ProtRecovarJunkDetection]
-    _plotPatterns = ("plots/junk_latent.png", "plots/junk_clusters.png", "junk/plots/*.png")
+    _plotPatterns = ("plots/junk_latent.png", "plots/junk_clusters.png")
     _textFiles = (("RECOVAR log", "junk/run.log"),)
 
 
