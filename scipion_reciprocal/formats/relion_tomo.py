@@ -13,8 +13,7 @@ the first tilt-series STAR exists; :func:`project_root` does the same.
 from pathlib import Path
 
 from .errors import FormatError
-from .star import read_star
-from .star_table import StarTable
+from .star import StarTable, read_star
 
 __all__ = ['TOMOGRAM_COLUMNS', 'TILT_SERIES_COLUMNS', 'PARTICLE_COLUMNS', 'project_root',
            'relion5_errors']

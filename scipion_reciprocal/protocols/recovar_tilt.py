@@ -28,8 +28,8 @@ from ..convert.particles import ConversionError, particles_table, star_rows_to_p
 from ..formats import cryodrgn
 from ..formats.errors import FormatError
 from ..formats.relion_tomo import project_root, relion5_errors
-from ..formats.star import merge_optics, read_particles_star
-from ..formats.star_table import StarTable
+from ..formats.relion import merge_optics
+from ..formats.star import StarTable, read_particles_star
 from .inputs import describePointer
 from .recovar_base import INPUTS_DIR
 

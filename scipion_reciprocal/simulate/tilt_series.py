@@ -30,7 +30,8 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from ..formats.mrc import write_stack
-from ..formats.star import format_image_names, write_particles_star, write_star
+from ..formats.relion import format_image_names
+from ..formats.star import write_particles_star, write_star
 from .ctf import ctf_stack, dose_weights
 from .particles import FourierProjector, optics_table, relion_matrices
 

@@ -16,7 +16,7 @@ import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal import Plugin
-from scipion_reciprocal.convert.set_tables import read_set_items
+from scipion_reciprocal.convert.set_sql import read_set_items
 from scipion_reciprocal.formats import recovar_cleaning as rc
 from scipion_reciprocal.formats.mrc import read_map
 from scipion_reciprocal.protocols import (ProtRecovarJunkDetection, ProtRecovarPipeline,

@@ -16,7 +16,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from sklearn.metrics import adjusted_rand_score
 
 from scipion_reciprocal import Plugin
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 from scipion_reciprocal.formats.star import read_particles_star, write_particles_star
 from scipion_reciprocal.protocols import ProtRecovarAnalyze, ProtRecovarPipeline
 from scipion_reciprocal.protocols.protocol_recovar_pipeline import latentAttribute

@@ -10,7 +10,8 @@ from scipy.spatial.transform import Rotation
 from scipion_reciprocal.formats import cryodrgn
 from scipion_reciprocal.formats.mrc import read_images
 from scipion_reciprocal.formats.relion_tomo import project_root, relion5_errors
-from scipion_reciprocal.formats.star import merge_optics, read_particles_star
+from scipion_reciprocal.formats.relion import merge_optics
+from scipion_reciprocal.formats.star import read_particles_star
 from scipion_reciprocal.simulate import tilt_series as ts
 from scipion_reciprocal.simulate.ctf import critical_exposure, ctf_stack, dose_weights
 from scipion_reciprocal.simulate.molecule import molecule_maps
