@@ -13,9 +13,9 @@ from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import latent_figure
 from .inputs import describePointer
-from .protocol_recovar_pipeline import UNINVERT_CHOICES, _inFolder
+from .protocol_recovar_pipeline import UNINVERT_CHOICES
 from .protocol_recovar_state import readPointsFile
-from .recovar_base import ProtRecovarBase, savefig
+from .recovar_base import ProtRecovarBase, inputPathIn, savefig
 
 FILES = rf.ExternalEmbedding
 EMBEDDING_FROM_ATTRIBUTE, EMBEDDING_FROM_FILE = range(2)
@@ -92,10 +92,10 @@ class ProtRecovarExternalEmbedding(ProtRecovarBase):
 
     def writeExtraInputs(self, folder):
         embedding = self.embedding(cryodrgn.read_id_map(os.path.join(folder, cryodrgn.ID_MAP_CSV)))
-        with open(_inFolder(folder, FILES.EMBEDDING), "wb") as handle:
+        with open(inputPathIn(folder, FILES.EMBEDDING), "wb") as handle:
             pickle.dump(embedding.astype(np.float32), handle, protocol=4)
         targets = self.targets(embedding)
-        np.savetxt(_inFolder(folder, FILES.TARGETS), targets)
+        np.savetxt(inputPathIn(folder, FILES.TARGETS), targets)
         self.info("Embedding of %d particles x %d dimensions; %d target point(s)"
                   % (embedding.shape + (len(targets),)))
 

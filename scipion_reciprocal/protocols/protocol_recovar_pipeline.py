@@ -1,5 +1,4 @@
 """RECOVAR pipeline: mean, covariance, principal components and latent embeddings."""
-import os
 from dataclasses import replace
 
 import pwem.objects as emobj
@@ -9,7 +8,7 @@ from ..core import recovar_checks as checks
 from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import contrast_figure, eigenvalues_figure, fsc_figure, latent_figure
-from .recovar_base import MEMORY_LEVELS, ProtRecovarBase, savefig
+from .recovar_base import MEMORY_LEVELS, ProtRecovarBase, inputPathIn, savefig
 
 FILES = rf.Pipeline
 MASK_CHOICES = ["volume", "from_halfmaps", "sphere", "none"]
@@ -103,9 +102,9 @@ class ProtRecovarPipeline(ProtRecovarBase):
     def writeExtraInputs(self, folder):
         from pwem.emlib.image import ImageHandler
         if self.maskType.get() == MASK_VOLUME:
-            ImageHandler().convert(self.maskVolume.get(), _inFolder(folder, FILES.MASK))
+            ImageHandler().convert(self.maskVolume.get(), inputPathIn(folder, FILES.MASK))
         if self.focusMask.get() is not None:
-            ImageHandler().convert(self.focusMask.get(), _inFolder(folder, FILES.FOCUS_MASK))
+            ImageHandler().convert(self.focusMask.get(), inputPathIn(folder, FILES.FOCUS_MASK))
 
     def pipelineStep(self):
         from ..formats import cryodrgn
@@ -256,8 +255,3 @@ class ProtRecovarPipeline(ProtRecovarBase):
         particles = self.particleSubset(self.inputParticles.get(), ids, "", attributes)
         self.info("Attached %s to %d particles" % (", ".join(attributes), particles.getSize()))
         return particles
-
-
-def _inFolder(folder, relpath):
-    """``relpath`` (a path under extra/inputs) inside the inputs folder being written."""
-    return os.path.join(folder, os.path.relpath(relpath, rf.INPUTS))

@@ -193,7 +193,10 @@ class ProtRecovarBase(ProtBackend):
             self.runBackend("%s --record %s %s" % (self.backendProgram(LAUNCHER), record, command),
                             line, gpus=gpus)
         except Exception as exc:
-            self._writeProvenance(command, outputDir, record, pipelineDir, memoryPlan)
+            try:
+                self._writeProvenance(command, outputDir, record, pipelineDir, memoryPlan)
+            except Exception as unwritten:  # never hide RECOVAR's own failure
+                self.info("provenance.json not updated: %s" % unwritten)
             raise RecovarStepError(self._failureMessage(command, outputDir, exc)) from None
         self._writeProvenance(command, outputDir, record, pipelineDir, memoryPlan)
         rr.check_job(outputDir, command)
@@ -466,6 +469,12 @@ class ProtRecovarBase(ProtBackend):
     def plotPath(self, name):
         """Final path of a plot (for readers; writers use :meth:`plotFolder`)."""
         return self._getExtraPath(rf.PLOTS, name)
+
+
+def inputPathIn(folder, relpath):
+    """``relpath`` (a path under ``extra/inputs``, see ``recovar_files``) inside ``folder``,
+    the inputs folder being written (:meth:`ProtRecovarBase.writeExtraInputs`)."""
+    return os.path.join(folder, os.path.relpath(relpath, rf.INPUTS))
 
 
 def savefig(folder, name, fig):

@@ -53,6 +53,9 @@ COMPARE_RESOLUTION = 16.0
 #: Mean and half maps vs the true (not magnified) map: 0.995 and 0.991 measured with the
 #: plugin's CPU correction (backends/recovar_launcher.py), 0.67 without it.
 MIN_MAP_CORRELATION = 0.95
+#: Kernel-regression volume vs its true state: 0.98 measured with the correction (both
+#: k-means centres of this data set, 4 bins).
+MIN_STATE_CORRELATION = 0.9
 #: First / second eigenvalue: 1.67 measured with the correction, 6.56 without.
 MAX_EIGENVALUE_RATIO = 3.0
 #: Measured ARI 1.00 with the correction, 0.92-0.93 before it; chance is 0. For two balanced
@@ -267,11 +270,13 @@ class TestRecovarProtocols(BaseTest):
         return int(np.bincount(states, minlength=2).argmax())
 
     def _assertResemblesState(self, volume, state):
-        """``volume`` correlates better with true ``state`` than with the other state."""
+        """``volume`` matches true ``state`` (not magnified), better than the other state."""
         data, _ = read_map(volume.getFileName())
         ccs = [_correlation(data, m) for m in self.maps]
         print("\n%s vs true states: %s" % (volume.getObjLabel(), np.round(ccs, 3)))
         self.assertGreater(ccs[state], ccs[1 - state])
+        # Measured 0.98 (k-means centres, 4 bins) with the CPU correction.
+        self.assertGreaterEqual(ccs[state], MIN_STATE_CORRELATION)
 
     def test_compute_state_at_a_kmeans_centre(self):
         state = self.newProtocol(ProtRecovarComputeState, centres="1", **VOLUME_OPTIONS)
