@@ -41,7 +41,7 @@ BATCH_SHARE = {"normal": 1.0, "low": 0.5, "very low": 0.25}
 N_PCS = {"normal": 200, "low": 200, "very low": 30}
 #: Working memory per image pixel when all images fit in one batch (small data sets): fitted
 #: to CPU runs (24-32 px, 300-600 particles).
-BYTES_PER_IMAGE_PIXEL = 13e3
+BYTES_PER_IMAGE_PIXEL = 24e3
 #: What JAX reports (and RECOVAR takes as its default budget) of a GPU's memory.
 JAX_GPU_FRACTION = 0.75
 #: Share of the free memory a plan may fill.
