@@ -31,9 +31,14 @@ def atomic_folder(path):
 
     A folder is never seen half-written under its final name: an earlier ``path`` is
     removed only once the new one is complete. If the body raises, the temporary folder is
-    removed and ``path`` is left as it was.
+    removed and ``path`` is left as it was; temporary folders a killed run left are removed
+    first.
     """
     path = Path(path)
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f'.{path.name}.*.tmp'):
+            if is_temporary(stale) and stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
     tmp.mkdir(parents=True)
     try:

@@ -1,5 +1,6 @@
 """Viewers of the RECOVAR protocols: the figures they saved (PNG), logs, provenance and
-ChimeraX series. File names come from ``formats.recovar_files``, as in the protocols."""
+ChimeraX series. File names come from ``formats.recovar_files``, as in the protocols; the
+plots folder is a result folder, so an interrupted run's plots are reported, not shown."""
 from ..formats import recovar_files as rf
 from ..protocols import (ProtRecovarAnalyze, ProtRecovarComputeState, ProtRecovarDensity,
                          ProtRecovarExternalEmbedding, ProtRecovarOutliers, ProtRecovarPipeline,
@@ -13,7 +14,12 @@ def _plots(names):
     return tuple(rf.plot(name) for name in names)
 
 
-class RecovarPipelineViewer(PlotFilesViewer):
+class RecovarViewer(PlotFilesViewer):
+    """What the RECOVAR viewers share: the plots folder is complete or not shown."""
+    _resultFolders = (rf.PLOTS,)
+
+
+class RecovarPipelineViewer(RecovarViewer):
     """Eigenvalue spectrum, FSC of the mean's half maps, latent space and contrasts."""
     _label = "recovar pipeline viewer"
     _targets = [ProtRecovarPipeline]
@@ -21,7 +27,7 @@ class RecovarPipelineViewer(PlotFilesViewer):
     _textFiles = (("RECOVAR log", rf.run_log(rf.Pipeline.FOLDER)), PROVENANCE)
 
 
-class RecovarAnalyzeViewer(PlotFilesViewer):
+class RecovarAnalyzeViewer(RecovarViewer):
     """Latent space coloured by k-means cluster with the centres, and UMAP."""
     _label = "recovar analyze viewer"
     _targets = [ProtRecovarAnalyze]
@@ -30,7 +36,7 @@ class RecovarAnalyzeViewer(PlotFilesViewer):
     _chimeraxFile = ("Open the centre volumes in ChimeraX", rf.Analyze.CENTRES_CXC)
 
 
-class RecovarStateViewer(PlotFilesViewer):
+class RecovarStateViewer(RecovarViewer):
     """The computed states, as a ChimeraX volume series."""
     _label = "recovar states viewer"
     _targets = [ProtRecovarComputeState, ProtRecovarExternalEmbedding]
@@ -39,7 +45,7 @@ class RecovarStateViewer(PlotFilesViewer):
     _chimeraxFile = ("Open the volumes in ChimeraX", rf.VOLUMES_CXC)
 
 
-class RecovarTrajectoryViewer(PlotFilesViewer):
+class RecovarTrajectoryViewer(RecovarViewer):
     """The path over the latent space, the density along it, and the volumes as a movie."""
     _label = "recovar trajectory viewer"
     _targets = [ProtRecovarTrajectory]
@@ -48,7 +54,7 @@ class RecovarTrajectoryViewer(PlotFilesViewer):
     _chimeraxFile = ("Play the trajectory in ChimeraX", rf.Trajectory.CXC)
 
 
-class RecovarDensityViewer(PlotFilesViewer):
+class RecovarDensityViewer(RecovarViewer):
     """L-curve, the density for every alpha (knee framed) and the knee's density with the
     stable states."""
     _label = "recovar density viewer"
@@ -57,7 +63,7 @@ class RecovarDensityViewer(PlotFilesViewer):
     _textFiles = (("RECOVAR log", rf.run_log(rf.Density.FOLDER)), PROVENANCE)
 
 
-class RecovarOutliersViewer(PlotFilesViewer):
+class RecovarOutliersViewer(RecovarViewer):
     """Latent space with the outliers marked."""
     _label = "recovar outliers viewer"
     _targets = [ProtRecovarOutliers]
