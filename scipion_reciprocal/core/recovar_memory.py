@@ -18,8 +18,9 @@ basis          ``n_pcs * D^3 * 8`` (n_pcs 200; 30 very low)   device
 kernel         kernel regression: ``n_bins * D^3 * 32``       device
                (RECOVAR's README)
 batches        the budget (halved / quartered by the low      device
-               options), but no more than the data fill:
-               ``BYTES_PER_IMAGE_PIXEL * N * D^2``
+               options) + ``BATCH_OVERHEAD_GB``, but no more
+               than the data fill: ``BYTES_PER_IMAGE_PIXEL *
+               N * D^2``
 ============== ============================================== ==============================
 
 On a CPU "device" is host memory too. The constants were checked against RECOVAR's README
@@ -40,8 +41,10 @@ BATCH_SHARE = {"normal": 1.0, "low": 0.5, "very low": 0.25}
 #: Principal components computed (RECOVAR lowers them to fit its budget; 30 with very low).
 N_PCS = {"normal": 200, "low": 200, "very low": 30}
 #: Working memory per image pixel when all images fit in one batch (small data sets): fitted
-#: to CPU runs (24-32 px, 300-600 particles).
+#: to CPU pipeline runs of 300 particles at 24 and 32 px (4.6 and 8.3 GB peak).
 BYTES_PER_IMAGE_PIXEL = 24e3
+#: What the batches take beyond the budget: 3.0 GB peak at --gpu-budget-gb 1 (300 x 32 px).
+BATCH_OVERHEAD_GB = 1.2
 #: What JAX reports (and RECOVAR takes as its default budget) of a GPU's memory.
 JAX_GPU_FRACTION = 0.75
 #: Share of the free memory a plan may fill.
@@ -205,7 +208,7 @@ def estimate(request, gpu_gb=None, host_available_gb=16.0):
     if request.command in KERNEL_COMMANDS and request.kernel_volumes:
         device["kernel"] = request.n_bins * volume * 32 / GB
     if request.command in PIPELINE_COMMANDS or device:
-        device["batches"] = min(BATCH_SHARE[memory] * budget,
+        device["batches"] = min(BATCH_SHARE[memory] * budget + BATCH_OVERHEAD_GB,
                                 BYTES_PER_IMAGE_PIXEL * n * box * box / GB)
     host = {"runtime": RUNTIME_GB}
     if not request.lazy and device:
@@ -267,8 +270,8 @@ def _smaller_budget(request, gpu_gb, host_gb):
     estimated = estimate(request, gpu_gb, host_gb)
     used = estimated.gpu_gb if gpu_gb is not None else estimated.host_gb
     fixed = used - estimated.terms.get("batches", 0.0)
-    budget = int((SAFETY * (gpu_gb if gpu_gb is not None else host_gb) - fixed)
-                 / BATCH_SHARE[request.memory])
+    budget = int((SAFETY * (gpu_gb if gpu_gb is not None else host_gb) - fixed
+                  - BATCH_OVERHEAD_GB) / BATCH_SHARE[request.memory])
     if budget < 1 or budget >= estimated.budget_gb:
         return None
     return replace(request, budget_gb=float(budget))
