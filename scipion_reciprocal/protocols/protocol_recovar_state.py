@@ -86,6 +86,8 @@ class ProtRecovarComputeState(ProtRecovarBase):
             raise rr.RecovarResultError(self._getExtraPath(FILES.FOLDER),
                                         "no state volumes written")
         self.saveChimeraxSeries(volumes, FILES.VOLUMES_CXC, "RECOVAR states")
+        with self.plotFolder():
+            pass  # no figures: the sealed (empty) plots folder tells the viewer the run ended
         self.registerOutputs({"outputVolumes": volumes}, self.inputPipeline)
 
     # --------------------------- INFO functions -----------------------------

@@ -14,6 +14,7 @@ low-memory options to try and no output. Runs under pytest and with
 import os
 import pickle
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mrcfile
@@ -140,16 +141,21 @@ class TestRecovarInputs(BaseTest):
 
     def test_memory_warnings_name_the_option_that_makes_the_run_fit(self):
         prot = self._pipeline(self.good, maskType=2)
-        # With 1 GB free the 24 px pipeline fits only with a low-memory option.
-        added = " ".join(mem.plan(prot.memoryRequest(), None, 1.0).added_flags())
+        # A machine whose free memory lies between the estimates with and without RECOVAR's
+        # very-low-memory option: only a low-memory option makes the run fit.
+        request = prot.memoryRequest()
+        needed = [mem.estimate(replace(request, memory=m), None, 2).host_gb
+                  for m in ("normal", "very low")]
+        host = round((needed[0] + needed[1]) / 2 / mem.SAFETY, 3)
+        added = " ".join(mem.plan(request, None, host).added_flags())
         self.assertRegex(added, "^--(very-)?low-memory-option")
-        warnings = self._withHostMemory(1.0, prot.warnings)
-        self.assertTrue(any("Memory: about" in w and "(estimate)" in w and "host 1.0 GB free"
-                            in w for w in warnings), warnings)
+        warnings = self._withHostMemory(host, prot.warnings)
+        self.assertTrue(any("Memory: about" in w and "(estimate)" in w and
+                            "host %.1f GB free" % host in w for w in warnings), warnings)
         self.assertTrue(any("'Memory options: automatic' will add %s (" % added in w
                             for w in warnings), warnings)
         prot.memoryOption.set(1)  # normal: nothing added, the fitting options are named
-        warnings = self._withHostMemory(1.0, prot.warnings)
+        warnings = self._withHostMemory(host, prot.warnings)
         self.assertTrue(any("it fits with %s (" % added in w for w in warnings), warnings)
         self.assertFalse([w for w in self._withHostMemory(64, prot.warnings)
                           if "does not fit" in w])
