@@ -193,7 +193,8 @@ class ProtRecovarPipeline(ProtRecovarBase):
     def _methods(self):
         return ["Conformational heterogeneity was analysed with RECOVAR [Gilles2025recovar] "
                 "(mask %s, latent dimensions %s)." % (MASK_CHOICES[self.maskType.get()],
-                                                      self.zdims.get())]
+                                                      self.zdims.get())] + \
+            self.correctionMethods()
 
     def _citations(self):
         return ["Gilles2025recovar"]

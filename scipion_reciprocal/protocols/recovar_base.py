@@ -378,6 +378,17 @@ class ProtRecovarBase(ProtBackend):
         return provenance.summary_lines(
             provenance.read_provenance(self._getExtraPath(rf.PROVENANCE)))
 
+    def correctionMethods(self):
+        """A methods sentence when the CPU back-projection correction acted in this run."""
+        runs = provenance.read_provenance(self._getExtraPath(rf.PROVENANCE))["runs"]
+        versions = sorted({(r.get("versions") or {}).get("recovar") for r in runs
+                           if ((r.get("cpu_correction") or {}).get("corrected_calls") or 0) > 0})
+        if not versions:
+            return []
+        return ["RECOVAR %s ran on the CPU with its back-projection corrected by "
+                "scipion-reciprocal to scale image frequencies by the volume upsampling factor, "
+                "as RECOVAR's CUDA kernel does." % ", ".join(map(str, versions))]
+
     # --------------------------- UTILS functions ----------------------------
     def pipelineRun(self):
         """The input 'recovar pipeline' protocol."""

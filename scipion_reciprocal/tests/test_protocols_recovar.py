@@ -203,6 +203,8 @@ class TestRecovarProtocols(BaseTest):
         self.assertIn("CPU correction: applied", summary)
         self.assertIn("principal components: %d computed, 50 kept"
                       % run["principal_components"]["computed"], summary)
+        self.assertIn("back-projection corrected by scipion-reciprocal",
+                      " ".join(self.pipeline.methods()))
 
     def test_pipeline_particles_carry_latent_coordinates(self):
         out = self.pipeline.outputParticles
