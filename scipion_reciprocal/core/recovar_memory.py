@@ -29,6 +29,7 @@ against peak memory measured on CPU runs (``docs/recovar-1.0.5.md``, "Memory pla
 
 This module imports nothing from Scipion; :func:`plan` takes the machine's memory as numbers.
 """
+import math
 from dataclasses import dataclass, field, replace
 
 GB = 1e9
@@ -47,6 +48,8 @@ BYTES_PER_IMAGE_PIXEL = 24e3
 BATCH_OVERHEAD_GB = 1.2
 #: What JAX reports (and RECOVAR takes as its default budget) of a GPU's memory.
 JAX_GPU_FRACTION = 0.75
+#: A GPU whose memory cannot be read here (the job runs elsewhere): its part is not compared.
+GPU_UNKNOWN = math.inf
 #: Share of the free memory a plan may fill.
 SAFETY = 0.9
 MEMORY_OPTIONS = ("normal", "low", "very low")
@@ -199,6 +202,8 @@ def estimate(request, gpu_gb=None, host_available_gb=16.0):
     box = request.working_box()
     n, memory = int(request.n_particles), request.memory
     budget = request.budget_gb or default_budget_gb(gpu_gb, host_available_gb)
+    if not math.isfinite(budget):  # a GPU of unknown size: the data bound the batches
+        budget = BYTES_PER_IMAGE_PIXEL * n * request.working_box() ** 2 / GB
     volume = box ** 3
     device = {}
     if request.command in PIPELINE_COMMANDS:
@@ -247,6 +252,8 @@ class MemoryPlan:
         return _words(self.added_options)
 
     def machine(self):
+        if self.gpu_gb == GPU_UNKNOWN:
+            return "GPU memory unknown here, host %.1f GB free" % self.host_gb
         if self.gpu_gb is not None:
             return "GPU %.1f GB free, host %.1f GB free" % (self.gpu_gb, self.host_gb)
         return "no GPU, host %.1f GB free" % self.host_gb
@@ -267,6 +274,8 @@ def _fits(estimated, gpu_gb, host_gb):
 
 def _smaller_budget(request, gpu_gb, host_gb):
     """``request`` with the largest budget whose batches fit beside the fixed arrays, or None."""
+    if gpu_gb == GPU_UNKNOWN:
+        return None
     estimated = estimate(request, gpu_gb, host_gb)
     used = estimated.gpu_gb if gpu_gb is not None else estimated.host_gb
     fixed = used - estimated.terms.get("batches", 0.0)
@@ -305,7 +314,9 @@ def plan(request, gpu_gb, host_gb, allow_downsample=True):
     ----------
     request : MemoryRequest
     gpu_gb : float or None
-        Free memory of the smallest GPU the run gets; None for a CPU run.
+        Free memory of the smallest GPU the run gets; None for a CPU run; ``GPU_UNKNOWN``
+        when the run gets a GPU whose memory cannot be read here (only host memory is
+        compared then).
     host_gb : float
         Free host memory.
     allow_downsample : bool
@@ -329,8 +340,9 @@ def plan(request, gpu_gb, host_gb, allow_downsample=True):
         estimated = estimate(candidate, gpu_gb, host_gb)
         if _fits(estimated, gpu_gb, host_gb):
             return MemoryPlan(request, candidate, asked, estimated, gpu_gb, host_gb)
-    machine = ("a GPU with %.1f GB free and %.1f GB of free host memory" % (gpu_gb, host_gb)
-               if gpu_gb is not None else "%.1f GB of free host memory (no GPU)" % host_gb)
+    machine = ("%.1f GB of free host memory (no GPU)" % host_gb if gpu_gb is None else
+               "%.1f GB of free host memory" % host_gb if gpu_gb == GPU_UNKNOWN else
+               "a GPU with %.1f GB free and %.1f GB of free host memory" % (gpu_gb, host_gb))
     smallest = estimate(replace(request, memory="very low"), gpu_gb, host_gb)
     largest = max(smallest.terms, key=smallest.terms.get)
     raise MemoryPlanError(

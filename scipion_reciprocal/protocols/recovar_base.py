@@ -266,8 +266,8 @@ class ProtRecovarBase(ProtBackend):
             return gpu, host, "GPU memory from $%s" % GPU_MEMORY_VAR
         free = gpu_free_memory_gb([int(g) for g in str(gpus).split(",") if g.strip().isdigit()])
         if free is None:
-            return None, host, ("nvidia-smi is not available here, so only host memory was "
-                                "compared")
+            return mem.GPU_UNKNOWN, host, ("nvidia-smi is not available here: GPU memory not "
+                                           "compared, host memory only")
         return min(free.values()), host, None
 
     def memoryPlan(self, gpus=None):

@@ -13,6 +13,7 @@ low-memory options to try and no output. Runs under pytest and with
 """
 import os
 import pickle
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -140,7 +141,7 @@ class TestRecovarInputs(BaseTest):
                 os.environ[HOST_MEMORY_VAR] = previous
 
     def test_memory_warnings_name_the_option_that_makes_the_run_fit(self):
-        prot = self._pipeline(self.good, maskType=2)
+        prot = self._pipeline(self.good, maskType=2, useGpu=False)  # all on the host
         # A machine whose free memory lies between the estimates with and without RECOVAR's
         # very-low-memory option: only a low-memory option makes the run fit.
         request = prot.memoryRequest()
@@ -159,9 +160,14 @@ class TestRecovarInputs(BaseTest):
         self.assertTrue(any("it fits with %s (" % added in w for w in warnings), warnings)
         self.assertFalse([w for w in self._withHostMemory(64, prot.warnings)
                           if "does not fit" in w])
+        if shutil.which("nvidia-smi") is None:  # a GPU asked for on a machine without one
+            prot.useGpu.set(True)
+            self.assertTrue(any("nvidia-smi is not available here: GPU memory not compared"
+                                in w for w in prot.warnings()), prot.warnings())
 
     def test_a_run_that_cannot_fit_is_refused_naming_what_to_change(self):
-        errors = self._withHostMemory(0.5, self._pipeline(self.good, maskType=2).validate)
+        prot = self._pipeline(self.good, maskType=2, useGpu=False)
+        errors = self._withHostMemory(0.5, prot.validate)
         self.assertTrue(any("needs about" in e and "0.5 GB of free host memory (no GPU)" in e
                             and "Use a machine with more free memory" in e for e in errors),
                         errors)

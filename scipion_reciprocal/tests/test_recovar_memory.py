@@ -119,3 +119,11 @@ def test_latent_dimensions_are_checked_against_particles_and_components():
     assert "needs more particles than the 40" in checks.zdim_errors([2, 40], 40)[0]
     assert "exceeds the 30 principal components" in checks.zdim_errors([40], 300, True)[0]
     assert "exceeds the 200" in checks.zdim_errors([201], 1000)[0]
+
+
+def test_a_gpu_of_unknown_size_compares_host_memory_only():
+    request = _pipeline(256, 100000)
+    result = mem.plan(request, mem.GPU_UNKNOWN, 64)
+    assert result.fits and "GPU memory unknown here" in result.machine()
+    assert result.asked.host_gb == pytest.approx(mem.RUNTIME_GB + 100000 * 256 ** 2 * 4 / 1e9)
+    assert mem.plan(request, mem.GPU_UNKNOWN, 20).added_flags() == ["--lazy"]
