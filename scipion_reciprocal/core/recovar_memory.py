@@ -7,7 +7,8 @@ CPU) and on top of them keeps arrays that grow with the box ``D``:
 ============== ============================================== ==============================
 term           size                                           where
 ============== ============================================== ==============================
-runtime        Python, JAX, RECOVAR                           host
+runtime        Python, JAX, RECOVAR; more for the commands    host
+               that reconstruct (XLA's compiled programs)
 images         ``N * D^2 * 4`` bytes (none with ``--lazy``)   host
 columns        covariance columns, both half sets:            device
                ``2 * n_cols * D^3 * 8`` (n_cols 300; 50 with
@@ -33,8 +34,10 @@ import math
 from dataclasses import dataclass, field, replace
 
 GB = 1e9
-#: Python + JAX + RECOVAR loaded (analyze without volumes peaks at 0.5 GB on a CPU).
+#: Python + JAX + RECOVAR loaded (analyze without volumes peaks at 0.5 GB on a CPU), and what
+#: the commands that reconstruct add (the pipeline on 120 particles of 16 px peaks at 2.1 GB).
 RUNTIME_GB = 0.6
+COMPUTE_RUNTIME_GB = 1.5
 #: Covariance columns sampled by the pipeline, per memory option.
 COLUMNS = {"normal": 300, "low": 50, "very low": 25}
 #: Share of the budget that RECOVAR's batches take, per memory option.
@@ -42,8 +45,8 @@ BATCH_SHARE = {"normal": 1.0, "low": 0.5, "very low": 0.25}
 #: Principal components computed (RECOVAR lowers them to fit its budget; 30 with very low).
 N_PCS = {"normal": 200, "low": 200, "very low": 30}
 #: Working memory per image pixel when all images fit in one batch (small data sets): fitted
-#: to CPU pipeline runs of 300 particles at 24 and 32 px (4.6 and 8.3 GB peak).
-BYTES_PER_IMAGE_PIXEL = 24e3
+#: to CPU pipeline runs of 120 x 16, 300 x 24 and 300 x 32 px (2.1, 4.6 and 8.3 GB peak).
+BYTES_PER_IMAGE_PIXEL = 21e3
 #: What the batches take beyond the budget: 3.0 GB peak at --gpu-budget-gb 1 (300 x 32 px).
 BATCH_OVERHEAD_GB = 1.2
 #: What JAX reports (and RECOVAR takes as its default budget) of a GPU's memory.
@@ -215,7 +218,7 @@ def estimate(request, gpu_gb=None, host_available_gb=16.0):
     if request.command in PIPELINE_COMMANDS or device:
         device["batches"] = min(BATCH_SHARE[memory] * budget + BATCH_OVERHEAD_GB,
                                 BYTES_PER_IMAGE_PIXEL * n * box * box / GB)
-    host = {"runtime": RUNTIME_GB}
+    host = {"runtime": COMPUTE_RUNTIME_GB if device else RUNTIME_GB}
     if not request.lazy and device:
         host["images"] = n * box * box * 4 / GB
     terms = {**host, **device}

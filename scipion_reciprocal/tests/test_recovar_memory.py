@@ -125,5 +125,5 @@ def test_a_gpu_of_unknown_size_compares_host_memory_only():
     request = _pipeline(256, 100000)
     result = mem.plan(request, mem.GPU_UNKNOWN, 64)
     assert result.fits and "GPU memory unknown here" in result.machine()
-    assert result.asked.host_gb == pytest.approx(mem.RUNTIME_GB + 100000 * 256 ** 2 * 4 / 1e9)
+    assert result.asked.host_gb == pytest.approx(mem.COMPUTE_RUNTIME_GB + 100000 * 256 ** 2 * 4 / 1e9)
     assert mem.plan(request, mem.GPU_UNKNOWN, 20).added_flags() == ["--lazy"]
