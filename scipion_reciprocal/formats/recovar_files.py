@@ -13,6 +13,8 @@ Every RECOVAR protocol has
 and one folder per RECOVAR command it runs (below).
 """
 
+from .recovar_results import RUN_LOG
+
 INPUTS = "inputs"
 PLOTS = "plots"
 PROVENANCE = "provenance.json"
@@ -28,7 +30,7 @@ def plot(name):
 
 def run_log(folder):
     """RECOVAR's log of the command run in ``folder``."""
-    return "%s/run.log" % folder
+    return "%s/%s" % (folder, RUN_LOG)
 
 
 def run_record(command):
