@@ -27,7 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from scipion_reciprocal.core import recovar_memory as mem  # noqa: E402
 from scipion_reciprocal.formats import cryodrgn  # noqa: E402
-from scipion_reciprocal.formats.star import merge_optics, read_particles_star  # noqa: E402
+from scipion_reciprocal.formats.relion import merge_optics  # noqa: E402
+from scipion_reciprocal.formats.star import read_particles_star  # noqa: E402
 from scipion_reciprocal.simulate.molecule import molecule_maps  # noqa: E402
 from scipion_reciprocal.simulate.particles import (simulate_particles,  # noqa: E402
                                                    write_particle_dataset)

@@ -210,12 +210,16 @@ class ProtRecovarPipeline(ProtRecovarBase):
         """The box RECOVAR worked at (after downsampling)."""
         return self.outputMean.getXDim()
 
+    def formMemoryOptions(self, command):
+        return replace(self.formMemoryRequest(command, 0, 0),
+                       downsample=max(0, self.downsample.get()))
+
     def memoryRequest(self):
         particles = self.inputParticles.get()
         if particles is None or not particles.getXDim():
             return None
-        request = self.formMemoryRequest("pipeline", particles.getXDim(), particles.getSize())
-        return replace(request, downsample=max(0, self.downsample.get()))
+        return replace(self.formMemoryOptions("pipeline"), box=particles.getXDim(),
+                       n_particles=particles.getSize())
 
     def _savePlots(self, plots, folder):
         savefig(plots, FILES.EIGENVALUES, eigenvalues_figure(rr.read_eigenvalues(folder)))

@@ -241,6 +241,13 @@ class ProtRecovarBase(ProtBackend):
         None when the protocol has nothing to plan (light commands)."""
         return None
 
+    def formMemoryOptions(self, command):
+        """The memory options the form states for ``command`` (a ``MemoryRequest`` of no
+        size), or None for a protocol without them."""
+        if not self.hasAttribute("memoryOption"):
+            return None
+        return self.formMemoryRequest(command, 0, 0)
+
     def formMemoryRequest(self, command, box, nParticles, kernelVolumes=True):
         """A :class:`core.recovar_memory.MemoryRequest` with the form's memory options."""
         level = self.getAttributeValue("memoryOption", MEMORY_AUTOMATIC)
@@ -284,7 +291,8 @@ class ProtRecovarBase(ProtBackend):
         memory options, plus what the plan adds when they are on 'automatic'."""
         request = self.memoryRequest()
         if request is None or request.command != command:
-            return [], None
+            form = self.formMemoryOptions(command)
+            return (form.flags() if form is not None else []), None
         if self.getAttributeValue("memoryOption", MEMORY_AUTOMATIC) != MEMORY_AUTOMATIC:
             return request.flags(), {"automatic": False, "estimate": mem.estimate(
                 request, *self.machineMemory(gpus)[:2]).describe()}
@@ -395,8 +403,13 @@ class ProtRecovarBase(ProtBackend):
         return self.inputPipeline.get()
 
     def pipelineHalfSizes(self):
-        """Particles in each half set of the input pipeline."""
-        halves = rr.read_halfsets(self.pipelineRun().pipelineDir())
+        """Particles in each half set of the input pipeline ([] when its half sets cannot be
+        read: RECOVAR then reports the broken pipeline folder itself)."""
+        try:
+            halves = rr.read_halfsets(self.pipelineRun().pipelineDir())
+        except rr.RecovarResultError as exc:
+            self.info("Half sets of the pipeline not read (%s)" % exc)
+            return []
         return [int((halves == 1).sum()), int((halves == 2).sum())]
 
     def pipelineMemoryRequest(self, command, kernelVolumes=True):
