@@ -5,7 +5,7 @@ import pwem.objects as emobj
 from pyworkflow.object import Pointer
 from pyworkflow.protocol import params
 
-from ..convert.set_subsets import fill_classes
+from ..convert.set_sql import fill_classes
 from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import latent_figure, umap_figure

@@ -6,7 +6,7 @@ import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
-from ..convert.set_tables import read_set_items
+from ..convert.set_sql import read_set_items
 from ..core import recovar_checks as checks
 from ..formats import cryodrgn
 from ..formats import recovar_files as rf

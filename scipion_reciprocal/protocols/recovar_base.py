@@ -22,7 +22,7 @@ from .. import __version__
 from ..constants import GPU_MEMORY_VAR, HOST_MEMORY_VAR
 from ..convert.particles import (ConversionError, missing_3d_alignment_error,
                                  missing_ctf_error, particles_table)
-from ..convert.set_subsets import add_item_attributes, write_item_subset
+from ..convert.set_sql import add_item_attributes, write_item_subset
 from ..core import recovar_checks as checks
 from ..core import recovar_memory as mem
 from ..environments import cuda_available, gpu_free_memory_gb
@@ -162,22 +162,25 @@ class ProtRecovarBase(ProtBackend):
         """Write protocol-specific inputs into the inputs folder being built (``folder``)."""
 
     def runRecovar(self, command, arguments, outputDir, outputFlag="-o", pipelineDir=None):
-        """Run ``recovar <command> <arguments> -o outputDir`` with the form's GPUs.
+        """Run ``recovar <command> <arguments> -o outputDir`` on the GPUs Scipion assigns.
 
         The command runs through the plugin's launcher (CPU back-projection correction,
         record of versions and peak memory). ``outputFlag``: the command's output option
         (``--output_dir`` for the density). ``pipelineDir``: the pipeline folder the command
         reads (for the provenance). ``outputDir`` is removed first, so a rerun starts clean.
 
-        ``--accept-cpu`` is added to ``pipeline`` when no GPU is given or the machine has
-        none (``environments.cuda_available``); then no GPU is made visible. The memory
-        options of :meth:`memoryArguments` are added. A failure raises
-        :class:`RecovarStepError` with RECOVAR's log tail and the low-memory options.
+        The step gets the GPUs Scipion assigns (``%(GPU)s``, see ``ProtBackend.runBackend``)
+        when the form asks for GPUs and the machine has one (``environments.cuda_available``);
+        otherwise it runs on the CPU with every GPU hidden and ``--accept-cpu`` for the
+        pipeline. The memory options of :meth:`memoryArguments` (planned for the assigned
+        GPUs) are added. A failure raises :class:`RecovarStepError` with RECOVAR's log tail
+        and the low-memory options.
         """
-        gpus = self._visibleGpus() if cuda_available() else ""
+        useGpu = bool(self._visibleGpus()) and cuda_available()
+        gpus = ",".join(str(g) for g in self.assignedGpus()) if useGpu else ""
         memoryArgs, memoryPlan = self.memoryArguments(command, gpus)
         args = list(arguments) + memoryArgs + [outputFlag, outputDir]
-        if command in mem.PIPELINE_COMMANDS and not gpus:
+        if command in mem.PIPELINE_COMMANDS and not useGpu:
             args.append("--accept-cpu")
         extra = self.getAttributeValue("extraParams", "") or ""
         line = " ".join(str(a) for a in args) + ((" " + extra) if extra.strip() else "")
@@ -188,10 +191,11 @@ class ProtRecovarBase(ProtBackend):
             elif os.path.exists(stale):
                 os.remove(stale)
         os.makedirs(os.path.dirname(record), exist_ok=True)
-        self.info("recovar %s on %s" % (command, ("GPU(s) %s" % gpus) if gpus else "the CPU"))
+        self.info("recovar %s on %s" % (command, ("the assigned GPU(s) %s" % gpus) if useGpu
+                                        else "the CPU"))
         try:
             self.runBackend("%s --record %s %s" % (self.backendProgram(LAUNCHER), record, command),
-                            line, gpus=gpus)
+                            line, useGpu=useGpu)
         except Exception as exc:
             try:
                 self._writeProvenance(command, outputDir, record, pipelineDir, memoryPlan)

@@ -23,7 +23,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import scipion_reciprocal
 from scipion_reciprocal import Plugin
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 from scipion_reciprocal.formats.mrc import read_map
 from scipion_reciprocal.formats.star import read_particles_star
 from scipion_reciprocal.formats import recovar_results as rr
