@@ -1,19 +1,18 @@
 """RECOVAR pipeline: mean, covariance, principal components and latent embeddings."""
+from dataclasses import replace
 
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..core import recovar_checks as checks
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import contrast_figure, eigenvalues_figure, fsc_figure, latent_figure
-from .recovar_base import ProtRecovarBase, savefig
+from .recovar_base import MEMORY_LEVELS, ProtRecovarBase, inputPathIn, savefig
 
-PIPELINE_DIR = "pipeline"
-MASK_MRC = "mask.mrc"
-FOCUS_MASK_MRC = "focus_mask.mrc"
+FILES = rf.Pipeline
 MASK_CHOICES = ["volume", "from_halfmaps", "sphere", "none"]
 MASK_VOLUME, MASK_HALFMAPS, MASK_SPHERE, MASK_NONE = range(4)
-MEMORY_CHOICES = ["normal", "low (halve batches)", "very low (quarter batches)"]
-MEMORY_FLAGS = ["", "--low-memory-option", "--very-low-memory-option"]
 UNINVERT_CHOICES = ["automatic", "true", "false"]
 #: Particle attributes holding the latent coordinates (CsvList), per zdim.
 LATENT_ATTR = "_recovar_zdim%d"
@@ -86,16 +85,7 @@ class ProtRecovarPipeline(ProtRecovarBase):
                        label="Ignore zero frequency?",
                        help="Drop the zero frequency (RECOVAR --ignore-zero-frequency), for data "
                             "with uncorrected per-image offsets.")
-        group.addParam("memoryOption", params.EnumParam, choices=MEMORY_CHOICES, default=0,
-                       label="Memory use",
-                       help="Smaller batches when RECOVAR runs out of GPU or host memory "
-                            "(--low-memory-option / --very-low-memory-option); slower.")
-        group.addParam("lazy", params.BooleanParam, default=False, label="Lazy loading?",
-                       help="Read images from disk per batch instead of holding the stack in "
-                            "memory (RECOVAR --lazy).")
-        group.addParam("gpuBudget", params.FloatParam, default=0, label="Memory budget (GB)",
-                       help="RECOVAR --gpu-budget-gb, the memory its batch sizes aim at; 0 keeps "
-                            "RECOVAR's default (on CPU half the RAM, at most 12).")
+        self._defineMemoryParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -108,11 +98,13 @@ class ProtRecovarPipeline(ProtRecovarBase):
     # --------------------------- STEPS functions ----------------------------
     def convertInputStep(self):
         self.convertParticlesStep(self.inputParticles)
+
+    def writeExtraInputs(self, folder):
         from pwem.emlib.image import ImageHandler
         if self.maskType.get() == MASK_VOLUME:
-            ImageHandler().convert(self.maskVolume.get(), self.inputFile(MASK_MRC))
+            ImageHandler().convert(self.maskVolume.get(), inputPathIn(folder, FILES.MASK))
         if self.focusMask.get() is not None:
-            ImageHandler().convert(self.focusMask.get(), self.inputFile(FOCUS_MASK_MRC))
+            ImageHandler().convert(self.focusMask.get(), inputPathIn(folder, FILES.FOCUS_MASK))
 
     def pipelineStep(self):
         from ..formats import cryodrgn
@@ -120,32 +112,27 @@ class ProtRecovarPipeline(ProtRecovarBase):
                 "--ctf", self.inputFile(cryodrgn.CTF_PKL), "--zdim", ",".join(map(str, self.zdimList())),
                 "--uninvert-data", UNINVERT_CHOICES[self.uninvertData.get()]]
         if self.maskType.get() == MASK_VOLUME:
-            args += ["--mask", self.inputFile(MASK_MRC)]
+            args += ["--mask", self._getExtraPath(FILES.MASK)]
             if self.maskDilation.get() > 0:
                 args += ["--mask-dilate-iter", self.maskDilation.get()]
         else:
             args += ["--mask", MASK_CHOICES[self.maskType.get()]]
         if self.focusMask.get() is not None:
-            args += ["--focus-mask", self.inputFile(FOCUS_MASK_MRC)]
+            args += ["--focus-mask", self._getExtraPath(FILES.FOCUS_MASK)]
         if self.correctContrast.get():
             args.append("--correct-contrast")
         if self.ignoreZeroFrequency.get():
             args.append("--ignore-zero-frequency")
-        args += ["--no-downsample"] if self.downsample.get() <= 0 else ["--downsample", self.downsample.get()]
-        if MEMORY_FLAGS[self.memoryOption.get()]:
-            args.append(MEMORY_FLAGS[self.memoryOption.get()])
-        if self.lazy.get():
-            args.append("--lazy")
-        if self.gpuBudget.get() > 0:
-            args += ["--gpu-budget-gb", self.gpuBudget.get()]
-        self.runRecovar("pipeline", args, self.pipelineDir())
+        # Memory options (--downsample included) come from memoryArguments.
+        self.runRecovar("pipeline", args, self.pipelineDir(), pipelineDir=self.pipelineDir())
 
     def createOutputStep(self):
         from ..formats.mrc import read_map
         folder = self.pipelineDir()
         volumes = rr.pipeline_volumes(folder)
         _, voxel = read_map(volumes.mean)
-        self._savePlots(folder)
+        with self.plotFolder() as plots:
+            self._savePlots(plots, folder)
 
         mean = emobj.Volume(location=str(volumes.mean))
         mean.setSamplingRate(voxel)
@@ -176,13 +163,20 @@ class ProtRecovarPipeline(ProtRecovarBase):
         except ValueError:
             errors.append("Latent dimensions must be positive integers separated by commas "
                           "(got %r)." % self.zdims.get())
+            return errors
+        if particles is not None and not errors:
+            veryLow = MEMORY_LEVELS[self.memoryOption.get()] == "very low"
+            errors += ["Latent dimensions %s: %s." % (self.zdims.get(), e) for e in
+                       checks.zdim_errors(zdims, particles.getSize(), veryLow)]
+            errors += self.validateMemory()
         return errors
 
     def _warnings(self):
+        warnings = []
         if not self._visibleGpus():
-            return ["No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect about 10 min "
-                    "for 400 particles of 32 px; real data sets need a GPU."]
-        return []
+            warnings.append("No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect "
+                            "about 10 min for 400 particles of 32 px; real data sets need a GPU.")
+        return warnings + self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputMean"):
@@ -194,12 +188,13 @@ class ProtRecovarPipeline(ProtRecovarBase):
             lines.append("First eigenvalues: %s" % ", ".join("%.3g" % v for v in eigenvalues[:5]))
         except rr.RecovarResultError:
             pass
-        return lines
+        return lines + self.provenanceSummary()
 
     def _methods(self):
         return ["Conformational heterogeneity was analysed with RECOVAR [Gilles2025recovar] "
                 "(mask %s, latent dimensions %s)." % (MASK_CHOICES[self.maskType.get()],
-                                                      self.zdims.get())]
+                                                      self.zdims.get())] + \
+            self.correctionMethods()
 
     def _citations(self):
         return ["Gilles2025recovar"]
@@ -209,21 +204,36 @@ class ProtRecovarPipeline(ProtRecovarBase):
         return [int(z) for z in self.zdims.get().replace(" ", "").split(",") if z]
 
     def pipelineDir(self):
-        return self._getExtraPath(PIPELINE_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
-    def _savePlots(self, folder):
-        savefig(eigenvalues_figure(rr.read_eigenvalues(folder)), self.plotPath("eigenvalues.png"))
+    def workingBox(self):
+        """The box RECOVAR worked at (after downsampling)."""
+        return self.outputMean.getXDim()
+
+    def formMemoryOptions(self, command):
+        return replace(self.formMemoryRequest(command, 0, 0),
+                       downsample=max(0, self.downsample.get()))
+
+    def memoryRequest(self):
+        particles = self.inputParticles.get()
+        if particles is None or not particles.getXDim():
+            return None
+        return replace(self.formMemoryOptions("pipeline"), box=particles.getXDim(),
+                       n_particles=particles.getSize())
+
+    def _savePlots(self, plots, folder):
+        savefig(plots, FILES.EIGENVALUES, eigenvalues_figure(rr.read_eigenvalues(folder)))
         fsc = rr.read_mean_fsc(folder)
-        savefig(fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}),
-                self.plotPath("mean_fsc.png"))
+        savefig(plots, FILES.MEAN_FSC,
+                fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}))
         zdims = [z for z in rr.available_zdims(folder) if z >= 2]
         if self.correctContrast.get() and rr.available_zdims(folder):
             contrasts = rr.read_embedding(folder, rr.available_zdims(folder)[-1]).contrasts
-            savefig(contrast_figure(contrasts), self.plotPath("contrast_histogram.png"))
+            savefig(plots, FILES.CONTRASTS, contrast_figure(contrasts))
         if zdims:
             embedding = rr.read_embedding(folder, zdims[-1])
-            savefig(latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]),
-                    self.plotPath("latent_zdim%d.png" % zdims[-1]))
+            savefig(plots, FILES.LATENT % zdims[-1],
+                    latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]))
 
     def _volumeSet(self, suffix, voxel, named):
         volumes = self._createSetOfVolumes(suffix)
