@@ -193,3 +193,31 @@ def backend_command(activation, program, gpus=None):
     if not re.fullmatch(r"%\(\w+\)s", visible):
         visible = shlex.quote(visible)
     return "%s && CUDA_VISIBLE_DEVICES=%s python %s" % (activation, visible, program)
+
+
+def gpu_free_memory_gb(gpus=None):
+    """Free memory (GB) of each chosen GPU as ``nvidia-smi`` reports it: ``{index: GB}``.
+
+    ``gpus``: GPU indices (as nvidia-smi numbers them); None for all. Returns None when
+    ``nvidia-smi`` is absent or fails (no GPU, or a machine whose GPUs it cannot see).
+    """
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free",
+                              "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    free = {}
+    for line in out.stdout.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 2 and fields[0].isdigit():
+            try:
+                free[int(fields[0])] = float(fields[1]) * 1024 ** 2 / 1e9  # MiB -> GB
+            except ValueError:
+                continue
+    wanted = free if gpus is None else {g: free[g] for g in gpus if g in free}
+    return wanted or None

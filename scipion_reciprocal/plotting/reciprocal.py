@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..formats._atomic import atomic_path
+from ..formats.result_folder import journal_line
 from ..formats.mrc import read_images, read_map
 from ..formats.result_folder import as_result_folder
 from .sankey import sankey_figure, sankey_html, sankey_layout
@@ -253,11 +254,13 @@ def figure_entries(result, which, inputs):
         return []
 
     def save(path, name, write):
-        final = path(f'{PLOTS_DIR}/{name}')
+        rel = f'{PLOTS_DIR}/{name}'
+        final = path(rel)
         final.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(final) as tmp:
             write(tmp)
-        return f'{PLOTS_DIR}/{name}'
+            journal_line(path(''), rel)     # drawn in another process: journal before rename
+        return rel
 
     def figure(name, factory, *args):
         return lambda path: [save(path, name, lambda tmp: factory(*args).savefig(

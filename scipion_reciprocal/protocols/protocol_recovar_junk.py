@@ -6,11 +6,12 @@ import pwem.objects as emobj
 from pyworkflow.protocol import params
 
 from ..formats import recovar_cleaning as rc
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar_cleaning import flagged_latent_figure, junk_clusters_figure
 from .recovar_base import ProtRecovarBase, savefig
 
-JUNK_DIR = "junk"
+FILES = rf.JunkDetection
 METHOD_CHOICES = ["adaptive_threshold", "percentile", "std_based", "consensus"]
 METHOD_ADAPTIVE, METHOD_PERCENTILE, METHOD_STD, METHOD_CONSENSUS = range(4)
 #: Attribute of the output particles: the k-means cluster of the junk detection
@@ -107,7 +108,8 @@ class ProtRecovarJunkDetection(ProtRecovarBase):
             args.append("--no-z-regularization")
         if self.diagnostics.get():
             args.append("--save-all-plots")
-        self.runRecovar("junk_particle_detection", args, self.junkDir())
+        self.runRecovar("junk_particle_detection", args, self.junkDir(),
+                        pipelineDir=self.pipelineRun().pipelineDir())
 
     def createOutputStep(self):
         pipeline = self.pipelineRun()
@@ -116,7 +118,8 @@ class ProtRecovarJunkDetection(ProtRecovarBase):
         junk_rows, clean_rows = pipeline.unitsToRows(result.junk), pipeline.unitsToRows(result.good)
         self.info("%d junk and %d clean particles (%d and %d rows)"
                   % (len(result.junk), len(result.good), len(junk_rows), len(clean_rows)))
-        self._savePlots(pipeline, result)
+        with self.plotFolder() as plots:
+            self._savePlots(plots, pipeline, result)
         clusters = None if result.labels is None else pipeline.rowValues(result.labels)
         source = pipeline.outputParticles
         outputs = {}
@@ -148,20 +151,21 @@ class ProtRecovarJunkDetection(ProtRecovarBase):
             return ["Junk not detected yet."]
         return ["zdim %d, %d clusters: %d junk and %d clean particles."
                 % (self.zdim.get(), self.nClusters.get(), self.outputJunk.getSize(),
-                   self.outputClean.getSize())]
+                   self.outputClean.getSize())] + self.provenanceSummary()
 
     def _methods(self):
         return ["Junk particles were detected with RECOVAR [Gilles2025recovar] by the half-map "
                 "FSC of reconstructions from %d k-means clusters of its latent space of "
                 "dimension %d (%s)." % (self.nClusters.get(), self.zdim.get(),
-                                        METHOD_CHOICES[self.method.get()])]
+                                        METHOD_CHOICES[self.method.get()])] + \
+            self.correctionMethods()
 
     def _citations(self):
         return ["Gilles2025recovar"]
 
     # --------------------------- UTILS functions ----------------------------
     def junkDir(self):
-        return self._getExtraPath(JUNK_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
     def readResult(self):
         """The junk and good RECOVAR particles (rows, or tilt-series particles)."""
@@ -170,12 +174,12 @@ class ProtRecovarJunkDetection(ProtRecovarBase):
         return rc.read_junk_detection(self.junkDir(), self.zdim.get(), halfsets=halfsets,
                                       n_rows=pipeline.unitCount())
 
-    def _savePlots(self, pipeline, result):
+    def _savePlots(self, plots, pipeline, result):
         coords = pipeline.latentCoords(self.zdim.get(), self.regularized.get())
         groups = np.zeros(len(coords), dtype=int)
         groups[result.junk] = 1
-        savefig(flagged_latent_figure(coords, groups, ["clean", "junk"],
-                                      "zdim %d: junk detection" % self.zdim.get()),
-                self.plotPath("junk_latent.png"))
+        savefig(plots, FILES.LATENT,
+                flagged_latent_figure(coords, groups, ["clean", "junk"],
+                                      "zdim %d: junk detection" % self.zdim.get()))
         if result.clusters is not None:
-            savefig(junk_clusters_figure(result.clusters), self.plotPath("junk_clusters.png"))
+            savefig(plots, FILES.CLUSTERS, junk_clusters_figure(result.clusters))

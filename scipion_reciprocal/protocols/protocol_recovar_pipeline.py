@@ -1,23 +1,22 @@
 """RECOVAR pipeline: mean, covariance, principal components and latent embeddings, from
 single particles or from cryo-ET tilt series (tilt images of particles)."""
+from dataclasses import replace
 
 import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..core import recovar_checks as checks
 from ..formats import cryodrgn
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import contrast_figure, eigenvalues_figure, fsc_figure, latent_figure
-from .recovar_base import ProtRecovarBase, savefig
+from .recovar_base import MEMORY_LEVELS, ProtRecovarBase, inputPathIn, savefig
 from .recovar_tilt import INPUT_PARTICLES, TiltSeriesInput
 
-PIPELINE_DIR = "pipeline"
-MASK_MRC = "mask.mrc"
-FOCUS_MASK_MRC = "focus_mask.mrc"
+FILES = rf.Pipeline
 MASK_CHOICES = ["volume", "from_halfmaps", "sphere", "none"]
 MASK_VOLUME, MASK_HALFMAPS, MASK_SPHERE, MASK_NONE = range(4)
-MEMORY_CHOICES = ["normal", "low (halve batches)", "very low (quarter batches)"]
-MEMORY_FLAGS = ["", "--low-memory-option", "--very-low-memory-option"]
 UNINVERT_CHOICES = ["automatic", "true", "false"]
 #: Particle attributes holding the latent coordinates (CsvList), per zdim.
 LATENT_ATTR = "_recovar_zdim%d"
@@ -47,6 +46,8 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
     """
     _label = "recovar pipeline"
     _possibleOutputs = OUTPUTS
+    #: The RECOVAR command this protocol runs (and plans the memory of).
+    _recovarCommand = "pipeline"
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -90,16 +91,7 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
                        label="Ignore zero frequency?",
                        help="Drop the zero frequency (RECOVAR --ignore-zero-frequency), for data "
                             "with uncorrected per-image offsets.")
-        group.addParam("memoryOption", params.EnumParam, choices=MEMORY_CHOICES, default=0,
-                       label="Memory use",
-                       help="Smaller batches when RECOVAR runs out of GPU or host memory "
-                            "(--low-memory-option / --very-low-memory-option); slower.")
-        group.addParam("lazy", params.BooleanParam, default=False, label="Lazy loading?",
-                       help="Read images from disk per batch instead of holding the stack in "
-                            "memory (RECOVAR --lazy).")
-        group.addParam("gpuBudget", params.FloatParam, default=0, label="Memory budget (GB)",
-                       help="RECOVAR --gpu-budget-gb, the memory its batch sizes aim at; 0 keeps "
-                            "RECOVAR's default (on CPU half the RAM, at most 12).")
+        self._defineMemoryParams(form)
         self._defineTiltParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
@@ -116,14 +108,17 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
             self.convertTiltSeriesStep()
         else:
             self.convertParticlesStep(self.inputParticles)
+
+    def writeExtraInputs(self, folder):
         from pwem.emlib.image import ImageHandler
         if self.maskType.get() == MASK_VOLUME:
-            ImageHandler().convert(self.maskVolume.get(), self.inputFile(MASK_MRC))
+            ImageHandler().convert(self.maskVolume.get(), inputPathIn(folder, FILES.MASK))
         if self.focusMask.get() is not None:
-            ImageHandler().convert(self.focusMask.get(), self.inputFile(FOCUS_MASK_MRC))
+            ImageHandler().convert(self.focusMask.get(), inputPathIn(folder, FILES.FOCUS_MASK))
 
     def pipelineStep(self):
-        self.runRecovar("pipeline", self.pipelineArguments(), self.pipelineDir())
+        self.runRecovar(self._recovarCommand, self.pipelineArguments(), self.pipelineDir(),
+                        pipelineDir=self.pipelineDir())
 
     def pipelineArguments(self):
         """The arguments of RECOVAR's pipeline from the form (without -o)."""
@@ -131,36 +126,33 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
                 "--ctf", self.inputFile(cryodrgn.CTF_PKL), "--zdim", ",".join(map(str, self.zdimList())),
                 "--uninvert-data", UNINVERT_CHOICES[self.uninvertData.get()]]
         if self.maskType.get() == MASK_VOLUME:
-            args += ["--mask", self.inputFile(MASK_MRC)]
+            args += ["--mask", self._getExtraPath(FILES.MASK)]
             if self.maskDilation.get() > 0:
                 args += ["--mask-dilate-iter", self.maskDilation.get()]
         else:
             args += ["--mask", MASK_CHOICES[self.maskType.get()]]
         if self.focusMask.get() is not None:
-            args += ["--focus-mask", self.inputFile(FOCUS_MASK_MRC)]
+            args += ["--focus-mask", self._getExtraPath(FILES.FOCUS_MASK)]
         if self.correctContrast.get():
             args.append("--correct-contrast")
         if self.ignoreZeroFrequency.get():
             args.append("--ignore-zero-frequency")
-        args += ["--no-downsample"] if self.downsample.get() <= 0 else ["--downsample", self.downsample.get()]
-        if MEMORY_FLAGS[self.memoryOption.get()]:
-            args.append(MEMORY_FLAGS[self.memoryOption.get()])
-        if self.lazy.get():
-            args.append("--lazy")
-        if self.gpuBudget.get() > 0:
-            args += ["--gpu-budget-gb", self.gpuBudget.get()]
+        # Memory options (--downsample included) come from memoryArguments.
         return args + self.tiltArguments()
 
     def createOutputStep(self):
-        self.registerPipelineOutputs(self.pipelineOutputs(self.pipelineDir()))
+        with self.plotFolder() as plots:
+            outputs = self.pipelineOutputs(self.pipelineDir(), plots)
+        self.registerPipelineOutputs(outputs)
 
-    def pipelineOutputs(self, folder, rows=None):
+    def pipelineOutputs(self, folder, plots, rows=None):
         """Mean, variances, eigenvolumes and the particles (``rows`` of the id map, all when
-        None) with their latent coordinates, from a pipeline folder; plots saved."""
+        None) with their latent coordinates, from a pipeline folder; its figures saved in
+        ``plots`` (the plot :class:`ResultFolder`)."""
         from ..formats.mrc import read_map
         volumes = rr.pipeline_volumes(folder)
         _, voxel = read_map(volumes.mean)
-        self._savePlots(folder)
+        self._savePlots(plots, folder)
 
         mean = emobj.Volume(location=str(volumes.mean))
         mean.setSamplingRate(voxel)
@@ -195,13 +187,20 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
         except ValueError:
             errors.append("Latent dimensions must be positive integers separated by commas "
                           "(got %r)." % self.zdims.get())
+            return errors
+        if particles is not None and not errors:
+            veryLow = MEMORY_LEVELS[self.memoryOption.get()] == "very low"
+            errors += ["Latent dimensions %s: %s." % (self.zdims.get(), e) for e in
+                       checks.zdim_errors(zdims, particles.getSize(), veryLow)]
+            errors += self.validateMemory()
         return errors
 
     def _warnings(self):
+        warnings = []
         if not self._visibleGpus():
-            return ["No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect about 10 min "
-                    "for 400 particles of 32 px; real data sets need a GPU."]
-        return []
+            warnings.append("No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect "
+                            "about 10 min for 400 particles of 32 px; real data sets need a GPU.")
+        return warnings + self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputMean"):
@@ -215,12 +214,13 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
             lines.append("First eigenvalues: %s" % ", ".join("%.3g" % v for v in eigenvalues[:5]))
         except rr.RecovarResultError:
             pass
-        return lines
+        return lines + self.provenanceSummary()
 
     def _methods(self):
         return ["Conformational heterogeneity was analysed with RECOVAR [Gilles2025recovar] "
                 "(mask %s, latent dimensions %s%s)." % (MASK_CHOICES[self.maskType.get()],
-                                                        self.zdims.get(), self.tiltMethods())]
+                                                        self.zdims.get(), self.tiltMethods())] + \
+            self.correctionMethods()
 
     def _citations(self):
         return ["Gilles2025recovar"]
@@ -230,21 +230,36 @@ class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
         return [int(z) for z in self.zdims.get().replace(" ", "").split(",") if z]
 
     def pipelineDir(self):
-        return self._getExtraPath(PIPELINE_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
-    def _savePlots(self, folder):
-        savefig(eigenvalues_figure(rr.read_eigenvalues(folder)), self.plotPath("eigenvalues.png"))
+    def workingBox(self):
+        """The box RECOVAR worked at (after downsampling)."""
+        return self.outputMean.getXDim()
+
+    def formMemoryOptions(self, command):
+        return replace(self.formMemoryRequest(command, 0, 0),
+                       downsample=max(0, self.downsample.get()))
+
+    def memoryRequest(self):
+        particles = self.memoryParticles()
+        if particles is None or not particles.getXDim():
+            return None
+        return replace(self.formMemoryOptions(self._recovarCommand), box=particles.getXDim(),
+                       n_particles=particles.getSize())
+
+    def _savePlots(self, plots, folder):
+        savefig(plots, FILES.EIGENVALUES, eigenvalues_figure(rr.read_eigenvalues(folder)))
         fsc = rr.read_mean_fsc(folder)
-        savefig(fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}),
-                self.plotPath("mean_fsc.png"))
+        savefig(plots, FILES.MEAN_FSC,
+                fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}))
         zdims = [z for z in rr.available_zdims(folder) if z >= 2]
         if self.correctContrast.get() and rr.available_zdims(folder):
             contrasts = rr.read_embedding(folder, rr.available_zdims(folder)[-1]).contrasts
-            savefig(contrast_figure(contrasts), self.plotPath("contrast_histogram.png"))
+            savefig(plots, FILES.CONTRASTS, contrast_figure(contrasts))
         if zdims:
             embedding = rr.read_embedding(folder, zdims[-1])
-            savefig(latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]),
-                    self.plotPath("latent_zdim%d.png" % zdims[-1]))
+            savefig(plots, FILES.LATENT % zdims[-1],
+                    latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]))
 
     def _volumeSet(self, suffix, voxel, named):
         volumes = self._createSetOfVolumes(suffix)

@@ -3,11 +3,13 @@ import pwem.objects as emobj
 from pyworkflow.protocol import params
 
 from ..formats import recovar_cleaning as rc
+from ..formats import recovar_files as rf
+from ..formats import recovar_results as rr
 from ..plotting.recovar_cleaning import flagged_latent_figure, outlier_rounds_figure
 from .protocol_recovar_pipeline import OUTPUTS, ProtRecovarPipeline
 from .recovar_base import savefig
 
-OUTLIERS_DIR = "pipeline_with_outliers"
+FILES = rf.PipelineWithOutliers
 #: Attribute of the removed particles: the round that removed them (1, 2, ...).
 ROUND_ATTR = "_recovar_outlier_round"
 
@@ -21,6 +23,7 @@ class ProtRecovarPipelineWithOutliers(ProtRecovarPipeline):
     are a second set, each with the round that removed it."""
     _label = "recovar pipeline with outliers"
     _possibleOutputs = dict(OUTPUTS, outputOutliers=emobj.SetOfParticles)
+    _recovarCommand = "pipeline_with_outliers"
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -77,15 +80,17 @@ class ProtRecovarPipelineWithOutliers(ProtRecovarPipeline):
                      "--micrograph-bad-fraction-threshold", self.micrographBadFraction.get()]
         if self.junkDetection.get():
             args += ["--use-junk-detection", "--junk-threshold", self.junkThreshold.get()]
-        self.runRecovar("pipeline_with_outliers", args, self.outliersDir())
+        # Memory options (--downsample included) come from memoryArguments.
+        self.runRecovar(self._recovarCommand, args, self.outliersDir())
 
     def createOutputStep(self):
         ids = self.idMap()
         rounds = rc.read_outlier_rounds(self.outliersDir(), len(ids))
         self.info("Rounds %s removed %s particles; %d kept of %d"
                   % (rounds.rounds, rounds.removed_per_round(), len(rounds.kept), len(ids)))
-        outputs = self.pipelineOutputs(str(rounds.last_pipeline), rounds.kept)
-        self._saveRoundPlots(rounds, len(ids))
+        with self.plotFolder() as plots:
+            outputs = self.pipelineOutputs(str(rounds.last_pipeline), plots, rounds.kept)
+            self._saveRoundPlots(plots, rounds, len(ids))
         removed = rounds.removed
         outputs["outputOutliers"] = self.particleSubset(
             self.sourceParticles(), ids[removed], "_outliers",
@@ -116,19 +121,26 @@ class ProtRecovarPipelineWithOutliers(ProtRecovarPipeline):
     # --------------------------- UTILS functions ----------------------------
     def outliersDir(self):
         """The folder of RECOVAR's pipeline_with_outliers (its rounds inside)."""
-        return self._getExtraPath(OUTLIERS_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
     def pipelineDir(self):
         """The last finished round's pipeline folder: what the following protocols use."""
         return str(rc.last_round_dir(self.outliersDir()))
 
-    def _saveRoundPlots(self, rounds, n):
-        savefig(outlier_rounds_figure(n, rounds.removed_per_round()),
-                self.plotPath("outlier_rounds.png"))
+    def _writeProvenance(self, command, outputDir, record, pipelineDir, memoryPlan):
+        """The principal components recorded are those of the last finished round."""
+        try:
+            pipelineDir = self.pipelineDir()
+        except rr.RecovarResultError:
+            pass  # no round finished: the record says what failed
+        super()._writeProvenance(command, outputDir, record, pipelineDir, memoryPlan)
+
+    def _saveRoundPlots(self, plots, rounds, n):
+        savefig(plots, FILES.ROUNDS, outlier_rounds_figure(n, rounds.removed_per_round()))
         first = rc.round_dir(self.outliersDir(), rounds.rounds[0])
         zdim = self.zdimList()[-1]
         coords = self.rowValues(self.latentCoords(zdim, self.outlierRegularized.get(), first))
         names = ["kept"] + ["removed in round %d" % k for k in rounds.rounds]
-        savefig(flagged_latent_figure(coords, rounds.removed_in, names,
-                                      "zdim %d of round 1: particles removed" % zdim),
-                self.plotPath("outliers_latent.png"))
+        savefig(plots, FILES.REMOVED_LATENT,
+                flagged_latent_figure(coords, rounds.removed_in, names,
+                                      "zdim %d of round 1: particles removed" % zdim))

@@ -6,6 +6,7 @@ state, trajectory points, volumes from an external embedding: ``<prefix>NNN_half
 and to any Scipion volume whose half maps are set (e.g. a RELION refinement).
 """
 import os
+import shutil
 
 import numpy as np
 import pwem.objects as emobj
@@ -13,20 +14,17 @@ from pyworkflow.object import Float
 from pyworkflow.protocol import params
 
 from ..core.mapsim.similarity import fsc_curve
+from ..formats import recovar_files as rf
 from ..formats import recovar_postprocess as rp
+from ..formats._atomic import atomic_folder
 from ..formats.mrc import read_map
 from ..plotting.recovar import fsc_figure
 from .inputs import describePointer
-from .recovar_base import ProtRecovarBase, savefig
+from .recovar_base import ProtRecovarBase, inputPathIn, savefig
 
-BATCH_DIR = "postprocess_input"
-#: RECOVAR's run on every pair (in estimate mode: the run that estimates, whose maps are not
-#: used), and in estimate mode one run per volume with its own B-factor (folders per name).
-OUTPUT_DIR = "postprocess"
-SINGLE_BATCH_DIR = "postprocess_input_%s"
-SINGLE_OUTPUT_DIR = "postprocess_sharpened/%s"
-BFACTORS_JSON = "bfactors.json"
-MASK_DIR = "masks"
+#: RECOVAR's run on every pair (FILES.FOLDER; in estimate mode the run that estimates, whose
+#: maps are not used), and in estimate mode one run per volume with its own B-factor.
+FILES = rf.Postprocess
 BFACTOR_CHOICES = ["none", "estimate", "given"]
 BFACTOR_NONE, BFACTOR_ESTIMATE, BFACTOR_GIVEN = range(3)
 #: Attributes of the output volumes: global (or median local) resolution and the B-factor.
@@ -89,34 +87,36 @@ class ProtRecovarPostprocess(ProtRecovarBase):
 
     # --------------------------- STEPS functions ----------------------------
     def prepareStep(self):
-        """Link every pair of half maps where RECOVAR's batch mode finds them."""
-        names = rp.write_batch_input(self._getExtraPath(BATCH_DIR), self._pairs())
+        """Link every pair of half maps where RECOVAR's batch mode finds them (and convert
+        the FSC mask), in the inputs folder renamed when complete."""
+        with atomic_folder(self._getExtraPath(rf.INPUTS)) as folder:
+            names = rp.write_batch_input(inputPathIn(folder, FILES.BATCH), self._pairs())
+            if self.fscMask.get() is not None:
+                from pwem.emlib.image import ImageHandler
+                ImageHandler().convert(self.fscMask.get(), inputPathIn(folder, FILES.FSC_MASK))
         self.info("Linked %d pairs of half maps" % len(names))
-        if self.fscMask.get() is not None:
-            from pwem.emlib.image import ImageHandler
-            os.makedirs(self._getExtraPath(MASK_DIR), exist_ok=True)
-            ImageHandler().convert(self.fscMask.get(), self._fscMaskFile())
 
     def postprocessStep(self):
         names = self._names()
         voxel = self.inputList()[0].getSamplingRate()
         mode = self.bfactorMode.get()
         if mode == BFACTOR_ESTIMATE:
-            self.runRecovar("postprocess", self._arguments(BATCH_DIR) + ["--estimate-B-factor"],
+            self.runRecovar("postprocess", self._arguments(FILES.BATCH) + ["--estimate-B-factor"],
                             self.outputDir(), outputFlag="--output")
             bfactors = [r.bfactor for r in rp.read_postprocess(
                 self.outputDir(), names, self.local.get())]
             self.info("Estimated B-factors (A^2): %s" % ", ".join("%.1f" % b for b in bfactors))
             for name, bfactor, pair in zip(names, bfactors, self._pairs()):
-                rp.write_batch_input(self._getExtraPath(SINGLE_BATCH_DIR % name), [pair])
-                self.runRecovar("postprocess", self._arguments(SINGLE_BATCH_DIR % name, bfactor,
+                rp.write_batch_input(self._getExtraPath(FILES.SINGLE_BATCH % name), [pair])
+                self.runRecovar("postprocess", self._arguments(FILES.SINGLE_BATCH % name, bfactor,
                                                                voxel),
-                                self._getExtraPath(SINGLE_OUTPUT_DIR % name), outputFlag="--output")
+                                self._getExtraPath(FILES.SINGLE_FOLDER % name),
+                                outputFlag="--output")
         else:
             bfactors = [self.bfactor.get() if mode == BFACTOR_GIVEN else None] * len(names)
-            self.runRecovar("postprocess", self._arguments(BATCH_DIR, bfactors[0], voxel),
+            self.runRecovar("postprocess", self._arguments(FILES.BATCH, bfactors[0], voxel),
                             self.outputDir(), outputFlag="--output")
-        rp.write_bfactors(self._getExtraPath(BFACTORS_JSON), names, bfactors)
+        rp.write_bfactors(self._getExtraPath(FILES.BFACTORS), names, bfactors)
 
     def _arguments(self, batchDir, bfactor=None, voxel=None):
         """RECOVAR postprocess options for the half maps linked in ``batchDir`` (batch mode)."""
@@ -144,7 +144,8 @@ class ProtRecovarPostprocess(ProtRecovarBase):
                     % (bad, volume.getObjLabel() or volume.getFileName(),
                                       "" if result.bfactor is None
                                       else " (B-factor %.1f A^2)" % result.bfactor))
-        self._savePlots(volumes, results)
+        with self.plotFolder() as plots:
+            self._savePlots(plots, volumes, results)
         filtered, local = [], []
         for volume, result in zip(volumes, results):
             label = volume.getObjLabel() or os.path.basename(volume.getFileName())
@@ -220,7 +221,7 @@ class ProtRecovarPostprocess(ProtRecovarBase):
                                                 getattr(v, RESOLUTION_ATTR).get(),
                                                 ", B-factor %.1f A^2" % getattr(v, BFACTOR_ATTR).get()
                                                 if hasattr(v, BFACTOR_ATTR) else "")
-                for v in items]
+                for v in items] + self.provenanceSummary()
 
     def _methods(self):
         return ["Maps were filtered by the FSC of their half maps (%s) with RECOVAR "
@@ -228,14 +229,14 @@ class ProtRecovarPostprocess(ProtRecovarBase):
                     "local resolution" if self.local.get() else "global",
                     {BFACTOR_NONE: "", BFACTOR_ESTIMATE: ", sharpened by an estimated B-factor",
                      BFACTOR_GIVEN: ", sharpened with a B-factor of %g A^2" % self.bfactor.get()}
-                    [self.bfactorMode.get()])]
+                    [self.bfactorMode.get()])] + self.correctionMethods()
 
     def _citations(self):
         return ["Gilles2025recovar"]
 
     # --------------------------- UTILS functions ----------------------------
     def outputDir(self):
-        return self._getExtraPath(OUTPUT_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
     def inputList(self):
         """The input volumes, as a list (clones: iterating a set reuses one object)."""
@@ -257,7 +258,7 @@ class ProtRecovarPostprocess(ProtRecovarBase):
         B-factor (A^2) that was applied and, when estimated, RECOVAR's fit figure."""
         names = self._names()
         if self.bfactorMode.get() == BFACTOR_ESTIMATE:
-            results = [rp.read_postprocess(self._getExtraPath(SINGLE_OUTPUT_DIR % name),
+            results = [rp.read_postprocess(self._getExtraPath(FILES.SINGLE_FOLDER % name),
                                            [rp.volume_name(0)], self.local.get())[0]
                        for name in names]
             estimates = rp.read_postprocess(self.outputDir(), names,
@@ -266,7 +267,7 @@ class ProtRecovarPostprocess(ProtRecovarBase):
                 result.bfactor_plot = estimate.bfactor_plot
         else:
             results = rp.read_postprocess(self.outputDir(), names, self.local.get())
-        for result, bfactor in zip(results, rp.read_bfactors(self._getExtraPath(BFACTORS_JSON),
+        for result, bfactor in zip(results, rp.read_bfactors(self._getExtraPath(FILES.BFACTORS),
                                                              names)):
             result.bfactor = bfactor
         return results
@@ -276,9 +277,9 @@ class ProtRecovarPostprocess(ProtRecovarBase):
         return volume.getHalfMaps().split(",")
 
     def _fscMaskFile(self):
-        return self._getExtraPath(MASK_DIR, "fsc_mask.mrc")
+        return self._getExtraPath(FILES.FSC_MASK)
 
-    def _savePlots(self, volumes, results):
+    def _savePlots(self, plots, volumes, results):
         """FSC of every pair of half maps (masked by the FSC mask when given)."""
         weights = None
         if self.fscMask.get() is not None:
@@ -290,10 +291,8 @@ class ProtRecovarPostprocess(ProtRecovarBase):
             half2, _ = read_map(self._halfMaps(volume)[1])
             label = "%d: %s" % (i, volume.getObjLabel() or os.path.basename(volume.getFileName()))
             frequency, curves[label] = fsc_curve(half1, half2, voxel, weights)
-        savefig(fsc_figure(frequency, curves, title="half-map FSC"), self.plotPath("fsc.png"))
+        savefig(plots, FILES.FSC, fsc_figure(frequency, curves, title="half-map FSC"))
         for name, result in zip(self._names(), results):
-            if result.bfactor_plot is not None:
-                target = self.plotPath("bfactor_%s.png" % name)
-                if os.path.lexists(target):
-                    os.remove(target)
-                os.symlink(os.path.abspath(result.bfactor_plot), target)
+            if result.bfactor_plot is not None:  # RECOVAR's own figure, copied
+                with plots.writing(FILES.BFACTOR_FIT % name) as target:
+                    shutil.copyfile(result.bfactor_plot, target)

@@ -17,7 +17,7 @@ Three inputs give those rows: Scipion particles (each a tilt image, e.g. a Warp/
 imported in Scipion: the import keeps ``_rlnGroupName``, ``_rlnCtfScalefactor``,
 ``_rlnCtfBfactor``), a 2D tilt-series STAR file read here, or a RELION 5 tomography project
 converted by RECOVAR's ``parse_relion5_tomo``. The last two become a particle set in the
-protocol's extra folder, the source of its output particles.
+protocol's extra folder (``recovar_files.TiltSeries``), the source of its output particles.
 """
 import os
 
@@ -26,12 +26,12 @@ from pyworkflow.protocol import params
 
 from ..convert.particles import ConversionError, particles_table, star_rows_to_particles
 from ..formats import cryodrgn
+from ..formats import recovar_files as rf
 from ..formats.errors import FormatError
 from ..formats.relion_tomo import project_root, relion5_errors
 from ..formats.relion import merge_optics
 from ..formats.star import StarTable, read_particles_star
 from .inputs import describePointer
-from .recovar_base import INPUTS_DIR
 
 INPUT_CHOICES = ["particles", "tilt-series STAR (2D)", "RELION 5 tomography"]
 INPUT_PARTICLES, INPUT_TILT_STAR, INPUT_RELION5 = range(3)
@@ -39,9 +39,6 @@ TILT_CTF_CHOICES = ["relion5", "warp", "dose-symmetric"]
 TILT_CTF_RELION5, TILT_CTF_WARP, TILT_CTF_DOSE_SYMMETRIC = range(3)
 #: RECOVAR's --tilt-series-ctf value of each choice.
 TILT_CTF_MODES = ["relion5", "warp", "from_dose"]
-#: Files written in extra/inputs for STAR and RELION 5 input.
-TILT_STAR_FROM_RELION5 = "particles_2d.star"
-TILT_PARTICLES_SQLITE = "tilt_particles.sqlite"
 #: Columns each CTF model reads: (what it is, column) pairs.
 _NEEDED = {
     TILT_CTF_RELION5: [("the dose", "rlnMicrographPreExposure"),
@@ -150,9 +147,7 @@ class TiltSeriesInput:
         missing = self.missingTiltColumns(rows.columns)
         if missing:
             raise ConversionError("%s: %s" % (name, missing))
-        inputs = cryodrgn.write_recovar_inputs(
-            rows, self._getExtraPath(INPUTS_DIR), particles.getSamplingRate(), particles.getXDim(),
-            ids=table["scipionId"].to_numpy(), image_root=os.getcwd(), tilt_series=True)
+        inputs = self.writeInputs(particles, table, rows, tiltSeries=True)
         self.info("Wrote RECOVAR inputs for %d tilt images of %d particles (%d px, %.3f A/px)"
                   % (inputs.n_particles, self.unitCount(), inputs.box, inputs.pixel_size))
 
@@ -161,18 +156,18 @@ class TiltSeriesInput:
         if self.inputType.get() == INPUT_TILT_STAR:
             star = os.path.abspath(self.tiltStar.get())
             return star, os.path.abspath(self.tiltStarRoot.get() or os.path.dirname(star))
-        out = self._getExtraPath(INPUTS_DIR, TILT_STAR_FROM_RELION5)
+        out = self._getExtraPath(rf.TiltSeries.RELION5_STAR)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         tomograms = os.path.abspath(self.tomogramsStar.get())
         self.info("Converting the RELION 5 project with RECOVAR's parse_relion5_tomo")
         self.runBackend("-m recovar.commands.parse_relion5_tomo", "-t %s -p %s -o %s" % (
             tomograms, os.path.abspath(self.tomoParticlesStar.get()), os.path.abspath(out)),
-            gpus="")
+            useGpu=False)
         return out, str(project_root(tomograms))
 
     def _importTiltStar(self, star, root):
         """The STAR's rows as a Scipion SetOfParticles in extra (the output's source)."""
-        path = self._getExtraPath(TILT_PARTICLES_SQLITE)
+        path = self._getExtraPath(rf.TiltSeries.PARTICLES_SQLITE)
         if os.path.exists(path):
             os.remove(path)  # a resumed step rewrites it
         try:
@@ -290,6 +285,15 @@ class TiltSeriesInput:
         """The particles the outputs copy: the input set, or the set read from the STAR."""
         if self.inputType.get() == INPUT_PARTICLES:
             return self.inputParticles.get()
-        particles = emobj.SetOfParticles(filename=self._getExtraPath(TILT_PARTICLES_SQLITE))
+        particles = emobj.SetOfParticles(filename=self._getExtraPath(rf.TiltSeries.PARTICLES_SQLITE))
         particles.loadAllProperties()
         return particles
+
+    def memoryParticles(self):
+        """The particles whose images RECOVAR will hold (for the memory estimate): the input
+        set, or the set read from the STAR once converted; None before."""
+        if self.inputType.get() == INPUT_PARTICLES:
+            return self.inputParticles.get()
+        if not os.path.exists(self._getExtraPath(rf.TiltSeries.PARTICLES_SQLITE)):
+            return None
+        return self.sourceParticles()

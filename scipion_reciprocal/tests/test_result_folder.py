@@ -177,3 +177,23 @@ def test_final_path_of_temporary_names(tmp_path):
     assert final_path(tmp_path / '.x.csv.0123456789ab.tmp') == tmp_path / 'x.csv'
     assert final_path(tmp_path / '..x.csv.0123456789ab.tmp.ba9876543210.tmp') == tmp_path / 'x.csv'
     assert final_path(tmp_path / 'x.csv') == tmp_path / 'x.csv'
+
+
+def test_atomic_folder_replaces_a_folder_only_when_complete(tmp_path):
+    from scipion_reciprocal.formats._atomic import atomic_folder
+    target = tmp_path / "inputs"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    stale = tmp_path / ".inputs.0123456789ab.tmp"     # left by a killed run
+    stale.mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]   # stale one removed too
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (target / "new.txt").exists()
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]

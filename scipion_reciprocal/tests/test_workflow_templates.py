@@ -294,7 +294,8 @@ def test_recovar_template_from_scipion_command(recovar_dataset):
     truth = sim.states[items["_index"].astype(int).to_numpy() - 1]
     ari = adjusted_rand_score(truth, items["classId"])
     print("\nRECOVAR template, k-means vs true states: ARI %.3f" % ari)
-    assert ari >= 0.7  # measured 0.90; see MIN_ARI in test_protocols_recovar.py
+    assert ari >= 0.9  # measured 0.973 (0.90 before the CPU correction); see MIN_ARI in
+    # test_protocols_recovar.py
     assert runs["ProtRecovarAnalyze"].outputVolumes.getSize() == 2
 
     # The reciprocal analysis compares the two classifications over all particles.
