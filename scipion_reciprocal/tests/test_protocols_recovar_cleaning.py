@@ -18,7 +18,11 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from scipion_reciprocal import Plugin
 from scipion_reciprocal.convert.set_sql import read_set_items
 from scipion_reciprocal.formats import recovar_cleaning as rc
+from scipion_reciprocal.formats import recovar_files as rf
+from scipion_reciprocal.formats import recovar_provenance
+from scipion_reciprocal.formats import recovar_results as rr
 from scipion_reciprocal.formats.mrc import read_map
+from scipion_reciprocal.formats.result_folder import folder_status
 from scipion_reciprocal.protocols import (ProtRecovarJunkDetection, ProtRecovarPipeline,
                                           ProtRecovarPipelineWithOutliers,
                                           ProtRecovarPostprocess)
@@ -70,6 +74,21 @@ class TestRecovarCleaning(BaseTest):
     def _ids(self, particles):
         return set(read_set_items(particles.getFileName(), [])["id"].tolist())
 
+    def _provenance(self, prot, commands):
+        """The protocol's provenance runs, checked to be ``commands`` through the launcher."""
+        runs = recovar_provenance.read_provenance(prot._getExtraPath(rf.PROVENANCE))["runs"]
+        self.assertEqual([r["command"] for r in runs], commands)
+        for run in runs:
+            self.assertEqual(run["status"], "completed")
+            self.assertEqual(run["versions"]["recovar"], "1.0.5")
+            self.assertEqual(run["cpu_correction"]["status"], "installed")
+        return runs
+
+    def _plotFiles(self, prot):
+        plots = folder_status(prot._getExtraPath(rf.PLOTS), verify=True)
+        self.assertTrue(plots, plots.reason)
+        return sorted(plots.files)
+
     def _report(self, name, flagged):
         junk = len(flagged & self.junkIds)
         print("\n%s: %d flagged, %d of them junk (of %d junk; %d particles)"
@@ -85,8 +104,8 @@ class TestRecovarCleaning(BaseTest):
         self.assertEqual(len(flagged) + len(clean), N_PARTICLES)
         self.assertFalse(flagged & clean)
         found = self._report("junk detection", flagged)
-        # RECOVAR's decision (adaptive threshold) beats chance: measured 34 flagged, all junk,
-        # on this set; 89 flagged with all 60 junk on another draw of the junk boxes.
+        # RECOVAR's decision (adaptive threshold) beats chance: measured 58 flagged, all junk,
+        # on this set (34, all junk, before the launcher's CPU back-projection correction).
         self.assertGreaterEqual(found, 0.5 * len(self.junkIds))
         self.assertGreaterEqual(found / len(flagged), 2 * JUNK_FRACTION)
         items = read_set_items(junk.outputJunk.getFileName(), [CLUSTER_ATTR,
@@ -107,6 +126,10 @@ class TestRecovarCleaning(BaseTest):
         self.assertGreater(resolution[share >= 0.8].min(), resolution[share <= 0.2].max())
         self.assertEqual(_viewerPlots(RecovarJunkViewer, self.proj, junk),
                          ["junk_latent", "junk_clusters"])
+        self.assertEqual(self._plotFiles(junk), ["junk_clusters.png", "junk_latent.png"])
+        run, = self._provenance(junk, ["junk_particle_detection"])
+        params = rr.read_params(self.pipeline.pipelineDir())
+        self.assertEqual(run["principal_components"]["kept"], len(params["s"]))
 
     def test_pipeline_with_outliers_removes_the_junk(self):
         rounds = self.newProtocol(ProtRecovarPipelineWithOutliers, kRounds=2, **PIPELINE)
@@ -117,7 +140,7 @@ class TestRecovarCleaning(BaseTest):
         self.assertEqual(len(kept) + len(removed), N_PARTICLES)
         self.assertFalse(kept & removed)
         found = self._report("pipeline with outliers", removed)
-        # Measured: round 1 removed 38 (33 junk), round 2 43 (27 junk); none left.
+        # Measured: 93 removed in two rounds, all 60 junk among them; none left.
         self.assertGreaterEqual(found, 0.8 * len(self.junkIds))
         self.assertLess(len(kept & self.junkIds), 0.05 * len(kept))
         history = rc.read_outlier_rounds(rounds.outliersDir(), N_PARTICLES)
@@ -134,6 +157,17 @@ class TestRecovarCleaning(BaseTest):
         self.assertEqual(len(rounds.outputMean.getHalfMaps().split(",")), 2)
         self.assertEqual(_viewerPlots(RecovarPipelineOutliersViewer, self.proj, rounds)[:2],
                          ["outlier_rounds", "outliers_latent"])
+        self.assertEqual(self._plotFiles(rounds),
+                         ["eigenvalues.png", "latent_zdim%d.png" % ZDIM, "mean_fsc.png",
+                          "outlier_rounds.png", "outliers_latent.png"])
+        # Planned as pipeline_with_outliers (the form's 'automatic'); the principal
+        # components recorded are the last round's.
+        run, = self._provenance(rounds, ["pipeline_with_outliers"])
+        self.assertTrue(run["memory"]["plan"]["automatic"])
+        self.assertIn("--accept-cpu", run["arguments"])
+        self.assertGreaterEqual(run["cpu_correction"]["corrected_calls"], 1)
+        self.assertEqual(run["principal_components"]["kept"],
+                         len(rr.read_params(rounds.pipelineDir())["s"]))
 
     def _postprocess(self, output="outputMean", **kwargs):
         post = self.newProtocol(ProtRecovarPostprocess, **kwargs)
@@ -169,6 +203,10 @@ class TestRecovarCleaning(BaseTest):
         self.assertEqual(given.outputVolume.getHalfMaps(), self.pipeline.outputMean.getHalfMaps())
         self.assertEqual(_viewerPlots(RecovarPostprocessViewer, self.proj, estimated),
                          ["fsc", "bfactor_vol000"])
+        self.assertEqual(self._plotFiles(estimated), ["bfactor_vol000.png", "fsc.png"])
+        # The estimate, then the map sharpened by it; the given B-factor in one run.
+        self._provenance(estimated, ["postprocess", "postprocess"])
+        self._provenance(given, ["postprocess"])
 
     def test_postprocess_needs_half_maps(self):
         post = self._postprocess("outputEigenvolumes")

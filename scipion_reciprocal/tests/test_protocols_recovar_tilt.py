@@ -17,6 +17,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from scipion_reciprocal import Plugin
 from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
+from scipion_reciprocal.formats import recovar_files as rf
+from scipion_reciprocal.formats import recovar_provenance
 from scipion_reciprocal.formats.star import read_particles_star, write_particles_star
 from scipion_reciprocal.protocols import ProtRecovarAnalyze, ProtRecovarPipeline
 from scipion_reciprocal.protocols.protocol_recovar_pipeline import latentAttribute
@@ -130,6 +132,15 @@ class TestRecovarTiltSeries(BaseTest):
                          sorted(self.sim.pre_exposure.tolist()))
         self.assertEqual(_viewerPlots(RecovarPipelineViewer, self.proj, pipeline),
                          ["eigenvalues", "mean_fsc", "latent_zdim%d" % ZDIM])
+        # Through the launcher, planned for the tilt images read from the project.
+        run, = recovar_provenance.read_provenance(pipeline._getExtraPath(rf.PROVENANCE))["runs"]
+        self.assertEqual(run["command"], "pipeline")
+        self.assertTrue(run["memory"]["plan"]["automatic"])
+        request = pipeline.memoryRequest()
+        self.assertEqual((request.command, request.n_particles, request.box),
+                         ("pipeline", N_PARTICLES * N_TILTS, BOX))
+        self.assertEqual(run["arguments"][run["arguments"].index("--tilt-series-ctf") + 1],
+                         "relion5")
 
         analyze = self.newProtocol(ProtRecovarAnalyze, zdim=ZDIM, nClusters=2,
                                    computeCenters=False, umap=False, nTrajectories=0)
