@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
+from ..formats.cryodrgn import TILT_COLUMNS
 from ..formats.relion import format_image_names, merge_optics
 from ..formats.star import write_particles_star
 from .set_sql import read_set_items
@@ -33,7 +34,7 @@ _ACQ_ATTRS = {"_acquisition._voltage": "rlnVoltage",
 #: RELION values kept as extra attributes on Scipion particles (``_rlnClassNumber``...).
 _EXTRA_RELION_ATTRS = ("rlnClassNumber", "rlnMaxValueProbDistribution",
                        "rlnNrOfSignificantSamples", "rlnLogLikeliContribution",
-                       "rlnImageOriginalName", "rlnRandomSubset")
+                       "rlnImageOriginalName", "rlnRandomSubset") + TILT_COLUMNS[:-1]
 #: Item attributes :func:`items_to_relion` reads (to read no others from a large set).
 ITEM_ATTRIBUTES = (["_filename", "_index", "_coordinate._x", "_coordinate._y",
                     "_coordinate._micName", "_micId", "_transform._matrix"]

@@ -49,6 +49,19 @@ class Pipeline:
     PLOTS = (EIGENVALUES, MEAN_FSC, "latent_zdim*.png", CONTRASTS)
 
 
+class TiltSeries:
+    """Cryo-ET input of the pipeline given as files (tilt-series STAR, RELION 5 project)."""
+    RELION5_STAR = "relion5/particles_2d.star"   # RECOVAR's parse_relion5_tomo writes it
+    PARTICLES_SQLITE = "tilt_particles.sqlite"   # the STAR's rows as a Scipion set
+
+
+class PipelineWithOutliers:
+    FOLDER = "pipeline_with_outliers"
+    ROUNDS = "outlier_rounds.png"
+    REMOVED_LATENT = "outliers_latent.png"
+    PLOTS = (ROUNDS, REMOVED_LATENT) + Pipeline.PLOTS
+
+
 class Analyze:
     FOLDER = "analysis"
     KMEANS_LATENT = "kmeans_latent.png"
@@ -103,3 +116,24 @@ class Subsets:
     STAR = "%s/particles.star" % STAR_FOLDER
     STACKS = "%s/Stacks" % STAR_FOLDER
     FEATURE_MASK = "feature_mask.mrc"
+
+
+class JunkDetection:
+    FOLDER = "junk"
+    LATENT = "junk_latent.png"
+    CLUSTERS = "junk_clusters.png"
+    PLOTS = (LATENT, CLUSTERS)
+
+
+class Postprocess:
+    FOLDER = "postprocess"
+    #: The half maps linked where RECOVAR's batch mode finds them, and the FSC mask.
+    BATCH = "%s/halfmaps" % INPUTS
+    FSC_MASK = "%s/fsc_mask.mrc" % INPUTS
+    #: With an estimated B-factor: one run per volume, sharpened by its own estimate.
+    SINGLE_BATCH = "sharpen_inputs/%s"       # % volume name
+    SINGLE_FOLDER = "postprocess_sharpened/%s"
+    BFACTORS = "bfactors.json"
+    FSC = "fsc.png"
+    BFACTOR_FIT = "bfactor_%s.png"           # % volume name (RECOVAR's own figure)
+    PLOTS = (FSC, "bfactor_*.png")

@@ -82,9 +82,10 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         pipeline = self.pipelineRun()
         folder = self.analysisDir()
         ids = pipeline.idMap()
-        kmeans = rr.read_kmeans(folder, n_rows=len(ids))
+        # Per RECOVAR particle: a row of the id map, or a tilt-series particle (all its tilts).
+        kmeans = rr.read_kmeans(folder, n_rows=pipeline.unitCount())
         with self.plotFolder() as plots:
-            self._savePlots(plots, pipeline, kmeans, len(ids))
+            self._savePlots(plots, pipeline, kmeans, pipeline.unitCount())
 
         centres = None
         if self.computeCenters.get():
@@ -94,8 +95,8 @@ class ProtRecovarAnalyze(ProtRecovarBase):
             self.saveChimeraxSeries(centres, FILES.CENTRES_CXC, "RECOVAR k-means centres")
         representatives = {v.getObjId() - 1: v.getFileName() for v in centres or []}
         voxel = centres.getSamplingRate() if centres else pipeline.outputMean.getSamplingRate()
-        classes = self._kmeansClasses(pipeline.outputParticles, ids, kmeans.labels,
-                                      representatives, voxel)
+        classes = self._kmeansClasses(pipeline.outputParticles, ids,
+                                      pipeline.rowValues(kmeans.labels), representatives, voxel)
         outs = {"outputClasses": classes, "outputVolumes": centres}
         for i, trajectory in enumerate(rr.analysis_trajectories(folder)):
             outs["outputTrajectory%d" % (i + 1)] = self.kernelVolumeSet(
@@ -174,10 +175,10 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         return self.pipelineMemoryRequest("analyze", kernelVolumes=kernel)
 
     def _savePlots(self, plots, pipeline, kmeans, n):
-        embedding = rr.read_embedding(pipeline.pipelineDir(), self.zdim.get(), n_rows=n)
+        coords = pipeline.latentCoords(self.zdim.get())
         if self.zdim.get() >= 2:
             savefig(plots, FILES.KMEANS_LATENT,
-                    latent_figure(embedding.coords, kmeans.labels, kmeans.centers,
+                    latent_figure(coords, kmeans.labels, kmeans.centers,
                                   title="zdim %d k-means" % self.zdim.get()))
         umap = rr.read_umap(self.analysisDir(), n_rows=n)
         if umap is not None:

@@ -1,14 +1,18 @@
-"""RECOVAR pipeline: mean, covariance, principal components and latent embeddings."""
+"""RECOVAR pipeline: mean, covariance, principal components and latent embeddings, from
+single particles or from cryo-ET tilt series (tilt images of particles)."""
 from dataclasses import replace
 
+import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
 from ..core import recovar_checks as checks
+from ..formats import cryodrgn
 from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import contrast_figure, eigenvalues_figure, fsc_figure, latent_figure
 from .recovar_base import MEMORY_LEVELS, ProtRecovarBase, inputPathIn, savefig
+from .recovar_tilt import INPUT_PARTICLES, TiltSeriesInput
 
 FILES = rf.Pipeline
 MASK_CHOICES = ["volume", "from_halfmaps", "sphere", "none"]
@@ -30,23 +34,25 @@ OUTPUTS = {"outputMean": emobj.Volume, "outputVariances": emobj.SetOfVolumes,
            "outputEigenvolumes": emobj.SetOfVolumes, "outputParticles": emobj.SetOfParticles}
 
 
-class ProtRecovarPipeline(ProtRecovarBase):
+class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
     """Runs RECOVAR's pipeline: the mean map with its half maps, a regularised estimate of the
     covariance of the conformations, its principal components (eigenvolumes) and, for each
     latent dimension asked for, every particle's coordinates in that space. The particles
     are returned with their coordinates attached (`_recovar_zdim<k>`: regularised, what
     k-means uses; `_recovar_zdim<k>_noreg`: unregularised, what the density estimation uses).
+    Cryo-ET: the particles can be tilt images (several per particle), given as Scipion
+    particles, a 2D tilt-series STAR file (RELION 4/5, Warp) or a RELION 5 tomography
+    project; every tilt image then carries its particle's coordinates.
     """
     _label = "recovar pipeline"
     _possibleOutputs = OUTPUTS
+    #: The RECOVAR command this protocol runs (and plans the memory of).
+    _recovarCommand = "pipeline"
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles",
-                      help="Particles with CTF and 3D alignment (angles and shifts), e.g. from a "
-                           "consensus 3D refinement. The box must be even.")
+        self._defineInputParams(form)
         form.addParam("maskType", params.EnumParam, choices=MASK_CHOICES, default=MASK_SPHERE,
                       label="Mask",
                       help="volume: a mask map (thresholded at 0.5 and softened by RECOVAR); "
@@ -86,6 +92,7 @@ class ProtRecovarPipeline(ProtRecovarBase):
                        help="Drop the zero frequency (RECOVAR --ignore-zero-frequency), for data "
                             "with uncorrected per-image offsets.")
         self._defineMemoryParams(form)
+        self._defineTiltParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -97,7 +104,10 @@ class ProtRecovarPipeline(ProtRecovarBase):
 
     # --------------------------- STEPS functions ----------------------------
     def convertInputStep(self):
-        self.convertParticlesStep(self.inputParticles)
+        if self.isTiltSeries():
+            self.convertTiltSeriesStep()
+        else:
+            self.convertParticlesStep(self.inputParticles)
 
     def writeExtraInputs(self, folder):
         from pwem.emlib.image import ImageHandler
@@ -107,7 +117,11 @@ class ProtRecovarPipeline(ProtRecovarBase):
             ImageHandler().convert(self.focusMask.get(), inputPathIn(folder, FILES.FOCUS_MASK))
 
     def pipelineStep(self):
-        from ..formats import cryodrgn
+        self.runRecovar(self._recovarCommand, self.pipelineArguments(), self.pipelineDir(),
+                        pipelineDir=self.pipelineDir())
+
+    def pipelineArguments(self):
+        """The arguments of RECOVAR's pipeline from the form (without -o)."""
         args = [self.inputFile(cryodrgn.PARTICLES_STAR), "--poses", self.inputFile(cryodrgn.POSES_PKL),
                 "--ctf", self.inputFile(cryodrgn.CTF_PKL), "--zdim", ",".join(map(str, self.zdimList())),
                 "--uninvert-data", UNINVERT_CHOICES[self.uninvertData.get()]]
@@ -124,15 +138,21 @@ class ProtRecovarPipeline(ProtRecovarBase):
         if self.ignoreZeroFrequency.get():
             args.append("--ignore-zero-frequency")
         # Memory options (--downsample included) come from memoryArguments.
-        self.runRecovar("pipeline", args, self.pipelineDir(), pipelineDir=self.pipelineDir())
+        return args + self.tiltArguments()
 
     def createOutputStep(self):
+        with self.plotFolder() as plots:
+            outputs = self.pipelineOutputs(self.pipelineDir(), plots)
+        self.registerPipelineOutputs(outputs)
+
+    def pipelineOutputs(self, folder, plots, rows=None):
+        """Mean, variances, eigenvolumes and the particles (``rows`` of the id map, all when
+        None) with their latent coordinates, from a pipeline folder; its figures saved in
+        ``plots`` (the plot :class:`ResultFolder`)."""
         from ..formats.mrc import read_map
-        folder = self.pipelineDir()
         volumes = rr.pipeline_volumes(folder)
         _, voxel = read_map(volumes.mean)
-        with self.plotFolder() as plots:
-            self._savePlots(plots, folder)
+        self._savePlots(plots, folder)
 
         mean = emobj.Volume(location=str(volumes.mean))
         mean.setSamplingRate(voxel)
@@ -142,15 +162,19 @@ class ProtRecovarPipeline(ProtRecovarBase):
                                     [("variance%d" % k, p) for k, p in volumes.variances.items()])
         eigen = self._volumeSet("eigenvolumes", voxel,
                                 [("eigenvolume%d" % i, p) for i, p in enumerate(volumes.eigenvolumes)])
-        particles = self._particlesWithLatents(folder)
-        for name, output in zip(OUTPUTS, (mean, variances, eigen, particles)):
+        particles = self._particlesWithLatents(folder, rows)
+        return dict(zip(OUTPUTS, (mean, variances, eigen, particles)))
+
+    def registerPipelineOutputs(self, outputs):
+        for name, output in outputs.items():
             self._defineOutputs(**{name: output})
-            self._defineSourceRelation(self.inputParticles, output)
+            if self.inputType.get() == INPUT_PARTICLES:
+                self._defineSourceRelation(self.inputParticles, output)
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
-        errors = self._validateBackend() + self.validateParticles(self.inputParticles)
-        particles = self.inputParticles.get()
+        errors = self._validateBackend() + self.validateInput()
+        particles = self.inputParticles.get() if self.inputType.get() == INPUT_PARTICLES else None
         if self.maskType.get() == MASK_VOLUME:
             if self.maskVolume.get() is None:
                 errors.append("Choose a mask volume, or another mask type.")
@@ -181,8 +205,10 @@ class ProtRecovarPipeline(ProtRecovarBase):
     def _summary(self):
         if not hasattr(self, "outputMean"):
             return ["RECOVAR pipeline not finished yet."]
-        lines = ["Latent dimensions: %s; %d particles." % (self.zdims.get(),
-                                                          self.outputParticles.getSize())]
+        lines = ["Latent dimensions: %s; %d %s." % (self.zdims.get(),
+                                                   self.outputParticles.getSize(),
+                                                   "tilt images of %d particles" % self.unitCount()
+                                                   if self.isTiltSeries() else "particles")]
         try:
             eigenvalues = rr.read_eigenvalues(self.pipelineDir())
             lines.append("First eigenvalues: %s" % ", ".join("%.3g" % v for v in eigenvalues[:5]))
@@ -192,8 +218,8 @@ class ProtRecovarPipeline(ProtRecovarBase):
 
     def _methods(self):
         return ["Conformational heterogeneity was analysed with RECOVAR [Gilles2025recovar] "
-                "(mask %s, latent dimensions %s)." % (MASK_CHOICES[self.maskType.get()],
-                                                      self.zdims.get())] + \
+                "(mask %s, latent dimensions %s%s)." % (MASK_CHOICES[self.maskType.get()],
+                                                        self.zdims.get(), self.tiltMethods())] + \
             self.correctionMethods()
 
     def _citations(self):
@@ -215,10 +241,10 @@ class ProtRecovarPipeline(ProtRecovarBase):
                        downsample=max(0, self.downsample.get()))
 
     def memoryRequest(self):
-        particles = self.inputParticles.get()
+        particles = self.memoryParticles()
         if particles is None or not particles.getXDim():
             return None
-        return replace(self.formMemoryOptions("pipeline"), box=particles.getXDim(),
+        return replace(self.formMemoryOptions(self._recovarCommand), box=particles.getXDim(),
                        n_particles=particles.getSize())
 
     def _savePlots(self, plots, folder):
@@ -245,18 +271,55 @@ class ProtRecovarPipeline(ProtRecovarBase):
             volumes.append(volume)
         return volumes
 
-    def _particlesWithLatents(self, folder):
-        """The input particles (an SQL copy of their rows) with one CsvList column per latent
-        space: a million particles are never built as Python objects."""
+    def _particlesWithLatents(self, folder, rows=None):
+        """The input particles (an SQL copy of their rows; only ``rows`` when given) with one
+        CsvList column per latent space: a million particles are never built as Python
+        objects. Tilt images carry the coordinates of their particle."""
         ids = self.idMap()
+        rows = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
         attributes = {}
         for zdim in rr.available_zdims(folder):
             for regularized in (True, False):
-                embedding = rr.read_embedding(folder, zdim, regularized, n_rows=len(ids))
+                coords = self.rowValues(self.latentCoords(zdim, regularized, folder))[rows]
                 attributes[latentAttribute(zdim, regularized)] = (
-                    "CsvList", [",".join("%.6g" % v for v in row) for row in embedding.coords])
-                if regularized and self.correctContrast.get() and CONTRAST_ATTR not in attributes:
-                    attributes[CONTRAST_ATTR] = ("Float", embedding.contrasts.astype(float).tolist())
-        particles = self.particleSubset(self.inputParticles.get(), ids, "", attributes)
+                    "CsvList", [",".join("%.6g" % v for v in row) for row in coords])
+                if (regularized and self.correctContrast.get() and CONTRAST_ATTR not in attributes
+                        and not self.isTiltSeries()):
+                    contrasts = rr.read_embedding(folder, zdim, n_rows=len(ids)).contrasts
+                    attributes[CONTRAST_ATTR] = ("Float", contrasts[rows].astype(float).tolist())
+        particles = self.particleSubset(self.sourceParticles(), ids[rows], "", attributes)
         self.info("Attached %s to %d particles" % (", ".join(attributes), particles.getSize()))
         return particles
+
+    def latentCoords(self, zdim, regularized=True, folder=None):
+        """``(n_units, zdim)`` latent coordinates of RECOVAR's particles (the rows of the id
+        map; for tilt series, the particles in :meth:`unitRows` order), NaN where left out."""
+        coords = rr.read_embedding(folder or self.pipelineDir(), zdim, regularized).coords
+        n = self.unitCount()
+        if len(coords) > n:
+            raise rr.RecovarResultError("zdim %d has %d rows but the inputs have %d particles"
+                                        % (zdim, len(coords), n))
+        padded = np.full((n, coords.shape[1]), np.nan)
+        padded[:len(coords)] = coords
+        return padded
+
+    def unitRows(self):
+        """RECOVAR particle of every row of the id map (tilt series), or None (one per row)."""
+        return cryodrgn.read_tilt_units(self.inputFile(cryodrgn.TILT_UNITS_CSV))
+
+    def unitCount(self):
+        """Number of RECOVAR particles: rows of the id map, or tilt-series particles."""
+        units = self.unitRows()
+        return len(self.idMap()) if units is None else int(units.max()) + 1
+
+    def rowValues(self, perUnit):
+        """Values per RECOVAR particle (k-means labels, coordinates) as values per row."""
+        units = self.unitRows()
+        return np.asarray(perUnit) if units is None else np.asarray(perUnit)[units]
+
+    def unitsToRows(self, unitIndices):
+        """Rows (sorted) of the given RECOVAR particles (all their tilt images)."""
+        units = self.unitRows()
+        if units is None:
+            return np.sort(np.asarray(unitIndices, dtype=np.int64))
+        return np.flatnonzero(np.isin(units, unitIndices))

@@ -148,15 +148,22 @@ class ProtRecovarBase(ProtBackend):
             table, optics = particles_table(particles)
         except ConversionError as exc:
             raise ConversionError("%s: %s" % (describePointer(particlesPointer), exc)) from None
-        rows = merge_optics(table, optics)
-        with atomic_folder(self._getExtraPath(rf.INPUTS)) as folder:
-            inputs = cryodrgn.write_recovar_inputs(
-                rows, folder, particles.getSamplingRate(), particles.getXDim(),
-                ids=table["scipionId"].to_numpy(np.int64), image_root=os.getcwd())
-            self.writeExtraInputs(str(folder))
+        inputs = self.writeInputs(particles, table, merge_optics(table, optics))
         self.info("Wrote RECOVAR inputs for %d particles (%d px, %.3f A/px) in %s"
                   % (inputs.n_particles, inputs.box, inputs.pixel_size,
                      self._getExtraPath(rf.INPUTS)))
+
+    def writeInputs(self, particles, table, rows, tiltSeries=False):
+        """Write the inputs folder from the particle ``table`` and its ``rows`` (merged with
+        the optics): RECOVAR's files, then :meth:`writeExtraInputs`, renamed when complete.
+        ``tiltSeries``: rows are tilt images (tilt columns and the tilt-unit map written)."""
+        with atomic_folder(self._getExtraPath(rf.INPUTS)) as folder:
+            inputs = cryodrgn.write_recovar_inputs(
+                rows, folder, particles.getSamplingRate(), particles.getXDim(),
+                ids=table["scipionId"].to_numpy(np.int64), image_root=os.getcwd(),
+                tilt_series=tiltSeries)
+            self.writeExtraInputs(str(folder))
+        return inputs
 
     def writeExtraInputs(self, folder):
         """Write protocol-specific inputs into the inputs folder being built (``folder``)."""

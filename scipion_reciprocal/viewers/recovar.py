@@ -3,7 +3,9 @@ ChimeraX series. File names come from ``formats.recovar_files``, as in the proto
 plots folder is a result folder, so an interrupted run's plots are reported, not shown."""
 from ..formats import recovar_files as rf
 from ..protocols import (ProtRecovarAnalyze, ProtRecovarComputeState, ProtRecovarDensity,
-                         ProtRecovarExternalEmbedding, ProtRecovarOutliers, ProtRecovarPipeline,
+                         ProtRecovarExternalEmbedding, ProtRecovarJunkDetection,
+                         ProtRecovarOutliers, ProtRecovarPipeline,
+                         ProtRecovarPipelineWithOutliers, ProtRecovarPostprocess,
                          ProtRecovarTrajectory)
 from .plot_files import PlotFilesViewer
 
@@ -69,3 +71,29 @@ class RecovarOutliersViewer(RecovarViewer):
     _targets = [ProtRecovarOutliers]
     _plotPatterns = _plots(rf.Outliers.PLOTS)
     _textFiles = (("RECOVAR summary", rf.Outliers.SUMMARY), PROVENANCE)
+
+
+class RecovarJunkViewer(RecovarViewer):
+    """Latent space with the junk marked and each cluster's reconstruction quality (with
+    RECOVAR's diagnostics, whose own 300 dpi figures stay in extra/junk/plots)."""
+    _label = "recovar junk detection viewer"
+    _targets = [ProtRecovarJunkDetection]
+    _plotPatterns = _plots(rf.JunkDetection.PLOTS)
+    _textFiles = (("RECOVAR log", rf.run_log(rf.JunkDetection.FOLDER)), PROVENANCE)
+
+
+class RecovarPipelineOutliersViewer(RecovarViewer):
+    """Particles removed per round, where they sat in the first round's latent space, and the
+    last round's pipeline figures."""
+    _label = "recovar pipeline with outliers viewer"
+    _targets = [ProtRecovarPipelineWithOutliers]
+    _plotPatterns = _plots(rf.PipelineWithOutliers.PLOTS)
+    _textFiles = (("RECOVAR log", rf.run_log(rf.PipelineWithOutliers.FOLDER)), PROVENANCE)
+
+
+class RecovarPostprocessViewer(RecovarViewer):
+    """FSC of every pair of half maps (resolutions in the legend) and RECOVAR's B-factor fits."""
+    _label = "recovar postprocess viewer"
+    _targets = [ProtRecovarPostprocess]
+    _plotPatterns = _plots(rf.Postprocess.PLOTS)
+    _textFiles = (("RECOVAR log", rf.run_log(rf.Postprocess.FOLDER)), PROVENANCE)
