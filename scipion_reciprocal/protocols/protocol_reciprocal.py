@@ -360,6 +360,16 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             errors.append("%s has no particles." % describePointer(self.onlyParticles))
         return errors
 
+    def _warnings(self):
+        if not self.doVerdict.get():
+            return []
+        return ["%s has particles in only one class: none of its classes can be reproduced, so "
+                "no consensus group is significant and no particle stable; leave it out of the "
+                "analysis." % describePointer(pointer)
+                for pointer in self.inputClassifications
+                if pointer.get() is not None and pointer.get().getSize() > 0
+                and sum(1 for cls in pointer.get() if cls.getSize() > 0) < 2]
+
     def _summary(self):
         results = self._getExtraPath(RESULTS_DIR)
         if not os.path.exists(os.path.join(results, AGREEMENT_CSV)):
