@@ -212,7 +212,7 @@ class ProtRecovarPostprocess(ProtRecovarBase):
         return errors
 
     def _summary(self):
-        output = self.getAttributeValue("outputVolumes") or self.getAttributeValue("outputVolume")
+        output = getattr(self, "outputVolumes", None) or getattr(self, "outputVolume", None)
         if output is None:
             return ["Postprocessing not finished yet."]
         items = [output] if isinstance(output, emobj.Volume) else list(output)

@@ -194,6 +194,8 @@ class TestRecovarCleaning(BaseTest):
                                resolution, 2)
         self.assertEqual(bfactors[0], 1000.0)
         self.assertGreater(bfactors[1], 0)  # the half maps' amplitudes fall off
+        self.assertIn("global resolution %.2f A, B-factor 1000.0 A^2" % resolution,
+                      given.summary()[0])
         # Same half maps, same FSC filter: the maps differ by exp((B2 - B1) s^2 / 4), s in 1/A.
         ratio, expected = _amplitude_ratio(b, a, PIXEL, bfactors[1] - bfactors[0])
         print("amplitude ratio per shell: %s; expected %s" % (np.round(ratio, 3),
