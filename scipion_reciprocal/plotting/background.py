@@ -24,7 +24,7 @@ def start_plots(result, out, inputs=None, which='all', processes=1):
     if which not in PLOT_CHOICES:
         raise ValueError(f'plots must be one of {", ".join(PLOT_CHOICES)}, not {which!r}')
     out = as_result_folder(out)
-    task = result, which, inputs or (lambda: (None, None)), out.path
+    task = result, which, inputs or (lambda: (None, None)), out.root
     if not processes:
         return PlotJob(out, [_draw(task, 0, 1)])
     global _TASK
@@ -75,6 +75,6 @@ def _draw_forked(part, parts):
 def _draw(task, part, parts):
     """Draw every ``parts``-th figure from ``part`` on; the relative paths written."""
     from .reciprocal import figure_entries
-    result, which, inputs, path = task
+    result, which, inputs, root = task
     return [rel for write in figure_entries(result, which, inputs)[part::parts]
-            for rel in write(path)]
+            for rel in write(root)]
