@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pwem.protocols import ProtImportParticles
 from pyworkflow.tests import BaseTest, setupTestProject
 from sklearn.metrics import adjusted_rand_score
 
@@ -44,7 +43,7 @@ from scipion_reciprocal.simulate.relion_jobs import write_classification_job
 from scipion_reciprocal.viewers import (RecovarAnalyzeViewer, RecovarDensityViewer,
                                         RecovarOutliersViewer, RecovarPipelineViewer,
                                         RecovarStateViewer, RecovarTrajectoryViewer)
-from scipion_reciprocal.workflows.wiring import connect, connect_many
+from scipion_reciprocal.workflows.wiring import connect, connect_many, relion_particles_import
 
 BOX, PIXEL, N_PARTICLES, SNR, SEED, ZDIM = 24, 4.0, 300, 1.0, 1, 2
 TRUTH_JOB = "Class3D/job090"
@@ -104,10 +103,7 @@ class TestRecovarProtocols(BaseTest):
         cls.truthImport = cls.newProtocol(ProtImportRelionClassifications, relionDir=str(relion),
                                           jobs=TRUTH_JOB)
         cls.launchProtocol(cls.truthImport)
-        cls.particles = cls.newProtocol(
-            ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
-            starFile=str(star), samplingRate=PIXEL, magnification=50000, voltage=300.0,
-            sphericalAberration=2.7, amplitudeContrast=0.1, haveDataBeenPhaseFlipped=False)
+        cls.particles = relion_particles_import(cls.proj, star, PIXEL)
         cls.launchProtocol(cls.particles)
 
         cls.pipeline = cls.newProtocol(ProtRecovarPipeline, maskType=2, zdims=str(ZDIM),

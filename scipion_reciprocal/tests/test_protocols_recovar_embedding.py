@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from pwem.protocols import ProtImportParticles
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal import Plugin
@@ -23,7 +22,7 @@ from scipion_reciprocal.simulate.molecule import molecule_maps
 from scipion_reciprocal.simulate.particles import simulate_particles, write_particle_dataset
 from scipion_reciprocal.tests.references import lowpass
 from scipion_reciprocal.viewers import RecovarStateViewer
-from scipion_reciprocal.workflows.wiring import connect
+from scipion_reciprocal.workflows.wiring import connect, relion_particles_import
 
 BOX, PIXEL, N_PARTICLES, SEED = 16, 6.0, 300, 1
 #: Compared at 24 Å (Nyquist 12 Å) with the true maps (the launcher corrects RECOVAR 1.0.5's
@@ -65,10 +64,7 @@ class TestRecovarExternalEmbedding(BaseTest):
             pickle.dump(cls.embedding.astype(np.float32), handle)
         cls.targetsFile = str(folder / "targets.txt")
         np.savetxt(cls.targetsFile, [TARGET])
-        cls.particles = cls.newProtocol(
-            ProtImportParticles, importFrom=ProtImportParticles.IMPORT_FROM_RELION,
-            starFile=str(star), samplingRate=PIXEL, magnification=50000, voltage=300.0,
-            sphericalAberration=2.7, amplitudeContrast=0.1, haveDataBeenPhaseFlipped=False)
+        cls.particles = relion_particles_import(cls.proj, star, PIXEL)
         cls.launchProtocol(cls.particles)
 
     def setUp(self):
