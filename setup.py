@@ -28,8 +28,10 @@ setup(
         "scipy<=1.10.0",
         "scikit-learn>=1.3",
         "matplotlib==3.8.1",
+        # pwem's import of RELION particle STAR files (the demo, the templates) needs it
+        "scipion-em-relion>=5.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "scipion-app", "scipion-em-relion"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "scipion-app"]},
     entry_points={
         "pyworkflow.plugin": ["scipion_reciprocal = scipion_reciprocal"],
         "console_scripts": ["scipion-reciprocal = scipion_reciprocal.cli:main"],

@@ -101,7 +101,7 @@ def latent_attributes(n, rng):
 
 def sql_output(particles, target, ids, coords):
     """What the pipeline's output step does (``_particlesWithLatents``)."""
-    from scipion_reciprocal.convert.set_subsets import add_item_attributes, write_item_subset
+    from scipion_reciprocal.convert.set_sql import add_item_attributes, write_item_subset
     write_item_subset(particles.getFileName(), target, ids)
     add_item_attributes(target, ids, {
         name: ("CsvList", [",".join("%.6g" % v for v in row) for row in values])

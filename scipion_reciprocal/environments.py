@@ -18,6 +18,7 @@ prefix alike (pip's CUDA wheels find their libraries from site-packages).
 This module imports nothing from Scipion.
 """
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -122,9 +123,10 @@ RECOVAR = BackendEnvironment(
     cpu_requirements=("recovar==1.0.5",),
     cuda_requirements=("recovar==1.0.5", "jax[cuda12]==0.9.0.1"),
     import_name="recovar",
-    selfcheck_code=("import json, importlib.metadata as m, jax, recovar; print(json.dumps({"
+    selfcheck_code=("import json, os, importlib.metadata as m, jax, recovar; print(json.dumps({"
                     "'backend': 'recovar', 'versions': {p: m.version(p) for p in "
-                    "('recovar', 'jax', 'numpy')}, 'devices': [str(d) for d in jax.devices()]}))"),
+                    "('recovar', 'jax', 'numpy')}, 'devices': [str(d) for d in jax.devices()], "
+                    "'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES')}))"),
 )
 
 CLASSIFIER = BackendEnvironment(
@@ -135,10 +137,11 @@ CLASSIFIER = BackendEnvironment(
     cpu_requirements=("tensorflow-cpu==2.21.0", "mrcfile==1.5.4"),
     cuda_requirements=("tensorflow[and-cuda]==2.21.0", "mrcfile==1.5.4"),
     import_name="tensorflow",
-    selfcheck_code=("import json, importlib.metadata as m, mrcfile, tensorflow as tf; "
+    selfcheck_code=("import json, os, importlib.metadata as m, mrcfile, tensorflow as tf; "
                     "print(json.dumps({'backend': 'classifier', 'versions': {p: m.version(p) "
                     "for p in ('keras', 'numpy', 'mrcfile')} | {'tensorflow': tf.__version__}, "
-                    "'devices': [d.name for d in tf.config.list_physical_devices()]}))"),
+                    "'devices': [d.name for d in tf.config.list_physical_devices()], "
+                    "'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES')}))"),
 )
 
 BACKENDS = {backend.name: backend for backend in (RECOVAR, CLASSIFIER)}
@@ -182,8 +185,39 @@ def clean_environ(base=None):
 def backend_command(activation, program, gpus=None):
     """The shell command that runs ``program`` (a path + arguments) inside a backend.
 
-    ``gpus`` is the protocol's GPU list as a string ("0,1"); None or "" hides every GPU so
+    ``gpus``: a GPU list ("0,1"), or a placeholder that Scipion's ``runJob`` fills in with the
+    GPUs it assigns to the step (``%(GPU)s``, left unquoted); None or "" hides every GPU so
     that a CPU run never grabs a device by accident.
     """
     visible = gpus if gpus not in (None, "") else ""
-    return "%s && CUDA_VISIBLE_DEVICES=%s python %s" % (activation, shlex.quote(visible), program)
+    if not re.fullmatch(r"%\(\w+\)s", visible):
+        visible = shlex.quote(visible)
+    return "%s && CUDA_VISIBLE_DEVICES=%s python %s" % (activation, visible, program)
+
+
+def gpu_free_memory_gb(gpus=None):
+    """Free memory (GB) of each chosen GPU as ``nvidia-smi`` reports it: ``{index: GB}``.
+
+    ``gpus``: GPU indices (as nvidia-smi numbers them); None for all. Returns None when
+    ``nvidia-smi`` is absent or fails (no GPU, or a machine whose GPUs it cannot see).
+    """
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free",
+                              "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    free = {}
+    for line in out.stdout.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 2 and fields[0].isdigit():
+            try:
+                free[int(fields[0])] = float(fields[1]) * 1024 ** 2 / 1e9  # MiB -> GB
+            except ValueError:
+                continue
+    wanted = free if gpus is None else {g: free[g] for g in gpus if g in free}
+    return wanted or None

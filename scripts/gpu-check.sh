@@ -82,6 +82,11 @@ if [ -n "$WHEELS" ]; then
 fi
 
 INSTALL_ARGS=()
+if [ "$INSTALL" = 0 ] && ! python -c "import scipion_reciprocal, pyworkflow, pandas" 2>/dev/null; then
+    echo "gpu-check: --no-install runs in the current environment, and its python lacks the" \
+         "plugin or Scipion; activate it first: eval \"\$(.venv/bin/scipion-reciprocal env)\"" >&2
+    exit 2
+fi
 if [ "$INSTALL" = 1 ]; then
     started=$(date +%s)
     # The venv, the plugin, a self-contained Scipion home and `python -m scipion installb

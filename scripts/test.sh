@@ -16,4 +16,5 @@ if ! { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/n
         || echo "test: could not install SLURM; the SLURM tests will skip"
 fi
 cd "$ROOT"
-exec python -m pytest scipion_reciprocal/tests "$@"
+# A test that hangs fails after 25 minutes instead of holding the whole run.
+exec python -m pytest --timeout=1500 scipion_reciprocal/tests "$@"

@@ -20,7 +20,8 @@ import pandas as pd
 
 from .particles import (IMAGE_INDEX, IMAGE_PATH, ConversionError, ImagesInfo,
                         parse_matrix_lines, relion_columns, split_optics)
-from .set_tables import iter_class_items, read_class_matrix_lines
+from . import set_sql
+from .set_sql import iter_class_items, read_class_matrix_lines
 from ..formats.star import ImageNames, write_particles_star
 
 MATRIX = "_transform._matrix"
@@ -105,9 +106,12 @@ class StarConversions:
 
     def __enter__(self):
         if self.processes > 1:
-            # spawn: a fresh interpreter, whatever threads or state the caller has
+            # spawn: a fresh interpreter, whatever threads or state the caller has; the
+            # workers take this process's check of Scipion's set layout
             self._pool = ProcessPoolExecutor(self.processes,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=set_sql.assume_pyworkflow_layout,
+                                             initargs=(set_sql.pyworkflow_layout_problem(),))
         return self
 
     def __exit__(self, *exc):

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from .set_tables import read_class_items, read_set_items
+from .set_sql import read_class_items, read_set_items
 
 #: Scipion item attribute -> role of core.reciprocal.classification_from_dataframe.
 CLASSIFICATION_COLUMNS = {"class": "classId", "index": "_index", "stack": "_filename",

@@ -1,6 +1,6 @@
 """Scipion SetOfParticles <-> RELION particle tables and STAR files.
 
-Scipion -> RELION reads the set's SQLite in one query (:mod:`.set_tables`) and converts
+Scipion -> RELION reads the set's SQLite in one query (:mod:`.set_sql`) and converts
 columns with numpy, so exporting a large set never builds one Python object per particle.
 RELION -> Scipion creates Scipion objects (that is what a Scipion set is) with the CTF,
 projection alignment and acquisition of every row.
@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..core.geometry import relion_from_scipion_matrices, scipion_matrices_from_relion
+from ..formats.cryodrgn import TILT_COLUMNS
 from ..formats.relion import format_image_names, merge_optics
 from ..formats.star import write_particles_star
-from .set_tables import read_set_items
+from .set_sql import read_set_items
 
 
 class ConversionError(ValueError):
@@ -33,7 +34,7 @@ _ACQ_ATTRS = {"_acquisition._voltage": "rlnVoltage",
 #: RELION values kept as extra attributes on Scipion particles (``_rlnClassNumber``...).
 _EXTRA_RELION_ATTRS = ("rlnClassNumber", "rlnMaxValueProbDistribution",
                        "rlnNrOfSignificantSamples", "rlnLogLikeliContribution",
-                       "rlnImageOriginalName", "rlnRandomSubset")
+                       "rlnImageOriginalName", "rlnRandomSubset") + TILT_COLUMNS[:-1]
 #: Item attributes :func:`items_to_relion` reads (to read no others from a large set).
 ITEM_ATTRIBUTES = (["_filename", "_index", "_coordinate._x", "_coordinate._y",
                     "_coordinate._micName", "_micId", "_transform._matrix"]
@@ -121,7 +122,7 @@ def particles_table(particles, with_ctf=True, with_alignment=True, stack_paths=N
 
 
 def items_to_relion(items, info, with_ctf=True, with_alignment=True, stack_paths=None):
-    """RELION (particles, optics) tables from Scipion item rows (see :mod:`.set_tables`).
+    """RELION (particles, optics) tables from Scipion item rows (see :mod:`.set_sql`).
 
     ``items`` holds one row per particle with Scipion attribute columns (``_filename``,
     ``_ctfModel._defocusU``, ``_transform._matrix``...); ``info`` gives the sampling rate,

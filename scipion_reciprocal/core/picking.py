@@ -32,19 +32,12 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-MODEL_FILE = 'model.keras'
-MODEL_INFO = 'model.json'
-HISTORY = 'history.csv'
-TEST_REPORT = 'test_report.json'
-TEST_SCORES = 'test_scores.csv'
-SPLIT = 'split.csv'
-PICKS = 'picks.csv'
-REJECTED = 'rejected.csv'
-PICK_SUMMARY = 'pick.json'
-SCORE_MAPS = 'score_maps'
-COORDINATES = 'coordinates'
-STAR_SUFFIX = '_classifier.star'
-PICK_COLUMNS = ('micrograph', 'x', 'y', 'score')
+# The backend's file names, stated once for both environments.
+from ..backends.classifier.classifier_files import (  # noqa: F401 (re-exported)
+    COORDINATES, HISTORY, MICROGRAPH_COLUMNS, MODEL_FILE, MODEL_INFO, PARTICLE_COLUMNS,
+    PICK_COLUMNS, PICK_SUMMARY, PICKS, REJECTED, SCORE_MAPS, SPLIT, STAR_SUFFIX, TEST_REPORT,
+    TEST_SCORES)
+
 
 
 # ------------------------------------------------------------------------------ input tables

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,34 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder next to ``path``; on success it replaces ``path``.
+
+    A folder is never seen half-written under its final name: an earlier ``path`` is
+    removed only once the new one is complete. If the body raises, the temporary folder is
+    removed and ``path`` is left as it was; temporary folders a killed run left are removed
+    first.
+    """
+    path = Path(path)
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f'.{path.name}.*.tmp'):
+            if is_temporary(stale) and stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 _TEMPORARY = re.compile(r'^\..+\.[0-9a-f]{12}\.tmp$')

@@ -11,6 +11,10 @@ One folder holds everything RECOVAR reads, under the names below:
   Voltage, Cs, AmplitudeContrast, PhaseShift]`` (Å, degrees, kV, mm).
 - ``id_map.csv``: ``row, particle_id, image``: RECOVAR's row ``i`` (0-based, the order of every
   per-particle result) is the particle ``particle_id`` whose original image was ``image``.
+- tilt series only: ``particles.star`` also carries :data:`TILT_COLUMNS` (RECOVAR reads the
+  particle of each tilt image from ``rlnGroupName``, its dose and tilt from the others), and
+  ``tilt_units.csv`` (``row, unit, group``) gives the RECOVAR particle (``unit``: the rank of
+  ``group`` in sorted order, the order of RECOVAR's per-particle results) of every row.
 """
 import os
 import pickle
@@ -30,13 +34,21 @@ from .star import write_particles_star
 __all__ = ['RecovarInputs', 'RecovarInputError', 'relion_to_rotations', 'translations_fraction',
            'ctf_parameters', 'write_poses_pkl', 'write_ctf_pkl', 'read_poses_pkl',
            'read_ctf_pkl', 'write_id_map', 'read_id_map', 'link_stacks', 'write_recovar_inputs',
-           'PARTICLES_STAR', 'POSES_PKL', 'CTF_PKL', 'ID_MAP_CSV', 'STACKS_DIR']
+           'PARTICLES_STAR', 'POSES_PKL', 'CTF_PKL', 'ID_MAP_CSV', 'STACKS_DIR', 'TILT_COLUMNS',
+           'TILT_UNITS_CSV', 'tilt_units', 'read_tilt_units']
 
 PARTICLES_STAR = 'particles.star'
 POSES_PKL = 'poses.pkl'
 CTF_PKL = 'ctf.pkl'
 ID_MAP_CSV = 'id_map.csv'
 STACKS_DIR = 'stacks'
+TILT_UNITS_CSV = 'tilt_units.csv'
+#: Columns of tilt-series particles passed to RECOVAR: the particle a tilt image belongs to
+#: (``rlnGroupName``), the tilt's scale (its cosine, RELION 5 and Warp), the dose received
+#: before it (RELION 5: ``rlnMicrographPreExposure``; Warp: ``rlnCtfBfactor`` = -4 dose) and
+#: the nominal tilt and tilt image (kept for the record).
+TILT_COLUMNS = ('rlnGroupName', 'rlnCtfScalefactor', 'rlnMicrographPreExposure', 'rlnCtfBfactor',
+                'rlnTomoNominalStageTiltAngle', 'rlnMicrographName')
 
 ANGLE_COLUMNS = ('rlnAngleRot', 'rlnAngleTilt', 'rlnAnglePsi')
 CTF_COLUMNS = ('rlnDefocusU', 'rlnDefocusV', 'rlnDefocusAngle', 'rlnVoltage',
@@ -315,7 +327,8 @@ def _check_stack(path, box, needed):
 
 # ------------------------------------------------------------------ everything
 
-def write_recovar_inputs(particles, outdir, pixel_size, box, ids=None, image_root=None):
+def write_recovar_inputs(particles, outdir, pixel_size, box, ids=None, image_root=None,
+                         tilt_series=False):
     """Write RECOVAR's inputs (STAR with linked stacks, poses, CTF, id map) into ``outdir``.
 
     Parameters
@@ -336,6 +349,9 @@ def write_recovar_inputs(particles, outdir, pixel_size, box, ids=None, image_roo
         Particle id of each row (default ``1..N``).
     image_root : str or os.PathLike, optional
         Folder that relative image paths start from (default: the current directory).
+    tilt_series : bool
+        Rows are tilt images (cryo-ET): ``rlnGroupName`` names their particle; the
+        :data:`TILT_COLUMNS` present go into the STAR and ``tilt_units.csv`` is written.
 
     Returns
     -------
@@ -348,6 +364,9 @@ def write_recovar_inputs(particles, outdir, pixel_size, box, ids=None, image_roo
         with the rows, NaN values, shifts larger than the box, or unusable stacks.
     """
     _validate(particles, pixel_size, box, ids)
+    if tilt_series and 'rlnGroupName' not in particles:
+        raise RecovarInputError('tilt-series particles have no rlnGroupName: the column that '
+                                'says which particle each tilt image belongs to')
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     n = len(particles)
@@ -365,9 +384,38 @@ def write_recovar_inputs(particles, outdir, pixel_size, box, ids=None, image_roo
                            box=int(box), pixel_size=float(pixel_size))
     write_poses_pkl(inputs.poses, relion_to_rotations(*angles.T), trans)
     write_ctf_pkl(inputs.ctf, ctf)
-    write_particles_star(inputs.particles, *_star_tables(particles, names, ctf, pixel_size, box))
+    rows, optics = _star_tables(particles, names, ctf, pixel_size, box)
+    if tilt_series:
+        for column in TILT_COLUMNS:
+            if column in particles:
+                rows[column] = particles[column].to_numpy()
+        rows['rlnGroupName'] = rows['rlnGroupName'].astype(str).str.replace(r'\s', '_', regex=True)
+        units, _ = tilt_units(rows['rlnGroupName'])
+        pd.DataFrame({'row': np.arange(n), 'unit': units, 'group': rows['rlnGroupName']}).to_csv(
+            outdir / TILT_UNITS_CSV, index=False)
+    write_particles_star(inputs.particles, rows, optics)
     write_id_map(inputs.id_map_file, ids, particles['rlnImageName'].to_numpy(object))
     return inputs
+
+
+def tilt_units(group_names):
+    """RECOVAR's particle of every tilt image: ``(units, groups)`` with ``groups`` the sorted
+    unique ``rlnGroupName`` values (RECOVAR's particle order) and ``units[i]`` the index of
+    row ``i``'s group in it."""
+    groups, units = np.unique(np.asarray(group_names, dtype=str), return_inverse=True)
+    return units.astype(np.int64), groups
+
+
+def read_tilt_units(path):
+    """RECOVAR particle (unit) of every row, from ``tilt_units.csv``; None when the file is
+    absent (single-particle data: each row is its own unit)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, usecols=['row', 'unit'])
+    if not np.array_equal(table['row'].to_numpy(), np.arange(len(table))):
+        raise FormatError(path, 'rows are not 0, 1, 2, ... in order')
+    return table['unit'].to_numpy(np.int64)
 
 
 def _validate(particles, pixel_size, box, ids):

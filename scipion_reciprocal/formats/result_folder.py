@@ -44,6 +44,20 @@ __all__ = ['MANIFEST', 'JOURNAL', 'ResultFolder', 'ResultFolderError', 'FolderSt
 
 MANIFEST = 'manifest.json'
 JOURNAL = '.manifest.journal'
+
+
+def journal_line(root, rel):
+    """Add ``rel`` to the journal of the result folder ``root`` from another process (a
+    worker writing into the folder), before the file is renamed into place; nothing when the
+    folder has no journal (not being written as a result folder)."""
+    try:
+        fd = os.open(Path(root) / JOURNAL, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return
+    try:
+        os.write(fd, (rel + '\n').encode())
+    finally:
+        os.close(fd)
 MANIFEST_VERSION = 1
 #: Errors of a write that mean the folder (its disk or its permissions) is the problem.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -196,7 +210,9 @@ class ResultFolder:
         elif _content(root):
             _remove_listed(root)
         try:
-            self._journal = open(root / JOURNAL, 'w', encoding='utf-8')
+            # Append mode: lines another process adds (journal_line) are never overwritten.
+            self._journal = open(root / JOURNAL, 'a', encoding='utf-8')
+            self._journal.truncate(0)
             self._journal.writelines(rel + '\n' for rel in self._files)
             self._journal.flush()
         except OSError as exc:

@@ -1,5 +1,8 @@
 """Draw the figures of a reciprocal analysis in forked processes while the caller goes on
 writing its other files (tables, subset STAR files); matplotlib is imported only there."""
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -21,12 +24,13 @@ def start_plots(result, out, inputs=None, which='all', processes=1):
     if which not in PLOT_CHOICES:
         raise ValueError(f'plots must be one of {", ".join(PLOT_CHOICES)}, not {which!r}')
     out = as_result_folder(out)
-    task = result, which, inputs or (lambda: (None, None)), out.path
+    task = result, which, inputs or (lambda: (None, None)), out.root
     if not processes:
         return PlotJob(out, [_draw(task, 0, 1)])
     global _TASK
     _TASK = task        # what the forked processes find
-    pool = ProcessPoolExecutor(processes, mp_context=get_context('fork'))
+    pool = ProcessPoolExecutor(processes, mp_context=get_context('fork'),
+                               initializer=_end_with_parent, initargs=(os.getpid(),))
     try:
         return PlotJob(out, [pool.submit(_draw_forked, k, processes) for k in range(processes)],
                        pool)
@@ -53,6 +57,17 @@ class PlotJob:
 _TASK = None
 
 
+def _end_with_parent(parent):
+    """End this drawing process as soon as the run that started it is gone (killed): no
+    figure may appear after the run stopped, and a pool worker would otherwise wait for work
+    for ever, holding the run's stdout and stderr open."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.1)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _draw_forked(part, parts):
     return _draw(_TASK, part, parts)
 
@@ -60,6 +75,6 @@ def _draw_forked(part, parts):
 def _draw(task, part, parts):
     """Draw every ``parts``-th figure from ``part`` on; the relative paths written."""
     from .reciprocal import figure_entries
-    result, which, inputs, path = task
+    result, which, inputs, root = task
     return [rel for write in figure_entries(result, which, inputs)[part::parts]
-            for rel in write(path)]
+            for rel in write(root)]

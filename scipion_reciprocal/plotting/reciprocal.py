@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..formats._atomic import atomic_path
+from ..formats.result_folder import journal_line
 from ..formats.mrc import read_images, read_map
-from ..formats.result_folder import as_result_folder
 from .sankey import sankey_figure, sankey_html, sankey_layout
 from .verdict import VERDICT_FIGURES
 
@@ -246,31 +246,33 @@ def save_plots(result, out, histories=None, maps=None, which='all', processes=0)
 
 
 def figure_entries(result, which, inputs):
-    """Callables that each write some figures (given the result folder's ``path``
-    function) and return their relative paths, in drawing order; ``which`` as in
-    :func:`save_plots`, ``inputs`` returns (histories, maps)."""
+    """Callables that each write some figures (given the result folder's ``root``) and
+    return their relative paths, in drawing order; ``which`` as in :func:`save_plots`,
+    ``inputs`` returns (histories, maps)."""
     if which == 'none':
         return []
 
-    def save(path, name, write):
-        final = path(f'{PLOTS_DIR}/{name}')
+    def save(root, name, write):
+        rel = f'{PLOTS_DIR}/{name}'
+        final = root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(final) as tmp:
             write(tmp)
-        return f'{PLOTS_DIR}/{name}'
+            journal_line(root, rel)     # drawn in another process: journal before rename
+        return rel
 
     def figure(name, factory, *args):
-        return lambda path: [save(path, name, lambda tmp: factory(*args).savefig(
+        return lambda root: [save(root, name, lambda tmp: factory(*args).savefig(
             tmp, dpi=100, format='png'))]
 
-    def sankey(path):
+    def sankey(root):
         nodes, links, figures = sankey_figures(result)
-        return [save(path, SANKEY_PNG.format(values=values),
+        return [save(root, SANKEY_PNG.format(values=values),
                      lambda tmp, fig=fig: fig.savefig(tmp, dpi=100, format='png'))
                 for values, fig in figures.items()] + \
-            [save(path, SANKEY_HTML, lambda tmp: sankey_html(tmp, nodes, links))]
+            [save(root, SANKEY_HTML, lambda tmp: sankey_html(tmp, nodes, links))]
 
-    def per_job(path):
+    def per_job(root):
         histories, maps = inputs()
         writes = [figure(CONVERGENCE_PNG.format(job=job), convergence_figure, history, job)
                   for job, history in (histories or {}).items()
@@ -278,7 +280,7 @@ def figure_entries(result, which, inputs):
         writes += [figure(SLICES_PNG.format(job=job), class_slices_figure, table, job)
                    for job, table in (maps or {}).items()
                    if table is not None and len(table) and table['exists'].any()]
-        return [rel for write in writes for rel in write(path)]
+        return [rel for write in writes for rel in write(root)]
 
     entries = [sankey, figure(AGREEMENT_PNG, agreement_figure, result), per_job]
     if result.verdict is not None:

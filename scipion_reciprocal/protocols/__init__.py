@@ -16,3 +16,6 @@ from .protocol_recovar_trajectory import ProtRecovarTrajectory
 from .protocol_recovar_density import ProtRecovarDensity
 from .protocol_recovar_outliers import ProtRecovarOutliers
 from .protocol_recovar_embedding import ProtRecovarExternalEmbedding
+from .protocol_recovar_junk import ProtRecovarJunkDetection
+from .protocol_recovar_pipeline_outliers import ProtRecovarPipelineWithOutliers
+from .protocol_recovar_postprocess import ProtRecovarPostprocess

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 from pyworkflow.protocol import params
 
-from ..convert.set_tables import read_set_items
+from ..convert.set_sql import read_set_items
 from ..core.picking import write_particle_table
 from ..formats._atomic import is_temporary
 from ..formats.result_folder import ResultFolder
 from .backend_base import ProtBackend
 
 PROGRAM = ("classifier", "particle_classifier.py")
+PARTICLES_CSV = "particles.csv"   # the backend's input table (extra folder)
+PLOTS_DIR = "plots"               # figures of the train / classify / pick protocols
 
 
 class ProtClassifierBase(ProtBackend):

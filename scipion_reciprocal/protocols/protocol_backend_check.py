@@ -46,9 +46,9 @@ class ProtBackendCheck(ProtBackend):
 
     def reportStep(self):
         report = self._readReport()
-        self.summaryVar.set("%s: %s; devices: %s" % (
+        self.summaryVar.set("%s: %s; devices: %s (CUDA_VISIBLE_DEVICES=%s)" % (
             report["backend"], ", ".join("%s %s" % kv for kv in sorted(report["versions"].items())),
-            ", ".join(report["devices"])))
+            ", ".join(report["devices"]), report.get("cuda_visible_devices")))
         self._store(self.summaryVar)
 
     # --------------------------- INFO functions -----------------------------

@@ -8,15 +8,17 @@ from pyworkflow.protocol import params
 from ..core.picking import read_scores
 from ..formats.mrc import read_images
 from ..plotting.classifier import gallery_figure, score_histogram_figure
-from .classifier_base import ProtClassifierBase, addModelParam
+from .classifier_base import PARTICLES_CSV, PLOTS_DIR, ProtClassifierBase, addModelParam
 from .inputs import describePointer
 
-PARTICLES_CSV = "particles.csv"
 IDS_FILE = "particle_ids.npy"
 SCORES_CSV = "scores.csv"
+SCORE_HISTOGRAM_PNG = "score_histogram.png"
+GALLERY_PNG = "gallery_{end}.png"   # end: highest, lowest
 SCORE_ATTRIBUTE = "_classifierScore"
-PLOTS_DIR = "plots"
 GALLERY_SIZE = 24
+# A dict, not an Enum: Enum members with equal values (two SetOfParticles) become aliases.
+OUTPUTS = {"outputGood": emobj.SetOfParticles, "outputBad": emobj.SetOfParticles}
 
 
 class ProtClassifyParticles(ProtClassifierBase):
@@ -25,7 +27,7 @@ class ProtClassifyParticles(ProtClassifierBase):
     (_classifierScore). To try another threshold, change it and continue the protocol:
     only the cheap final step runs again."""
     _label = "classify particles"
-    _possibleOutputs = {"outputGood": emobj.SetOfParticles, "outputBad": emobj.SetOfParticles}
+    _possibleOutputs = OUTPUTS
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -66,8 +68,7 @@ class ProtClassifyParticles(ProtClassifierBase):
         scores = dict(zip(ids.tolist(), read_scores(self._getExtraPath(SCORES_CSV), len(ids))))
         particles = self.inputParticles.get()
         outputs = {}
-        for name, keep in (("outputGood", lambda s: s >= threshold),
-                           ("outputBad", lambda s: s < threshold)):
+        for name, keep in zip(OUTPUTS, (lambda s: s >= threshold, lambda s: s < threshold)):
             subset = self._createSetOfParticles(suffix="_%s_%g" % (name[6:].lower(), threshold))
             subset.copyInfo(particles)
             subset.copyItems(particles, updateItemCallback=self._setScore(scores),
@@ -102,7 +103,7 @@ class ProtClassifyParticles(ProtClassifierBase):
     # --------------------------- UTILS functions ----------------------------
     def _savePlots(self, out, scores, threshold):
         """Score histogram, and galleries of the highest- and lowest-scored particles."""
-        out.save_figure("%s/score_histogram.png" % PLOTS_DIR,
+        out.save_figure("%s/%s" % (PLOTS_DIR, SCORE_HISTOGRAM_PNG),
                         score_histogram_figure(scores, threshold))
         table = pd.read_csv(self._getExtraPath(PARTICLES_CSV))
         order = np.argsort(scores, kind="stable")
@@ -110,7 +111,7 @@ class ProtClassifyParticles(ProtClassifierBase):
                                     ("lowest", order[:GALLERY_SIZE], False)):
             images = np.stack([read_images(table["stack"][r], [int(table["index"][r])])[0]
                                for r in rows])
-            out.save_figure("%s/gallery_%s.png" % (PLOTS_DIR, name),
+            out.save_figure("%s/%s" % (PLOTS_DIR, GALLERY_PNG.format(end=name)),
                             gallery_figure(images, scores[rows], n=len(rows), highest=highest,
                                            title="%s scores" % name))
 

@@ -5,18 +5,22 @@ import pwem.objects as emobj
 from pyworkflow.object import Float
 from pyworkflow.protocol import params
 
-from ..convert.set_tables import read_set_items
-from ..core.picking import REJECTED, read_picks, read_score_map, write_micrograph_table
+from ..convert.set_sql import read_set_items
+from ..core.picking import (COORDINATES, REJECTED, read_picks, read_score_map,
+                            write_micrograph_table)
 from ..formats.mrc import read_map
 from ..plotting.classifier import picks_figure, score_map_figure
-from .classifier_base import ProtClassifierBase, addModelParam
+from .classifier_base import PLOTS_DIR, ProtClassifierBase, addModelParam
 from .inputs import describePointer
 from .protocol_classifier_classify import SCORE_ATTRIBUTE
 
 MICROGRAPHS_CSV = "micrographs.csv"
-PICKS_DIR = "picks"
-PLOTS_DIR = "plots"
+PICKS_DIR = "picks"   # the backend's pick --out-dir (core.picking names its files)
+PICKS_PNG = "picks_{micrograph}.png"
+SCORE_MAP_PNG = "score_map_{micrograph}.png"
 MAX_PLOTTED = 4
+# A dict, not an Enum: Enum members with equal values (two SetOfCoordinates) become aliases.
+OUTPUTS = {"outputCoordinates": emobj.SetOfCoordinates, "outputRejected": emobj.SetOfCoordinates}
 
 
 class ProtPickMicrographs(ProtClassifierBase):
@@ -26,8 +30,7 @@ class ProtPickMicrographs(ProtClassifierBase):
     thinned by non-maximum suppression, become the picks; RELION coordinate STAR files are
     written per micrograph too."""
     _label = "pick micrographs"
-    _possibleOutputs = {"outputCoordinates": emobj.SetOfCoordinates,
-                        "outputRejected": emobj.SetOfCoordinates}
+    _possibleOutputs = OUTPUTS
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -89,10 +92,11 @@ class ProtPickMicrographs(ProtClassifierBase):
     def createOutputStep(self):
         micrographs = self.inputMicrographs.get()
         picks = read_picks(self._picksDir())
-        outputs = {"outputCoordinates": self._coordinates(micrographs, picks, "")}
+        picked, rejectedName = OUTPUTS
+        outputs = {picked: self._coordinates(micrographs, picks, "")}
         if self.keepRejected.get():
             rejected = read_picks(os.path.join(self._picksDir(), REJECTED))
-            outputs["outputRejected"] = self._coordinates(micrographs, rejected, "rejected")
+            outputs[rejectedName] = self._coordinates(micrographs, rejected, "rejected")
         with self.resultFolder(last=True) as out:
             self._savePlots(out, micrographs, picks)
         self._defineOutputs(**outputs)
@@ -129,7 +133,7 @@ class ProtPickMicrographs(ProtClassifierBase):
             return ["Not picked yet."]
         return ["%d picks on %d micrographs (threshold %g); RELION coordinate files in %s"
                 % (self.outputCoordinates.getSize(), self.inputMicrographs.get().getSize(),
-                   self.threshold.get(), os.path.join(self._picksDir(), "coordinates"))]
+                   self.threshold.get(), os.path.join(self._picksDir(), COORDINATES))]
 
     def _methods(self):
         return ["Micrographs were re-picked with a trained particle classifier scanned as a "
@@ -176,8 +180,8 @@ class ProtPickMicrographs(ProtClassifierBase):
             image, _ = read_map(path)
             image = image[0] if image.ndim == 3 else image
             mine = picks[picks["micrograph"] == name]
-            out.save_figure("%s/picks_%s.png" % (PLOTS_DIR, name),
+            out.save_figure("%s/%s" % (PLOTS_DIR, PICKS_PNG.format(micrograph=name)),
                             picks_figure(image, mine, self._boxInMicrographPixels(), title=name))
             scores, y, x = read_score_map(self._picksDir(), name)
-            out.save_figure("%s/score_map_%s.png" % (PLOTS_DIR, name),
+            out.save_figure("%s/%s" % (PLOTS_DIR, SCORE_MAP_PNG.format(micrograph=name)),
                             score_map_figure(scores, y, x, micrograph=image, title=name))

@@ -1,17 +1,24 @@
 """Train the good/bad particle classifier (TensorFlow backend)."""
 import os
+from enum import Enum
 
 from pyworkflow.protocol import params
 
-from ..core.picking import (read_history, read_model_info, read_test_report, read_test_scores)
+from ..core.picking import (MODEL_FILE, read_history, read_model_info, read_test_report,
+                            read_test_scores)
 from ..objects import ParticleClassifierModel
 from ..plotting.classifier import confusion_figure, learning_curves_figure, roc_figure
-from .classifier_base import ProtClassifierBase
+from .classifier_base import PARTICLES_CSV, PLOTS_DIR, ProtClassifierBase
 from .inputs import describePointer
 
-MODEL_DIR = "model"
-PARTICLES_CSV = "particles.csv"
-PLOTS_DIR = "plots"
+MODEL_DIR = "model"   # the backend's train --out-dir (core.picking names its files)
+LEARNING_CURVES_PNG = "learning_curves.png"
+ROC_PNG = "roc.png"
+CONFUSION_PNG = "confusion.png"
+
+
+class TrainOutputs(Enum):
+    outputModel = ParticleClassifierModel
 
 
 class ProtTrainParticleClassifier(ProtClassifierBase):
@@ -21,7 +28,7 @@ class ProtTrainParticleClassifier(ProtClassifierBase):
     validation and test sets (shuffled, stratified) and the model is evaluated on the
     held-out test set."""
     _label = "train particle classifier"
-    _possibleOutputs = {"outputModel": ParticleClassifierModel}
+    _possibleOutputs = TrainOutputs
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -91,18 +98,19 @@ class ProtTrainParticleClassifier(ProtClassifierBase):
         self.runClassifierInto(MODEL_DIR, "train", " ".join(str(a) for a in args))
 
     def createOutputStep(self):
-        modelFile = os.path.join(self._modelDir(), "model.keras")
+        modelFile = os.path.join(self._modelDir(), MODEL_FILE)
         info, report = read_model_info(modelFile), read_test_report(self._modelDir())
         scores = read_test_scores(self._modelDir())
         with self.resultFolder(last=True) as out:
-            out.save_figure("%s/learning_curves.png" % PLOTS_DIR,
+            out.save_figure("%s/%s" % (PLOTS_DIR, LEARNING_CURVES_PNG),
                             learning_curves_figure(read_history(self._modelDir())))
-            out.save_figure("%s/roc.png" % PLOTS_DIR, roc_figure(scores["label"], scores["score"]))
-            out.save_figure("%s/confusion.png" % PLOTS_DIR,
+            out.save_figure("%s/%s" % (PLOTS_DIR, ROC_PNG),
+                            roc_figure(scores["label"], scores["score"]))
+            out.save_figure("%s/%s" % (PLOTS_DIR, CONFUSION_PNG),
                             confusion_figure(scores["label"], scores["score"]))
         model = ParticleClassifierModel()
         model.setFromFiles(modelFile, info, report)
-        self._defineOutputs(outputModel=model)
+        self._defineOutputs(**{TrainOutputs.outputModel.name: model})
         self._defineSourceRelation(self.goodParticles, model)
         self._defineSourceRelation(self.badParticles, model)
 
@@ -123,7 +131,7 @@ class ProtTrainParticleClassifier(ProtClassifierBase):
         return errors
 
     def _summary(self):
-        if not hasattr(self, "outputModel"):
+        if not hasattr(self, TrainOutputs.outputModel.name):
             return ["Not trained yet."]
         report = read_test_report(self._modelDir())
         return ["%s" % self.outputModel,

@@ -18,13 +18,13 @@ from ..formats.cryosparc_jobs import cs_file_name, find_cs_jobs, job_of_file, op
 from ..formats.errors import FormatError
 from ..formats.result_folder import ResultFolder
 from ..plotting.classes import save_class_summary
+from .protocol_import_relion_classes import OUTPUT_CLASSES, OUTPUT_PARTICLES
 
 JOBS_FILE = "cryosparc_jobs.json"
 SOURCES = ["cryoSPARC project folder and jobs", ".cs files"]
 FROM_PROJECT, FROM_FILES = range(2)
 Y_AXES = ["by micrograph (auto)", "from the bottom (flip)", "from the top (as stored)"]
 Y_AUTO, Y_FLIP, Y_KEEP = range(3)
-OUTPUT_CLASSES, OUTPUT_PARTICLES = "outputClasses_", "outputParticles_"
 
 
 def cryosparc_files(pointer):

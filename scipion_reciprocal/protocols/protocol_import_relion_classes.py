@@ -1,6 +1,7 @@
 """Import RELION Class3D/Class2D jobs as Scipion sets of classes."""
 import json
 import os
+from enum import Enum
 
 import pwem.objects as emobj
 from pwem.protocols import EMProtocol
@@ -17,6 +18,15 @@ from ..plotting.reciprocal import (CONVERGENCE_PNG, SLICES_PNG, class_slices_fig
 
 JOBS_FILE = "jobs.json"
 PLOTS_DIR = "plots"
+#: Outputs of a job: these prefixes + the job's name (outputClasses_job085); the cryoSPARC
+#: import names its outputs the same way.
+OUTPUT_CLASSES, OUTPUT_PARTICLES = "outputClasses_", "outputParticles_"
+
+
+class ImportOutputs(Enum):
+    """What each imported job gives (names: the prefixes above + the job's name)."""
+    outputClasses_jobNNN = emobj.SetOfClasses3D
+    outputParticles_jobNNN = emobj.SetOfParticles
 
 
 def historyFile(jobName):
@@ -34,8 +44,7 @@ class ProtImportRelionClassifications(EMProtocol):
     representatives. The per-iteration history (class changes, class distribution,
     resolution) is kept for the convergence plots of the reciprocal analysis viewer."""
     _label = "import RELION classifications"
-    _possibleOutputs = {"outputClasses_jobNNN": emobj.SetOfClasses3D,
-                        "outputParticles_jobNNN": emobj.SetOfParticles}
+    _possibleOutputs = ImportOutputs
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -95,8 +104,8 @@ class ProtImportRelionClassifications(EMProtocol):
         classes.classifyItems(updateClassCallback=lambda cls: self._setRepresentative(
             cls, maps, job["kind"], pixelSize))
         classes.setObjLabel(jobName)
-        self._defineOutputs(**{"outputParticles_%s" % jobName: particles,
-                               "outputClasses_%s" % jobName: classes})
+        self._defineOutputs(**{OUTPUT_PARTICLES + jobName: particles,
+                               OUTPUT_CLASSES + jobName: classes})
         self.info("%s: %d particles in %d classes" % (jobName, particles.getSize(), classes.getSize()))
 
     def _savePlots(self, out, jobName, history, maps):
@@ -122,7 +131,7 @@ class ProtImportRelionClassifications(EMProtocol):
     def _summary(self):
         summary = []
         for name, output in self.iterOutputAttributes():
-            if name.startswith("outputClasses_"):
+            if name.startswith(OUTPUT_CLASSES):
                 summary.append("%s: %d particles in %d classes"
                                % (output.getObjLabel(), output.getImages().getSize(), output.getSize()))
         return summary or ["Jobs %s of %s." % (self.jobs.get(), self.relionDir.get())]

@@ -8,9 +8,9 @@ from pyworkflow.protocol import params
 from ..core.mapsim.clustering import MIN_MAPS_AUTO
 from ..core.mapsim.engine import check_inputs, run_map_clustering
 from ..core.mapsim.errors import MapClusteringError
-from ..core.mapsim.results import (ALIGNED_DIR, AVERAGES_DIR, CLUSTERS_CSV, SUMMARY_TXT,
-                                   average_filename, read_results)
-from ..core.mapsim.inputs import collect_inputs, safe_filename
+from ..core.mapsim.results import (AVERAGES_DIR, CLUSTERS_CSV, SUMMARY_TXT,
+                                   aligned_relpath, average_filename, read_results)
+from ..core.mapsim.inputs import collect_inputs
 from ..formats.errors import FormatError
 from ..formats.result_folder import ResultFolder, folder_status
 from ..plotting.mapclust import save_plots
@@ -30,6 +30,7 @@ class ProtMapClustering(EMProtocol):
     Outputs the aligned maps, one aligned average per cluster and the grouping as classes
     of volumes."""
     _label = "map similarity clustering"
+    # A dict, not an Enum: Enum members with equal values (two SetOfVolumes) become aliases.
     _possibleOutputs = {"outputAlignedVolumes": emobj.SetOfVolumes,
                         "outputAverages": emobj.SetOfVolumes,
                         "outputClasses": emobj.SetOfClassesVol}
@@ -126,7 +127,7 @@ class ProtMapClustering(EMProtocol):
         aligned = self._createSetOfVolumes(suffix="_aligned")
         aligned.setSamplingRate(voxel)
         for row in clusters.itertuples():
-            volume = emobj.Volume(location=self._resultPath(ALIGNED_DIR, "%s.mrc" % safe_filename(row.name)))
+            volume = emobj.Volume(location=self._resultPath(aligned_relpath(row.name)))
             volume.setSamplingRate(voxel)
             volume.setObjLabel(str(row.name))
             volume.setClassId(int(row.cluster))

@@ -14,10 +14,9 @@ from pyworkflow.protocol import params
 
 from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_item_count, class_items,
                                class_representatives, resolved_stack_paths)
-from ..convert.set_tables import read_set_items
 from ..convert.class_star import StarConversions
 from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
-from ..convert.set_subsets import copy_class_rows, fill_classes, write_item_subset
+from ..convert.set_sql import copy_class_rows, fill_classes, read_set_items, write_item_subset
 from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
 from ..core.reciprocal import (MIN_FRACTION, MIN_OVERLAP, ReciprocalError,
                                classification_from_dataframe, keys_from_dataframe,
@@ -33,8 +32,9 @@ from ..formats.star import StarTable
 from ..plotting.background import start_plots
 from .inputs import describePointer
 from .protocol_import_cryosparc_classes import cryosparc_files, cryosparc_rows
-from .protocol_import_relion_classes import (JOBS_FILE, ProtImportRelionClassifications,
-                                             classMapsFile, historyFile)
+from .protocol_import_relion_classes import (JOBS_FILE, OUTPUT_CLASSES,
+                                             ProtImportRelionClassifications, classMapsFile,
+                                             historyFile)
 from .reciprocal_verdict_outputs import VerdictOutputs, write_classes_file
 
 KEYS = ["image", "original", "coordinates"]
@@ -48,6 +48,10 @@ SUBSETS_FILE = "subsets.npz"
 #: Roles of CLASSIFICATION_COLUMNS that each matching key reads.
 KEY_ROLES = {"image": ["index", "stack"], "original": ["original"],
              "coordinates": ["micrograph", "x", "y"]}
+
+
+#: Output subsets: this prefix + the subset's name (job085_class2).
+SUBSET_OUTPUT = "outputParticles_"
 
 
 #: SQLite copies run at once in the output step, at most (they share the disk).
@@ -77,11 +81,12 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
     particles move between classes, and every particle's stability, with the stable and the
     unstable particles as outputs."""
     _label = "reciprocal class analysis"
+    # A dict, not an Enum: Enum members with equal values (two SetOfClasses3D) become aliases.
     _possibleOutputs = {"outputConsensus": emobj.SetOfClasses3D,
                         "outputMerged": emobj.SetOfClasses3D,
                         "outputStableParticles": emobj.SetOfParticles,
                         "outputUnstableParticles": emobj.SetOfParticles,
-                        "outputParticles_jobNNN_classK": emobj.SetOfParticles}
+                        SUBSET_OUTPUT + "jobNNN_classK": emobj.SetOfParticles}
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -357,6 +362,16 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             errors.append("%s has no particles." % describePointer(self.onlyParticles))
         return errors
 
+    def _warnings(self):
+        if not self.doVerdict.get():
+            return []
+        return ["%s has particles in only one class: none of its classes can be reproduced, so "
+                "no consensus group is significant and no particle stable; leave it out of the "
+                "analysis." % describePointer(pointer)
+                for pointer in self.inputClassifications
+                if pointer.get() is not None and pointer.get().getSize() > 0
+                and sum(1 for cls in pointer.get() if cls.getSize() > 0) < 2]
+
     def _summary(self):
         results = self._getExtraPath(RESULTS_DIR)
         if not os.path.exists(os.path.join(results, AGREEMENT_CSV)):
@@ -474,14 +489,14 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         ProtImportRelionClassifications, else (None, None)."""
         source, extended = pointer.getObjValue(), pointer.getExtended() or ""
         if not isinstance(source, ProtImportRelionClassifications) \
-                or not extended.startswith("outputClasses_"):
+                or not extended.startswith(OUTPUT_CLASSES):
             return None, None
         jobs_file = source._getExtraPath(JOBS_FILE)
         if not os.path.exists(jobs_file):
             return None, None
         with open(jobs_file) as handle:
             jobs = {job["job"]: job["data"] for job in json.load(handle)}
-        star = jobs.get(extended[len("outputClasses_"):])
+        star = jobs.get(extended[len(OUTPUT_CLASSES):])
         return star, os.path.abspath(source.relionDir.get())
 
     def _submitConversion(self, conversions, name, classes):
@@ -600,7 +615,7 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         particles.copyInfo(source.getImages())
         particles.setObjLabel(subset["name"])
         particles.write()
-        self._defineOutputs(**{"outputParticles_%s" % subset["name"]: particles})
+        self._defineOutputs(**{SUBSET_OUTPUT + subset["name"]: particles})
         self._defineSourceRelation(self.inputClassifications, particles)
 
     @staticmethod

@@ -5,12 +5,13 @@ import pwem.objects as emobj
 from pyworkflow.object import Pointer
 from pyworkflow.protocol import params
 
-from ..convert.set_subsets import fill_classes
+from ..convert.set_sql import fill_classes
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import latent_figure, umap_figure
 from .recovar_base import ProtRecovarBase, savefig
 
-ANALYSIS_DIR = "analysis"
+FILES = rf.Analyze
 OUTPUTS = {"outputClasses": emobj.SetOfClasses3D, "outputVolumes": emobj.SetOfVolumes,
            "outputTrajectory1": emobj.SetOfVolumes}
 
@@ -53,6 +54,7 @@ class ProtRecovarAnalyze(ProtRecovarBase):
         group.addParam("normalizeKmeans", params.BooleanParam, default=False,
                        label="Normalise before k-means?",
                        help="Scale each latent coordinate to unit variance before k-means.")
+        self._defineMemoryParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -65,32 +67,36 @@ class ProtRecovarAnalyze(ProtRecovarBase):
     def analyzeStep(self):
         args = [self.pipelineRun().pipelineDir(), "--zdim", self.zdim.get(),
                 "--n-clusters", self.nClusters.get(), "--n-trajectories", self.nTrajectories.get(),
-                "--n-vols-along-path", self.nVolsAlongPath.get()] + self.volumeArguments()
+                "--n-vols-along-path", self.nVolsAlongPath.get()]
+        args += self.volumeArguments(self.pipelineHalfSizes())
         if not self.computeCenters.get():
             args.append("--skip-centers")
         if not self.umap.get():
             args.append("--skip-umap")
         if self.normalizeKmeans.get():
             args.append("--normalize-kmeans")
-        self.runRecovar("analyze", args, self.analysisDir())
+        self.runRecovar("analyze", args, self.analysisDir(),
+                        pipelineDir=self.pipelineRun().pipelineDir())
 
     def createOutputStep(self):
         pipeline = self.pipelineRun()
         folder = self.analysisDir()
         ids = pipeline.idMap()
-        kmeans = rr.read_kmeans(folder, n_rows=len(ids))
-        self._savePlots(pipeline, kmeans, len(ids))
+        # Per RECOVAR particle: a row of the id map, or a tilt-series particle (all its tilts).
+        kmeans = rr.read_kmeans(folder, n_rows=pipeline.unitCount())
+        with self.plotFolder() as plots:
+            self._savePlots(plots, pipeline, kmeans, pipeline.unitCount())
 
         centres = None
         if self.computeCenters.get():
-            centres = self.kernelVolumeSet(os.path.join(folder, "kmeans"), "center", "centers",
-                                           "k-means centre %d")
+            centres = self.kernelVolumeSet(os.path.join(folder, rr.KMEANS_DIR), "center",
+                                           "centers", "k-means centre %d")
         if centres:
-            self.saveChimeraxSeries(centres, "centres.cxc", "RECOVAR k-means centres")
+            self.saveChimeraxSeries(centres, FILES.CENTRES_CXC, "RECOVAR k-means centres")
         representatives = {v.getObjId() - 1: v.getFileName() for v in centres or []}
         voxel = centres.getSamplingRate() if centres else pipeline.outputMean.getSamplingRate()
-        classes = self._kmeansClasses(pipeline.outputParticles, ids, kmeans.labels,
-                                      representatives, voxel)
+        classes = self._kmeansClasses(pipeline.outputParticles, ids,
+                                      pipeline.rowValues(kmeans.labels), representatives, voxel)
         outs = {"outputClasses": classes, "outputVolumes": centres}
         for i, trajectory in enumerate(rr.analysis_trajectories(folder)):
             outs["outputTrajectory%d" % (i + 1)] = self.kernelVolumeSet(
@@ -131,20 +137,25 @@ class ProtRecovarAnalyze(ProtRecovarBase):
             errors.append("Ask for at least 2 k-means clusters.")
         if self.nTrajectories.get() < 0:
             errors.append("The number of trajectories cannot be negative.")
+        if not errors:
+            errors += self.validateMemory()
         return errors
 
     def _warnings(self):
+        warnings = []
         if self.computeCenters.get() and not self._visibleGpus():
-            return ["Centre volumes on the CPU take minutes each (about 6 min per centre at "
-                    "32 px): switch 'Compute centre volumes?' off for a quick k-means."]
-        return []
+            warnings.append("Centre volumes on the CPU take minutes each (about 6 min per "
+                            "centre at 32 px): switch 'Compute centre volumes?' off for a "
+                            "quick k-means.")
+        return warnings + self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputClasses"):
             return ["RECOVAR analyze not finished yet."]
         sizes = [c.getSize() for c in self.outputClasses]
         return ["k-means of zdim %d: %d clusters of %s particles."
-                % (self.zdim.get(), len(sizes), ", ".join(map(str, sizes)))]
+                % (self.zdim.get(), len(sizes), ", ".join(map(str, sizes)))] + \
+            self.provenanceSummary()
 
     def _methods(self):
         return ["The RECOVAR [Gilles2025recovar] latent space of dimension %d was clustered "
@@ -155,14 +166,20 @@ class ProtRecovarAnalyze(ProtRecovarBase):
 
     # --------------------------- UTILS functions ----------------------------
     def analysisDir(self):
-        return self._getExtraPath(ANALYSIS_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
-    def _savePlots(self, pipeline, kmeans, n):
-        embedding = rr.read_embedding(pipeline.pipelineDir(), self.zdim.get(), n_rows=n)
+    def memoryRequest(self):
+        if self.validatePipeline([self.zdim.get()]):
+            return None
+        kernel = bool(self.computeCenters.get() or self.nTrajectories.get() > 0)
+        return self.pipelineMemoryRequest("analyze", kernelVolumes=kernel)
+
+    def _savePlots(self, plots, pipeline, kmeans, n):
+        coords = pipeline.latentCoords(self.zdim.get())
         if self.zdim.get() >= 2:
-            savefig(latent_figure(embedding.coords, kmeans.labels, kmeans.centers,
-                                  title="zdim %d k-means" % self.zdim.get()),
-                    self.plotPath("kmeans_latent.png"))
+            savefig(plots, FILES.KMEANS_LATENT,
+                    latent_figure(coords, kmeans.labels, kmeans.centers,
+                                  title="zdim %d k-means" % self.zdim.get()))
         umap = rr.read_umap(self.analysisDir(), n_rows=n)
         if umap is not None:
-            savefig(umap_figure(umap, kmeans.labels), self.plotPath("umap.png"))
+            savefig(plots, FILES.UMAP, umap_figure(umap, kmeans.labels))

@@ -1,17 +1,16 @@
 """RECOVAR estimate_conformational_density (+ estimate_stable_states): the latent density."""
 import os
-import shutil
 
 import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import density_alphas_figure, density_figure
 from .recovar_base import ProtRecovarBase, savefig
 
-DENSITY_DIR = "density"
-STABLE_DIR = "stable_states"
+FILES = rf.Density
 #: RECOVAR's knee search (kneed) finds no knee on 3 alphas and crashes; 6 worked here.
 MIN_ALPHAS = 6
 
@@ -86,7 +85,7 @@ class ProtRecovarDensity(ProtRecovarBase):
         if self.alphaList():
             args += ["--alphas"] + ["%g" % a for a in self.alphaList()]
         self.runRecovar("estimate_conformational_density", args, self.densityDir(),
-                        outputFlag="--output_dir")
+                        outputFlag="--output_dir", pipelineDir=self.pipelineRun().pipelineDir())
 
     def stableStatesStep(self):
         density = rr.read_density(self.densityDir())
@@ -98,7 +97,8 @@ class ProtRecovarDensity(ProtRecovarBase):
     def createOutputStep(self):
         density = rr.read_density(self.densityDir())
         states = rr.read_stable_states(self.stableDir()) if self.stableStates.get() else None
-        self._savePlots(density, states)
+        with self.plotFolder() as plots:
+            self._savePlots(plots, density, states)
         self.info("L-curve knee: alpha %.2g (index %d of %d)"
                   % (density.knee_alpha, density.knee_index, len(density.alphas)))
         outputs = {"outputDensity": emobj.EMFile(
@@ -144,7 +144,7 @@ class ProtRecovarDensity(ProtRecovarBase):
         if hasattr(self, "outputStableStates"):
             states = rr.read_stable_states(self.stableDir())
             lines.append("%d stable states: %s" % (len(states), np.round(states, 3).tolist()))
-        return lines
+        return lines + self.provenanceSummary()
 
     def _methods(self):
         return ["The conformational density of the RECOVAR [Gilles2025recovar] latent space was "
@@ -158,19 +158,20 @@ class ProtRecovarDensity(ProtRecovarBase):
         return [float(a) for a in (self.alphas.get() or "").replace(",", " ").split()]
 
     def densityDir(self):
-        return self._getExtraPath(DENSITY_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
     def stableDir(self):
-        return self._getExtraPath(STABLE_DIR)
+        return self._getExtraPath(FILES.STABLE_FOLDER)
 
-    def _savePlots(self, density, states):
+    def _savePlots(self, plots, density, states):
         if density.lcurve_plot is not None:  # RECOVAR writes the L-curve costs nowhere else
-            shutil.copyfile(density.lcurve_plot, self.plotPath("lcurve.png"))
+            with plots.writing(FILES.LCURVE) as tmp:
+                tmp.write_bytes(density.lcurve_plot.read_bytes())
         densities = [density.density(i)[0] for i in range(len(density.alphas))]
-        savefig(density_alphas_figure(densities, density.bounds, density.alphas,
-                                      density.knee_index), self.plotPath("densities_by_alpha.png"))
-        savefig(density_figure(density.knee_density, density.bounds, points=states,
+        savefig(plots, FILES.BY_ALPHA, density_alphas_figure(densities, density.bounds,
+                                                             density.alphas, density.knee_index))
+        savefig(plots, FILES.KNEE,
+                density_figure(density.knee_density, density.bounds, points=states,
                                title="density at the knee (alpha %.1g)%s"
                                      % (density.knee_alpha, "; stable states"
-                                        if states is not None else "")),
-                self.plotPath("density_knee.png"))
+                                        if states is not None else "")))

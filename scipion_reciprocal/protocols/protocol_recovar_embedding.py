@@ -6,18 +6,18 @@ import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
-from ..convert.set_tables import read_set_items
+from ..convert.set_sql import read_set_items
+from ..core import recovar_checks as checks
 from ..formats import cryodrgn
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import latent_figure
 from .inputs import describePointer
 from .protocol_recovar_pipeline import UNINVERT_CHOICES
 from .protocol_recovar_state import readPointsFile
-from .recovar_base import ProtRecovarBase, savefig
+from .recovar_base import ProtRecovarBase, inputPathIn, savefig
 
-EMBEDDING_PKL = "embedding.pkl"
-TARGETS_TXT = "targets.txt"
-VOLUMES_DIR = "volumes"
+FILES = rf.ExternalEmbedding
 EMBEDDING_FROM_ATTRIBUTE, EMBEDDING_FROM_FILE = range(2)
 TARGETS_FROM_KMEANS, TARGETS_FROM_FILE = range(2)
 
@@ -39,6 +39,7 @@ class ProtRecovarExternalEmbedding(ProtRecovarBase):
     of a text file."""
     _label = "recovar volumes from external embedding"
     _possibleOutputs = {"outputVolumes": emobj.SetOfVolumes}
+    _lazyOption = False  # RECOVAR 1.0.5's command has no --lazy
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
@@ -75,6 +76,7 @@ class ProtRecovarExternalEmbedding(ProtRecovarBase):
         form.addParam("bfactor", params.FloatParam, default=0, label="B-factor (A^2)",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="Sharpening B-factor of the volumes (RECOVAR --Bfactor).")
+        self._defineMemoryParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -87,34 +89,41 @@ class ProtRecovarExternalEmbedding(ProtRecovarBase):
     # --------------------------- STEPS functions ----------------------------
     def convertInputStep(self):
         self.convertParticlesStep(self.inputParticles)
-        embedding = self.embedding(self.idMap())
-        with open(self.inputFile(EMBEDDING_PKL), "wb") as handle:
+
+    def writeExtraInputs(self, folder):
+        embedding = self.embedding(cryodrgn.read_id_map(os.path.join(folder, cryodrgn.ID_MAP_CSV)))
+        with open(inputPathIn(folder, FILES.EMBEDDING), "wb") as handle:
             pickle.dump(embedding.astype(np.float32), handle, protocol=4)
         targets = self.targets(embedding)
-        np.savetxt(self.inputFile(TARGETS_TXT), targets)
+        np.savetxt(inputPathIn(folder, FILES.TARGETS), targets)
         self.info("Embedding of %d particles x %d dimensions; %d target point(s)"
                   % (embedding.shape + (len(targets),)))
-        if embedding.shape[1] >= 2:
-            savefig(latent_figure(embedding, centers=targets, title="external embedding"),
-                    self.plotPath("embedding.png"))
 
     def reconstructStep(self):
         # Its --n-bins is parsed as a float in RECOVAR 1.0.5 and crashes: left at the default.
         args = [self.inputFile(cryodrgn.PARTICLES_STAR),
                 "--poses", self.inputFile(cryodrgn.POSES_PKL),
                 "--ctf", self.inputFile(cryodrgn.CTF_PKL),
-                "--embedding", self.inputFile(EMBEDDING_PKL),
-                "--target", self.inputFile(TARGETS_TXT),
+                "--embedding", self._getExtraPath(FILES.EMBEDDING),
+                "--target", self._getExtraPath(FILES.TARGETS),
                 "--uninvert-data", UNINVERT_CHOICES[self.uninvertData.get()],
                 "--Bfactor", self.bfactor.get()]
-        self.runRecovar("reconstruct_from_external_embedding", args, self._getExtraPath(VOLUMES_DIR))
+        self.runRecovar("reconstruct_from_external_embedding", args,
+                        self._getExtraPath(FILES.FOLDER))
 
     def createOutputStep(self):
-        volumes = self.kernelVolumeSet(self._getExtraPath(VOLUMES_DIR), "state", "volumes",
+        volumes = self.kernelVolumeSet(self._getExtraPath(FILES.FOLDER), "state", "volumes",
                                        "embedding point %d")
         if volumes is None:
-            raise rr.RecovarResultError(self._getExtraPath(VOLUMES_DIR), "no volumes written")
-        self.saveChimeraxSeries(volumes, "volumes.cxc", "RECOVAR external embedding")
+            raise rr.RecovarResultError(self._getExtraPath(FILES.FOLDER), "no volumes written")
+        with open(self._getExtraPath(FILES.EMBEDDING), "rb") as handle:
+            embedding = pickle.load(handle)
+        targets = readPointsFile(self._getExtraPath(FILES.TARGETS))
+        with self.plotFolder() as plots:
+            if embedding.shape[1] >= 2:
+                savefig(plots, FILES.EMBEDDING_PLOT,
+                        latent_figure(embedding, centers=targets, title="external embedding"))
+        self.saveChimeraxSeries(volumes, FILES.VOLUMES_CXC, "RECOVAR external embedding")
         self.registerOutputs({"outputVolumes": volumes}, self.inputParticles)
 
     # --------------------------- INFO functions -----------------------------
@@ -133,12 +142,33 @@ class ProtRecovarExternalEmbedding(ProtRecovarBase):
                 errors.append("Number of centres must be between 1 and %d." % len(embedding))
         except (ValueError, OSError, KeyError, pickle.UnpicklingError) as exc:
             errors.append(str(exc))
-        return errors
+        errors += self._validateHalfSets()
+        return errors + (self.validateMemory() if not errors else [])
+
+    def _validateHalfSets(self):
+        """RECOVAR 1.0.5 crashes (IndexError) when a half set holds exactly its minimum of
+        particles per bin, and this command has no --n-min-particles to avoid it."""
+        particles = self.inputParticles.get()
+        items = read_set_items(particles.getFileName(), ["_rlnRandomSubset"], skip_missing=True)
+        subsets = items["_rlnRandomSubset"].to_numpy() if "_rlnRandomSubset" in items else None
+        sizes = checks.half_set_sizes(subsets, len(items))
+        if checks.DEFAULT_MIN_PARTICLES in sizes:
+            return ["%s splits into half sets of %s particles: RECOVAR 1.0.5's "
+                    "reconstruct_from_external_embedding crashes (IndexError) when a half set "
+                    "holds exactly %d particles (its fixed minimum per bin). Add or remove a "
+                    "particle, or change the particles' random subsets."
+                    % (describePointer(self.inputParticles), " and ".join(map(str, sizes)),
+                       checks.DEFAULT_MIN_PARTICLES)]
+        return []
+
+    def _warnings(self):
+        return self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputVolumes"):
             return ["Volumes not computed yet."]
-        return ["%d volume(s) from the external embedding." % self.outputVolumes.getSize()]
+        return ["%d volume(s) from the external embedding." % self.outputVolumes.getSize()] + \
+            self.provenanceSummary()
 
     def _methods(self):
         return ["Volumes were reconstructed from an external latent embedding with RECOVAR's "
@@ -148,6 +178,13 @@ class ProtRecovarExternalEmbedding(ProtRecovarBase):
         return ["Gilles2025recovar"]
 
     # --------------------------- UTILS functions ----------------------------
+    def memoryRequest(self):
+        particles = self.inputParticles.get()
+        if particles is None or not particles.getXDim():
+            return None
+        return self.formMemoryRequest("reconstruct_from_external_embedding",
+                                      particles.getXDim(), particles.getSize())
+
     def embedding(self, ids=None):
         """``(N, d)`` latent coordinates, rows in the order of ``ids`` (default: the set's)."""
         particles = self.inputParticles.get()

@@ -3,11 +3,12 @@ import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import latent_figure
 from .recovar_base import ProtRecovarBase, savefig
 
-OUTLIER_DIR = "outliers"
+FILES = rf.Outliers
 
 
 class ProtRecovarOutliers(ProtRecovarBase):
@@ -55,17 +56,18 @@ class ProtRecovarOutliers(ProtRecovarBase):
             args.append("--no-z-regularization")
         if self.junkDetection.get():
             args.append("--use-junk-detection")
-        self.runRecovar("outlier_detection", args, self._getExtraPath(OUTLIER_DIR),
-                        outputFlag="--output-dir")
+        self.runRecovar("outlier_detection", args, self._getExtraPath(FILES.FOLDER),
+                        outputFlag="--output-dir", pipelineDir=self.pipelineRun().pipelineDir())
 
     def createOutputStep(self):
         pipeline = self.pipelineRun()
         ids = pipeline.idMap()
-        outliers, inliers = rr.read_outliers(self._getExtraPath(OUTLIER_DIR), self.zdim.get(),
+        outliers, inliers = rr.read_outliers(self._getExtraPath(FILES.FOLDER), self.zdim.get(),
                                              n_rows=len(ids))
         self.info("%d inliers, %d outliers of %d particles"
                   % (len(inliers), len(outliers), len(ids)))
-        self._savePlot(pipeline, outliers, len(ids))
+        with self.plotFolder() as plots:
+            self._savePlot(plots, pipeline, outliers, len(ids))
         source = pipeline.outputParticles
         self.registerOutputs({"outputInliers": self.particleSubset(source, ids[inliers], "_in"),
                               "outputOutliers": self.particleSubset(source, ids[outliers], "_out")},
@@ -80,7 +82,8 @@ class ProtRecovarOutliers(ProtRecovarBase):
             return ["Outliers not detected yet."]
         return ["zdim %d: %d inliers, %d outliers." % (self.zdim.get(),
                                                        self.outputInliers.getSize(),
-                                                       self.outputOutliers.getSize())]
+                                                       self.outputOutliers.getSize())] + \
+            self.provenanceSummary()
 
     def _methods(self):
         return ["Outlier particles were detected in the RECOVAR [Gilles2025recovar] latent "
@@ -90,12 +93,13 @@ class ProtRecovarOutliers(ProtRecovarBase):
         return ["Gilles2025recovar"]
 
     # --------------------------- UTILS functions ----------------------------
-    def _savePlot(self, pipeline, outliers, n):
+    def _savePlot(self, plots, pipeline, outliers, n):
         coords = rr.read_embedding(pipeline.pipelineDir(), self.zdim.get(),
                                    regularized=self.regularized.get(), n_rows=n).coords
         if coords.shape[1] < 2:
             return
         labels = np.zeros(n, dtype=int)
         labels[outliers] = 1
-        savefig(latent_figure(coords, labels, title="zdim %d: inliers (0) and outliers (1)"
-                              % self.zdim.get()), self.plotPath("outliers_latent.png"))
+        savefig(plots, FILES.LATENT,
+                latent_figure(coords, labels, title="zdim %d: inliers (0) and outliers (1)"
+                              % self.zdim.get()))

@@ -1,19 +1,22 @@
-"""RECOVAR pipeline: mean, covariance, principal components and latent embeddings."""
+"""RECOVAR pipeline: mean, covariance, principal components and latent embeddings, from
+single particles or from cryo-ET tilt series (tilt images of particles)."""
+from dataclasses import replace
 
+import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..core import recovar_checks as checks
+from ..formats import cryodrgn
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from ..plotting.recovar import contrast_figure, eigenvalues_figure, fsc_figure, latent_figure
-from .recovar_base import ProtRecovarBase, savefig
+from .recovar_base import MEMORY_LEVELS, ProtRecovarBase, inputPathIn, savefig
+from .recovar_tilt import INPUT_PARTICLES, TiltSeriesInput
 
-PIPELINE_DIR = "pipeline"
-MASK_MRC = "mask.mrc"
-FOCUS_MASK_MRC = "focus_mask.mrc"
+FILES = rf.Pipeline
 MASK_CHOICES = ["volume", "from_halfmaps", "sphere", "none"]
 MASK_VOLUME, MASK_HALFMAPS, MASK_SPHERE, MASK_NONE = range(4)
-MEMORY_CHOICES = ["normal", "low (halve batches)", "very low (quarter batches)"]
-MEMORY_FLAGS = ["", "--low-memory-option", "--very-low-memory-option"]
 UNINVERT_CHOICES = ["automatic", "true", "false"]
 #: Particle attributes holding the latent coordinates (CsvList), per zdim.
 LATENT_ATTR = "_recovar_zdim%d"
@@ -31,23 +34,25 @@ OUTPUTS = {"outputMean": emobj.Volume, "outputVariances": emobj.SetOfVolumes,
            "outputEigenvolumes": emobj.SetOfVolumes, "outputParticles": emobj.SetOfParticles}
 
 
-class ProtRecovarPipeline(ProtRecovarBase):
+class ProtRecovarPipeline(TiltSeriesInput, ProtRecovarBase):
     """Runs RECOVAR's pipeline: the mean map with its half maps, a regularised estimate of the
     covariance of the conformations, its principal components (eigenvolumes) and, for each
     latent dimension asked for, every particle's coordinates in that space. The particles
     are returned with their coordinates attached (`_recovar_zdim<k>`: regularised, what
     k-means uses; `_recovar_zdim<k>_noreg`: unregularised, what the density estimation uses).
+    Cryo-ET: the particles can be tilt images (several per particle), given as Scipion
+    particles, a 2D tilt-series STAR file (RELION 4/5, Warp) or a RELION 5 tomography
+    project; every tilt image then carries its particle's coordinates.
     """
     _label = "recovar pipeline"
     _possibleOutputs = OUTPUTS
+    #: The RECOVAR command this protocol runs (and plans the memory of).
+    _recovarCommand = "pipeline"
 
     # --------------------------- DEFINE param functions ---------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
-                      label="Particles",
-                      help="Particles with CTF and 3D alignment (angles and shifts), e.g. from a "
-                           "consensus 3D refinement. The box must be even.")
+        self._defineInputParams(form)
         form.addParam("maskType", params.EnumParam, choices=MASK_CHOICES, default=MASK_SPHERE,
                       label="Mask",
                       help="volume: a mask map (thresholded at 0.5 and softened by RECOVAR); "
@@ -86,16 +91,8 @@ class ProtRecovarPipeline(ProtRecovarBase):
                        label="Ignore zero frequency?",
                        help="Drop the zero frequency (RECOVAR --ignore-zero-frequency), for data "
                             "with uncorrected per-image offsets.")
-        group.addParam("memoryOption", params.EnumParam, choices=MEMORY_CHOICES, default=0,
-                       label="Memory use",
-                       help="Smaller batches when RECOVAR runs out of GPU or host memory "
-                            "(--low-memory-option / --very-low-memory-option); slower.")
-        group.addParam("lazy", params.BooleanParam, default=False, label="Lazy loading?",
-                       help="Read images from disk per batch instead of holding the stack in "
-                            "memory (RECOVAR --lazy).")
-        group.addParam("gpuBudget", params.FloatParam, default=0, label="Memory budget (GB)",
-                       help="RECOVAR --gpu-budget-gb, the memory its batch sizes aim at; 0 keeps "
-                            "RECOVAR's default (on CPU half the RAM, at most 12).")
+        self._defineMemoryParams(form)
+        self._defineTiltParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -107,45 +104,55 @@ class ProtRecovarPipeline(ProtRecovarBase):
 
     # --------------------------- STEPS functions ----------------------------
     def convertInputStep(self):
-        self.convertParticlesStep(self.inputParticles)
+        if self.isTiltSeries():
+            self.convertTiltSeriesStep()
+        else:
+            self.convertParticlesStep(self.inputParticles)
+
+    def writeExtraInputs(self, folder):
         from pwem.emlib.image import ImageHandler
         if self.maskType.get() == MASK_VOLUME:
-            ImageHandler().convert(self.maskVolume.get(), self.inputFile(MASK_MRC))
+            ImageHandler().convert(self.maskVolume.get(), inputPathIn(folder, FILES.MASK))
         if self.focusMask.get() is not None:
-            ImageHandler().convert(self.focusMask.get(), self.inputFile(FOCUS_MASK_MRC))
+            ImageHandler().convert(self.focusMask.get(), inputPathIn(folder, FILES.FOCUS_MASK))
 
     def pipelineStep(self):
-        from ..formats import cryodrgn
+        self.runRecovar(self._recovarCommand, self.pipelineArguments(), self.pipelineDir(),
+                        pipelineDir=self.pipelineDir())
+
+    def pipelineArguments(self):
+        """The arguments of RECOVAR's pipeline from the form (without -o)."""
         args = [self.inputFile(cryodrgn.PARTICLES_STAR), "--poses", self.inputFile(cryodrgn.POSES_PKL),
                 "--ctf", self.inputFile(cryodrgn.CTF_PKL), "--zdim", ",".join(map(str, self.zdimList())),
                 "--uninvert-data", UNINVERT_CHOICES[self.uninvertData.get()]]
         if self.maskType.get() == MASK_VOLUME:
-            args += ["--mask", self.inputFile(MASK_MRC)]
+            args += ["--mask", self._getExtraPath(FILES.MASK)]
             if self.maskDilation.get() > 0:
                 args += ["--mask-dilate-iter", self.maskDilation.get()]
         else:
             args += ["--mask", MASK_CHOICES[self.maskType.get()]]
         if self.focusMask.get() is not None:
-            args += ["--focus-mask", self.inputFile(FOCUS_MASK_MRC)]
+            args += ["--focus-mask", self._getExtraPath(FILES.FOCUS_MASK)]
         if self.correctContrast.get():
             args.append("--correct-contrast")
         if self.ignoreZeroFrequency.get():
             args.append("--ignore-zero-frequency")
-        args += ["--no-downsample"] if self.downsample.get() <= 0 else ["--downsample", self.downsample.get()]
-        if MEMORY_FLAGS[self.memoryOption.get()]:
-            args.append(MEMORY_FLAGS[self.memoryOption.get()])
-        if self.lazy.get():
-            args.append("--lazy")
-        if self.gpuBudget.get() > 0:
-            args += ["--gpu-budget-gb", self.gpuBudget.get()]
-        self.runRecovar("pipeline", args, self.pipelineDir())
+        # Memory options (--downsample included) come from memoryArguments.
+        return args + self.tiltArguments()
 
     def createOutputStep(self):
+        with self.plotFolder() as plots:
+            outputs = self.pipelineOutputs(self.pipelineDir(), plots)
+        self.registerPipelineOutputs(outputs)
+
+    def pipelineOutputs(self, folder, plots, rows=None):
+        """Mean, variances, eigenvolumes and the particles (``rows`` of the id map, all when
+        None) with their latent coordinates, from a pipeline folder; its figures saved in
+        ``plots`` (the plot :class:`ResultFolder`)."""
         from ..formats.mrc import read_map
-        folder = self.pipelineDir()
         volumes = rr.pipeline_volumes(folder)
         _, voxel = read_map(volumes.mean)
-        self._savePlots(folder)
+        self._savePlots(plots, folder)
 
         mean = emobj.Volume(location=str(volumes.mean))
         mean.setSamplingRate(voxel)
@@ -155,15 +162,19 @@ class ProtRecovarPipeline(ProtRecovarBase):
                                     [("variance%d" % k, p) for k, p in volumes.variances.items()])
         eigen = self._volumeSet("eigenvolumes", voxel,
                                 [("eigenvolume%d" % i, p) for i, p in enumerate(volumes.eigenvolumes)])
-        particles = self._particlesWithLatents(folder)
-        for name, output in zip(OUTPUTS, (mean, variances, eigen, particles)):
+        particles = self._particlesWithLatents(folder, rows)
+        return dict(zip(OUTPUTS, (mean, variances, eigen, particles)))
+
+    def registerPipelineOutputs(self, outputs):
+        for name, output in outputs.items():
             self._defineOutputs(**{name: output})
-            self._defineSourceRelation(self.inputParticles, output)
+            if self.inputType.get() == INPUT_PARTICLES:
+                self._defineSourceRelation(self.inputParticles, output)
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
-        errors = self._validateBackend() + self.validateParticles(self.inputParticles)
-        particles = self.inputParticles.get()
+        errors = self._validateBackend() + self.validateInput()
+        particles = self.inputParticles.get() if self.inputType.get() == INPUT_PARTICLES else None
         if self.maskType.get() == MASK_VOLUME:
             if self.maskVolume.get() is None:
                 errors.append("Choose a mask volume, or another mask type.")
@@ -176,30 +187,40 @@ class ProtRecovarPipeline(ProtRecovarBase):
         except ValueError:
             errors.append("Latent dimensions must be positive integers separated by commas "
                           "(got %r)." % self.zdims.get())
+            return errors
+        if particles is not None and not errors:
+            veryLow = MEMORY_LEVELS[self.memoryOption.get()] == "very low"
+            errors += ["Latent dimensions %s: %s." % (self.zdims.get(), e) for e in
+                       checks.zdim_errors(zdims, particles.getSize(), veryLow)]
+            errors += self.validateMemory()
         return errors
 
     def _warnings(self):
+        warnings = []
         if not self._visibleGpus():
-            return ["No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect about 10 min "
-                    "for 400 particles of 32 px; real data sets need a GPU."]
-        return []
+            warnings.append("No GPU is used: RECOVAR runs on the CPU (--accept-cpu). Expect "
+                            "about 10 min for 400 particles of 32 px; real data sets need a GPU.")
+        return warnings + self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputMean"):
             return ["RECOVAR pipeline not finished yet."]
-        lines = ["Latent dimensions: %s; %d particles." % (self.zdims.get(),
-                                                          self.outputParticles.getSize())]
+        lines = ["Latent dimensions: %s; %d %s." % (self.zdims.get(),
+                                                   self.outputParticles.getSize(),
+                                                   "tilt images of %d particles" % self.unitCount()
+                                                   if self.isTiltSeries() else "particles")]
         try:
             eigenvalues = rr.read_eigenvalues(self.pipelineDir())
             lines.append("First eigenvalues: %s" % ", ".join("%.3g" % v for v in eigenvalues[:5]))
         except rr.RecovarResultError:
             pass
-        return lines
+        return lines + self.provenanceSummary()
 
     def _methods(self):
         return ["Conformational heterogeneity was analysed with RECOVAR [Gilles2025recovar] "
-                "(mask %s, latent dimensions %s)." % (MASK_CHOICES[self.maskType.get()],
-                                                      self.zdims.get())]
+                "(mask %s, latent dimensions %s%s)." % (MASK_CHOICES[self.maskType.get()],
+                                                        self.zdims.get(), self.tiltMethods())] + \
+            self.correctionMethods()
 
     def _citations(self):
         return ["Gilles2025recovar"]
@@ -209,21 +230,36 @@ class ProtRecovarPipeline(ProtRecovarBase):
         return [int(z) for z in self.zdims.get().replace(" ", "").split(",") if z]
 
     def pipelineDir(self):
-        return self._getExtraPath(PIPELINE_DIR)
+        return self._getExtraPath(FILES.FOLDER)
 
-    def _savePlots(self, folder):
-        savefig(eigenvalues_figure(rr.read_eigenvalues(folder)), self.plotPath("eigenvalues.png"))
+    def workingBox(self):
+        """The box RECOVAR worked at (after downsampling)."""
+        return self.outputMean.getXDim()
+
+    def formMemoryOptions(self, command):
+        return replace(self.formMemoryRequest(command, 0, 0),
+                       downsample=max(0, self.downsample.get()))
+
+    def memoryRequest(self):
+        particles = self.memoryParticles()
+        if particles is None or not particles.getXDim():
+            return None
+        return replace(self.formMemoryOptions(self._recovarCommand), box=particles.getXDim(),
+                       n_particles=particles.getSize())
+
+    def _savePlots(self, plots, folder):
+        savefig(plots, FILES.EIGENVALUES, eigenvalues_figure(rr.read_eigenvalues(folder)))
         fsc = rr.read_mean_fsc(folder)
-        savefig(fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}),
-                self.plotPath("mean_fsc.png"))
+        savefig(plots, FILES.MEAN_FSC,
+                fsc_figure(fsc["frequency"], {"unmasked": fsc["unmasked"], "masked": fsc["masked"]}))
         zdims = [z for z in rr.available_zdims(folder) if z >= 2]
         if self.correctContrast.get() and rr.available_zdims(folder):
             contrasts = rr.read_embedding(folder, rr.available_zdims(folder)[-1]).contrasts
-            savefig(contrast_figure(contrasts), self.plotPath("contrast_histogram.png"))
+            savefig(plots, FILES.CONTRASTS, contrast_figure(contrasts))
         if zdims:
             embedding = rr.read_embedding(folder, zdims[-1])
-            savefig(latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]),
-                    self.plotPath("latent_zdim%d.png" % zdims[-1]))
+            savefig(plots, FILES.LATENT % zdims[-1],
+                    latent_figure(embedding.coords, title="zdim %d (regularised)" % zdims[-1]))
 
     def _volumeSet(self, suffix, voxel, named):
         volumes = self._createSetOfVolumes(suffix)
@@ -235,18 +271,55 @@ class ProtRecovarPipeline(ProtRecovarBase):
             volumes.append(volume)
         return volumes
 
-    def _particlesWithLatents(self, folder):
-        """The input particles (an SQL copy of their rows) with one CsvList column per latent
-        space: a million particles are never built as Python objects."""
+    def _particlesWithLatents(self, folder, rows=None):
+        """The input particles (an SQL copy of their rows; only ``rows`` when given) with one
+        CsvList column per latent space: a million particles are never built as Python
+        objects. Tilt images carry the coordinates of their particle."""
         ids = self.idMap()
+        rows = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
         attributes = {}
         for zdim in rr.available_zdims(folder):
             for regularized in (True, False):
-                embedding = rr.read_embedding(folder, zdim, regularized, n_rows=len(ids))
+                coords = self.rowValues(self.latentCoords(zdim, regularized, folder))[rows]
                 attributes[latentAttribute(zdim, regularized)] = (
-                    "CsvList", [",".join("%.6g" % v for v in row) for row in embedding.coords])
-                if regularized and self.correctContrast.get() and CONTRAST_ATTR not in attributes:
-                    attributes[CONTRAST_ATTR] = ("Float", embedding.contrasts.astype(float).tolist())
-        particles = self.particleSubset(self.inputParticles.get(), ids, "", attributes)
+                    "CsvList", [",".join("%.6g" % v for v in row) for row in coords])
+                if (regularized and self.correctContrast.get() and CONTRAST_ATTR not in attributes
+                        and not self.isTiltSeries()):
+                    contrasts = rr.read_embedding(folder, zdim, n_rows=len(ids)).contrasts
+                    attributes[CONTRAST_ATTR] = ("Float", contrasts[rows].astype(float).tolist())
+        particles = self.particleSubset(self.sourceParticles(), ids[rows], "", attributes)
         self.info("Attached %s to %d particles" % (", ".join(attributes), particles.getSize()))
         return particles
+
+    def latentCoords(self, zdim, regularized=True, folder=None):
+        """``(n_units, zdim)`` latent coordinates of RECOVAR's particles (the rows of the id
+        map; for tilt series, the particles in :meth:`unitRows` order), NaN where left out."""
+        coords = rr.read_embedding(folder or self.pipelineDir(), zdim, regularized).coords
+        n = self.unitCount()
+        if len(coords) > n:
+            raise rr.RecovarResultError("zdim %d has %d rows but the inputs have %d particles"
+                                        % (zdim, len(coords), n))
+        padded = np.full((n, coords.shape[1]), np.nan)
+        padded[:len(coords)] = coords
+        return padded
+
+    def unitRows(self):
+        """RECOVAR particle of every row of the id map (tilt series), or None (one per row)."""
+        return cryodrgn.read_tilt_units(self.inputFile(cryodrgn.TILT_UNITS_CSV))
+
+    def unitCount(self):
+        """Number of RECOVAR particles: rows of the id map, or tilt-series particles."""
+        units = self.unitRows()
+        return len(self.idMap()) if units is None else int(units.max()) + 1
+
+    def rowValues(self, perUnit):
+        """Values per RECOVAR particle (k-means labels, coordinates) as values per row."""
+        units = self.unitRows()
+        return np.asarray(perUnit) if units is None else np.asarray(perUnit)[units]
+
+    def unitsToRows(self, unitIndices):
+        """Rows (sorted) of the given RECOVAR particles (all their tilt images)."""
+        units = self.unitRows()
+        if units is None:
+            return np.sort(np.asarray(unitIndices, dtype=np.int64))
+        return np.flatnonzero(np.isin(units, unitIndices))

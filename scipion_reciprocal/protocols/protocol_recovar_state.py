@@ -5,11 +5,12 @@ import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
+from ..formats._atomic import atomic_path
 from .recovar_base import ProtRecovarBase
 
-STATE_DIR = "states"
-POINTS_TXT = "latent_points.txt"
+FILES = rf.ComputeState
 POINTS_FROM_KMEANS, POINTS_FROM_FILE = range(2)
 
 
@@ -54,6 +55,7 @@ class ProtRecovarComputeState(ProtRecovarBase):
                       help="Text file, one latent point per row; its number of columns is the "
                            "latent dimension (one the pipeline computed).")
         self._defineVolumeParams(form)
+        self._defineMemoryParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -66,20 +68,26 @@ class ProtRecovarComputeState(ProtRecovarBase):
     # --------------------------- STEPS functions ----------------------------
     def writePointsStep(self):
         points = self.latentPoints()
-        np.savetxt(self._getExtraPath(POINTS_TXT), points)
+        with atomic_path(self._getExtraPath(FILES.POINTS)) as tmp:
+            np.savetxt(tmp, points)
         self.info("%d latent point(s) of dimension %d" % points.shape)
 
     def computeStateStep(self):
-        args = [self.pipelineRun().pipelineDir(), "--latent-points",
-                self._getExtraPath(POINTS_TXT)] + self.volumeArguments()
-        self.runRecovar("compute_state", args, self._getExtraPath(STATE_DIR))
+        pipelineDir = self.pipelineRun().pipelineDir()
+        args = [pipelineDir, "--latent-points", self._getExtraPath(FILES.POINTS)]
+        args += self.volumeArguments(self.pipelineHalfSizes())
+        self.runRecovar("compute_state", args, self._getExtraPath(FILES.FOLDER),
+                        pipelineDir=pipelineDir)
 
     def createOutputStep(self):
-        volumes = self.kernelVolumeSet(self._getExtraPath(STATE_DIR), "state", "states",
+        volumes = self.kernelVolumeSet(self._getExtraPath(FILES.FOLDER), "state", "states",
                                        "state %d")
         if volumes is None:
-            raise rr.RecovarResultError(self._getExtraPath(STATE_DIR), "no state volumes written")
-        self.saveChimeraxSeries(volumes, "volumes.cxc", "RECOVAR states")
+            raise rr.RecovarResultError(self._getExtraPath(FILES.FOLDER),
+                                        "no state volumes written")
+        self.saveChimeraxSeries(volumes, FILES.VOLUMES_CXC, "RECOVAR states")
+        with self.plotFolder():
+            pass  # no figures: the sealed (empty) plots folder tells the viewer the run ended
         self.registerOutputs({"outputVolumes": volumes}, self.inputPipeline)
 
     # --------------------------- INFO functions -----------------------------
@@ -89,14 +97,19 @@ class ProtRecovarComputeState(ProtRecovarBase):
             points = self.latentPoints()
         except (ValueError, OSError, rr.RecovarResultError) as exc:
             return errors + self.validatePipeline() + [str(exc)]
-        return errors + self.validatePipeline([points.shape[1]])
+        errors += self.validatePipeline([points.shape[1]])
+        return errors + (self.validateMemory() if not errors else [])
+
+    def _warnings(self):
+        return self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputVolumes"):
             return ["States not computed yet."]
         return ["%d volume(s) at latent points %s" % (
             self.outputVolumes.getSize(),
-            "; ".join(str(v._recovar_latent) for v in self.outputVolumes))]
+            "; ".join(str(v._recovar_latent) for v in self.outputVolumes))] + \
+            self.provenanceSummary()
 
     def _methods(self):
         return ["Volumes at chosen points of the RECOVAR [Gilles2025recovar] latent space were "
@@ -106,6 +119,11 @@ class ProtRecovarComputeState(ProtRecovarBase):
         return ["Gilles2025recovar"]
 
     # --------------------------- UTILS functions ----------------------------
+    def memoryRequest(self):
+        if self.validatePipeline():
+            return None
+        return self.pipelineMemoryRequest("compute_state")
+
     def latentPoints(self):
         """The chosen points ``(n, zdim)``; ValueError naming the parameter when they are bad."""
         if self.pointsSource.get() == POINTS_FROM_FILE:

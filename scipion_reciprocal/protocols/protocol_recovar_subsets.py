@@ -1,5 +1,6 @@
 """Particle subsets from RECOVAR: k-means clusters (kept or inverted) or a volume feature."""
 import os
+import shutil
 
 import numpy as np
 import pwem.objects as emobj
@@ -7,15 +8,13 @@ from pyworkflow.protocol import params
 
 from ..convert.classes import class_ids, class_items
 from ..convert.particles import export_particles_star
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
 from .inputs import describePointer
 from .protocol_recovar_state import parseIndices
 from .recovar_base import ProtRecovarBase
 
-STAR_DIR = "star"
-STAR_FILE = "particles.star"
-SUBSET_DIR = "subset"
-FEATURE_MASK_MRC = "feature_mask.mrc"
+FILES = rf.Subsets
 FROM_KMEANS, FROM_VOLUME = range(2)
 FEATURE_SUBVOLUME, FEATURE_MASK, FEATURE_COORDINATE = range(3)
 
@@ -94,17 +93,21 @@ class ProtRecovarSubsets(ProtRecovarBase):
             args += ["-s", self.subvolume.get()]
         elif feature == FEATURE_MASK:
             from pwem.emlib.image import ImageHandler
-            ImageHandler().convert(self.featureMask.get(), self._getExtraPath(FEATURE_MASK_MRC))
-            args += ["--mask", self._getExtraPath(FEATURE_MASK_MRC)]
+            mask = self._getExtraPath(FILES.FEATURE_MASK)
+            partial = self._getExtraPath(".partial_" + FILES.FEATURE_MASK)
+            ImageHandler().convert(self.featureMask.get(), partial)
+            os.replace(partial, mask)
+            args += ["--mask", mask]
         else:
             args += ["--coordinate", self.coordinate.get().replace(" ", "")]
-        self.runRecovar("extract_image_subset", args, self._getExtraPath(SUBSET_DIR))
+        self.runRecovar("extract_image_subset", args, self._getExtraPath(FILES.FOLDER),
+                        pipelineDir=self.inputPipeline.get().pipelineDir())
 
     def createOutputStep(self):
         if self.source.get() == FROM_VOLUME:
             pipeline = self.inputPipeline.get()
             ids = pipeline.idMap()
-            rows = rr.read_subset_indices(self._getExtraPath(SUBSET_DIR), n_rows=len(ids))
+            rows = rr.read_subset_indices(self._getExtraPath(FILES.FOLDER), n_rows=len(ids))
             source, chosen, inputPointer = pipeline.outputParticles, ids[rows], self.inputVolumes
             what = "volume %d feature" % self.volumeIndex.get()
         else:
@@ -116,9 +119,11 @@ class ProtRecovarSubsets(ProtRecovarBase):
             what = "%sk-means clusters %s" % ("all but " if self.invert.get() else "",
                                                self.clusters.get())
         particles = self.particleSubset(source, chosen, "")
-        star = self._getExtraPath(STAR_DIR, STAR_FILE)
-        os.makedirs(os.path.dirname(star), exist_ok=True)
-        export_particles_star(particles, star, link_folder=self._getExtraPath(STAR_DIR, "Stacks"))
+        star = self._getExtraPath(FILES.STAR)
+        if os.path.isdir(self._getExtraPath(FILES.STAR_FOLDER)):  # a rerun starts clean
+            shutil.rmtree(self._getExtraPath(FILES.STAR_FOLDER))
+        os.makedirs(os.path.dirname(star))
+        export_particles_star(particles, star, link_folder=self._getExtraPath(FILES.STACKS))
         self.info("%d particles (%s) written to %s" % (particles.getSize(), what, star))
         self.registerOutputs({"outputParticles": particles}, inputPointer)
 
@@ -177,7 +182,8 @@ class ProtRecovarSubsets(ProtRecovarBase):
         if not hasattr(self, "outputParticles"):
             return ["Subset not extracted yet."]
         return ["%d particles; STAR: %s" % (self.outputParticles.getSize(),
-                                            self._getExtraPath(STAR_DIR, STAR_FILE))]
+                                            self._getExtraPath(FILES.STAR))] + \
+            self.provenanceSummary()
 
     def _methods(self):
         return ["Particles were selected from the RECOVAR [Gilles2025recovar] results."]

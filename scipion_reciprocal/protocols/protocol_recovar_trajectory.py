@@ -3,13 +3,13 @@ import numpy as np
 import pwem.objects as emobj
 from pyworkflow.protocol import params
 
+from ..formats import recovar_files as rf
 from ..formats import recovar_results as rr
+from ..formats._atomic import atomic_path
 from ..plotting.recovar import latent_figure, trajectory_density_figure
 from .recovar_base import ProtRecovarBase, savefig
 
-TRAJECTORY_DIR = "trajectory"
-START_TXT, END_TXT = "z_start.txt", "z_end.txt"
-CHIMERAX_CXC = "trajectory.cxc"
+FILES = rf.Trajectory
 ENDS_FROM_KMEANS, ENDS_FROM_COORDINATES = range(2)
 
 
@@ -71,6 +71,7 @@ class ProtRecovarTrajectory(ProtRecovarBase):
                            " k-means centres are regularised ones (--override_z_regularization"
                            " switches the path to them).")
         self._defineVolumeParams(form)
+        self._defineMemoryParams(form)
         self._defineExtraParams(form)
         self._defineGpuParams(form)
 
@@ -83,30 +84,35 @@ class ProtRecovarTrajectory(ProtRecovarBase):
     # --------------------------- STEPS functions ----------------------------
     def writeEndpointsStep(self):
         start, end = self.endpoints()
-        np.savetxt(self._getExtraPath(START_TXT), start[None])
-        np.savetxt(self._getExtraPath(END_TXT), end[None])
+        for name, point in ((FILES.START, start), (FILES.END, end)):
+            with atomic_path(self._getExtraPath(name)) as tmp:
+                np.savetxt(tmp, point[None])
         self.info("Path from %s to %s" % (np.round(start, 4), np.round(end, 4)))
 
     def trajectoryStep(self):
-        args = [self.pipelineRun().pipelineDir(), "--zdim", self.zdim.get(),
-                "--z_st", self._getExtraPath(START_TXT), "--z_end", self._getExtraPath(END_TXT),
-                "--n-vols-along-path", self.nVolumes.get()] + self.volumeArguments()
+        pipelineDir = self.pipelineRun().pipelineDir()
+        args = [pipelineDir, "--zdim", self.zdim.get(),
+                "--z_st", self._getExtraPath(FILES.START), "--z_end", self._getExtraPath(FILES.END),
+                "--n-vols-along-path", self.nVolumes.get()]
+        args += self.volumeArguments(self.pipelineHalfSizes())
         density = self.densityFile()
         if density:
             args += ["--density", density]
         if self.regularized.get():
             args.append("--override_z_regularization")
-        self.runRecovar("compute_trajectory", args, self._getExtraPath(TRAJECTORY_DIR))
+        self.runRecovar("compute_trajectory", args, self._getExtraPath(FILES.FOLDER),
+                        pipelineDir=pipelineDir)
 
     def createOutputStep(self):
-        trajectory = rr.read_trajectory(self._getExtraPath(TRAJECTORY_DIR))
+        trajectory = rr.read_trajectory(self._getExtraPath(FILES.FOLDER))
         if not trajectory.volumes.volumes:
-            raise rr.RecovarResultError(self._getExtraPath(TRAJECTORY_DIR),
+            raise rr.RecovarResultError(self._getExtraPath(FILES.FOLDER),
                                         "no volumes along the path")
         volumes = self.kernelVolumeSet(trajectory.volumes.volumes[0].parent, "state",
                                        "trajectory", "trajectory point %d")
-        self._savePlots(trajectory)
-        self.saveChimeraxSeries(volumes, CHIMERAX_CXC, "RECOVAR trajectory")
+        with self.plotFolder() as plots:
+            self._savePlots(plots, trajectory)
+        self.saveChimeraxSeries(volumes, FILES.CXC, "RECOVAR trajectory")
         self.registerOutputs({"outputVolumes": volumes}, self.inputPipeline)
 
     # --------------------------- INFO functions -----------------------------
@@ -124,7 +130,10 @@ class ProtRecovarTrajectory(ProtRecovarBase):
             self.densityFile()
         except (ValueError, rr.RecovarResultError) as exc:
             errors.append(str(exc))
-        return errors
+        return errors + (self.validateMemory() if not errors else [])
+
+    def _warnings(self):
+        return self.memoryWarnings()
 
     def _summary(self):
         if not hasattr(self, "outputVolumes"):
@@ -132,7 +141,7 @@ class ProtRecovarTrajectory(ProtRecovarBase):
         return ["%d volumes along a path in zdim %d%s; ChimeraX: %s"
                 % (self.outputVolumes.getSize(), self.zdim.get(),
                    " following the density" if self.inputDensity.get() else "",
-                   self._getExtraPath(CHIMERAX_CXC))]
+                   self._getExtraPath(FILES.CXC))] + self.provenanceSummary()
 
     def _methods(self):
         return ["Volumes along a latent-space trajectory were computed with RECOVAR "
@@ -142,6 +151,11 @@ class ProtRecovarTrajectory(ProtRecovarBase):
         return ["Gilles2025recovar"]
 
     # --------------------------- UTILS functions ----------------------------
+    def memoryRequest(self):
+        if self.validatePipeline([self.zdim.get()]):
+            return None
+        return self.pipelineMemoryRequest("compute_trajectory")
+
     def endpoints(self):
         """``(start, end)`` latent points; ValueError naming the parameter when they are bad."""
         zdim = self.zdim.get()
@@ -186,13 +200,13 @@ class ProtRecovarTrajectory(ProtRecovarBase):
                              % (index, run.getObjLabel(), len(density.alphas) - 1))
         return str(density.density_files[index])
 
-    def _savePlots(self, trajectory):
-        savefig(trajectory_density_figure(trajectory.density, trajectory.point_density),
-                self.plotPath("density_along_path.png"))
+    def _savePlots(self, plots, trajectory):
+        savefig(plots, FILES.DENSITY_ALONG_PATH,
+                trajectory_density_figure(trajectory.density, trajectory.point_density))
         pipeline = self.pipelineRun()
         coords = rr.read_embedding(pipeline.pipelineDir(), self.zdim.get(),
                                    regularized=self.regularized.get()).coords
         if coords.shape[1] >= 2:
-            savefig(latent_figure(coords, title="path in zdim %d" % self.zdim.get(),
-                                  path=trajectory.path, path_points=trajectory.points),
-                    self.plotPath("path_latent.png"))
+            savefig(plots, FILES.PATH_LATENT,
+                    latent_figure(coords, title="path in zdim %d" % self.zdim.get(),
+                                  path=trajectory.path, path_points=trajectory.points))

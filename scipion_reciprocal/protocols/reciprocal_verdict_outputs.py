@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pwem.objects as emobj
 
-from ..convert.set_subsets import add_item_attributes, create_set_file, fill_classes, \
+from ..convert.set_sql import add_item_attributes, create_set_file, fill_classes, \
     write_item_subset
 
 #: Attribute of the stable and unstable output particles holding their stability score.

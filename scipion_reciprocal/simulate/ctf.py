@@ -111,3 +111,36 @@ def ctf_stack(box, pixel_size, defocus, voltage=300.0, cs=2.7, amplitude_contras
     if bfactor:
         ctf *= np.exp(-bfactor * s2 / 4.0)
     return ctf
+
+
+def critical_exposure(frequency, voltage=300.0):
+    """Critical exposure (e⁻/Å²) at spatial frequency ``frequency`` (1/Å), Grant & Grigorieff
+    (2015): ``0.245 s^-1.665 + 2.81``, scaled by 0.75 at 200 kV (as RELION and RECOVAR do)."""
+    scale = 0.75 if np.isclose(voltage, 200.0) else 1.0
+    with np.errstate(divide='ignore'):
+        return 0.245 * scale * np.asarray(frequency, dtype=np.float64) ** -1.665 + 2.81
+
+
+def dose_weights(box, pixel_size, dose, voltage=300.0):
+    """Exposure filters of images that received ``dose`` e⁻/Å² before them, on the ``rfft2``
+    grid: ``exp(-dose / (2 Ne(s)))``, and 0 where ``dose >= 2.51284 Ne(s)`` (the optimal
+    exposure cut-off), as RECOVAR's cryo-ET CTF models them.
+
+    Parameters
+    ----------
+    box : int or tuple of int
+        Image size.
+    pixel_size : float
+        Å per pixel.
+    dose : float or numpy.ndarray
+        ``(n,)`` accumulated dose before each image (e⁻/Å²).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, ny, nx // 2 + 1)`` float64 weights.
+    """
+    dose = np.atleast_1d(np.asarray(dose, dtype=np.float64))[:, None, None]
+    sy, sx = rfft_frequencies(box, pixel_size)
+    ne = critical_exposure(np.sqrt(sx ** 2 + sy ** 2), voltage)[None]
+    return np.exp(-0.5 * dose / ne) * (dose < 2.51284 * ne)

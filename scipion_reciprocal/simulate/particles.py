@@ -17,7 +17,7 @@ Conventions (exact; reconstruction programs reading the written STAR must recove
 """
 
 import multiprocessing as mp
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +351,29 @@ def simulate_particles(maps, n_particles=300, state_probabilities=None, pixel_si
                               shifts_px=shifts, defocus=defocus, metadata=metadata,
                               pixel_size=float(pixel_size), voltage=float(voltage), cs=float(cs),
                               amplitude_contrast=float(amplitude_contrast))
+
+
+def add_junk(sim, fraction, seed=0):
+    """The particles with a random ``fraction`` of them replaced by junk: boxes of noise alone
+    (empty ice), of the same variance as the particle images, keeping their metadata (poses
+    and CTF as a refinement would have assigned them). Junk rows get state -1.
+
+    Returns
+    -------
+    SimulatedParticles
+        A copy; ``sim`` is unchanged.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f'fraction must be in [0, 1), got {fraction}')
+    rng = np.random.default_rng(seed)
+    n = len(sim.states)
+    junk = np.sort(rng.choice(n, int(round(fraction * n)), replace=False))
+    images = sim.images.copy()
+    sigma = np.delete(images, junk, axis=0).std()
+    images[junk] = rng.normal(0.0, sigma, (len(junk),) + images.shape[1:])
+    states = sim.states.copy()
+    states[junk] = -1
+    return replace(sim, images=images, states=states, metadata=sim.metadata.copy())
 
 
 def write_particle_dataset(outdir, sim, pixel_size=None, stack_name=DEFAULT_STACK,

@@ -17,11 +17,3 @@ def lowpass(volume, resolution, pixel_size):
     f = np.fft.fftfreq(volume.shape[0], d=pixel_size)
     radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
     return np.real(np.fft.ifftn(np.fft.fftn(volume) * (radius <= 1.0 / resolution)))
-
-
-def magnify(volume, factor):
-    """The map magnified ``factor`` times about the box centre (index box // 2)."""
-    from scipy import ndimage
-    centre = np.full(3, volume.shape[0] // 2, dtype=float)
-    return ndimage.affine_transform(volume, np.eye(3) / factor, offset=centre - centre / factor,
-                                    order=3)

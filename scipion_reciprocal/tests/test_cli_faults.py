@@ -295,7 +295,7 @@ def _class_not_a_number(text):
 
 
 @pytest.mark.parametrize('damage, message', [
-    (_truncate, 'values instead of 15 (truncated or corrupt row)'),
+    (_truncate, 'fields instead of 15 (truncated or corrupt row)'),
     (lambda text: '', 'run_it003_data.star: empty file: not a STAR file'),
     (_no_rows, 'run_it003_data.star: data_particles has no rows: job job086 has no particles'),
     (_class_not_a_number, 'column _rlnClassNumber holds values that are not int numbers'),

@@ -28,8 +28,9 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from scipion_reciprocal import Plugin
 from scipion_reciprocal.cluster import SLURM_HOSTS_CONF, example_queues, write_hosts_conf
 from scipion_reciprocal.core.picking import read_history
-from scipion_reciprocal.protocols import (ProtImportRelionClassifications, ProtReciprocalAnalysis,
-                                          ProtTrainParticleClassifier)
+from scipion_reciprocal.protocols import (ProtBackendCheck, ProtImportRelionClassifications,
+                                          ProtReciprocalAnalysis, ProtTrainParticleClassifier)
+from scipion_reciprocal.protocols.protocol_backend_check import BACKEND_NAMES
 from scipion_reciprocal.simulate.dataset import build_demo_project
 from scipion_reciprocal.tests.localslurm import PARTITION, LocalSlurm, SlurmStartError, unavailable
 from scipion_reciprocal.workflows.wiring import connect, connect_many, relion_particles_import
@@ -283,6 +284,24 @@ class TestSlurmQueue(BaseTest):
         history = read_history(model.getModelFile())
         self.assertEqual(list(history.epoch), list(range(1, len(history) + 1)))
         self.assertLessEqual(len(history), 3)
+
+    def test_backend_sees_the_gpus_the_queue_assigns(self):
+        """The form asks for GPU 1 of the submitting machine; through the queue the job asks
+        SLURM for one GPU, and the backend sees the GPUs Scipion hands the step there:
+        renumbered from 0, as SLURM's device constraint exposes them."""
+        name = next((n for n in BACKEND_NAMES if not Plugin.validateBackend(n)), None)
+        if name is None:
+            self.skipTest("no backend environment installed")
+        prot = self.newProtocol(ProtBackendCheck, backend=BACKEND_NAMES.index(name), gpuList="1")
+        self._useQueue(prot, JOB_MEMORY="2G")
+        jobId = self._submit(prot)
+        run = self._waitForEnd(prot, jobId)
+        self._assertFinishedThroughSlurm(run, jobId, ["--gres=gpu:1", "--ntasks=1"])
+        run = self.proj.getProtocol(run.getObjId())
+        self.assertTrue(run.summaryVar.get().endswith("(CUDA_VISIBLE_DEVICES=0)"),
+                        run.summaryVar.get())
+        stdout = Path(run.getProject().path, run.getStdoutLog()).read_text()
+        self.assertIn("&& CUDA_VISIBLE_DEVICES=0 python -c", stdout)
 
     def _submitSleeper(self, label):
         """Submit a protocol that sleeps 10 minutes in its first step; return once it runs."""

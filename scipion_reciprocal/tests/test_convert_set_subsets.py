@@ -1,5 +1,5 @@
-"""Scipion set files: subsets copied by SQL (convert/set_subsets.py), classes read and
-converted to STAR a class at a time, in worker processes or not (convert/set_tables.py,
+"""Scipion set files: subsets copied by SQL (convert/set_sql.py), classes read and
+converted to STAR a class at a time, in worker processes or not (convert/set_sql.py,
 convert/class_star.py)."""
 import sqlite3
 from contextlib import closing
@@ -11,11 +11,11 @@ import pandas as pd
 
 from scipion_reciprocal.convert.class_star import StarConversions
 from scipion_reciprocal.convert.particles import ImagesInfo, items_to_relion
-from scipion_reciprocal.convert.set_subsets import (add_item_attributes, fill_classes,
-                                                    write_item_subset)
-from scipion_reciprocal.convert.set_tables import SetTableError
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import (SetTableError, add_item_attributes,
+                                                fill_classes, read_class_items, read_set_items,
+                                                write_item_subset)
 from scipion_reciprocal.formats.star import read_particles_star
+from scipion_reciprocal.tests.set_files import write_particle_set
 
 emobj = pytest.importorskip("pwem.objects")
 
@@ -23,22 +23,7 @@ emobj = pytest.importorskip("pwem.objects")
 def _particles(path):
     """Ten particles (ids 1..10, image i of stack.mrcs, defocus 1000 i, class 1 + i % 3);
     particle 4 disabled."""
-    particles = emobj.SetOfParticles(filename=str(path))
-    particles.setSamplingRate(1.5)
-    particles.setDim((64, 64, 1))
-    particles.setAcquisition(emobj.Acquisition(voltage=300.0, sphericalAberration=2.7,
-                                               amplitudeContrast=0.1, magnification=50000))
-    for i in range(1, 11):
-        particle = emobj.Particle(location=(i, "stack.mrcs"))
-        particle.setClassId(1 + i % 3)
-        ctf = emobj.CTFModel()
-        ctf.setStandardDefocus(1000.0 * i, 900.0 * i, 10.0)
-        particle.setCTF(ctf)
-        particle.setEnabled(i != 4)
-        particles.append(particle)
-    particles.write()
-    particles.close()
-    return path
+    return write_particle_set(path)
 
 
 def test_subset_rows_are_the_enabled_members_in_id_order(tmp_path):

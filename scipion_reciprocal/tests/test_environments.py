@@ -72,6 +72,8 @@ def test_custom_activation_is_probed(tmp_path):
 def test_backend_command_sets_visible_gpus():
     assert backend_command("act", "prog.py", "0,2") == "act && CUDA_VISIBLE_DEVICES=0,2 python prog.py"
     assert backend_command("act", "prog.py", None) == "act && CUDA_VISIBLE_DEVICES='' python prog.py"
+    # Scipion's placeholder for the GPUs it assigns, filled in by runJob
+    assert backend_command("act", "prog.py", "%(GPU)s") == "act && CUDA_VISIBLE_DEVICES=%(GPU)s python prog.py"
 
 
 def test_unknown_backend_lists_known_ones():

@@ -101,12 +101,14 @@ def _captured(protocol, step):
     """The program and arguments ``step`` hands to runBackend (it runs nothing)."""
     from scipion_reciprocal.formats.recovar_results import RecovarResultError
     calls = []
-    protocol.runBackend = lambda program, arguments, gpus=None, cwd=None: calls.append(
-        (program, arguments, gpus))
+    protocol.runBackend = lambda program, arguments, useGpu=None, cwd=None, gpus=None: \
+        calls.append((program, arguments, useGpu))
     with pytest.raises(RecovarResultError):  # no job.json: nothing ran
         step()
-    (program, arguments, gpus), = calls
-    return program.split() + arguments.split(), gpus
+    (program, arguments, useGpu), = calls
+    words = program.split() + arguments.split()
+    record = words.index("--record")  # the launcher's record of the run: the protocol's own
+    return words[:record] + words[record + 2:], useGpu
 
 
 def test_offline_commands_are_the_protocols_commands(scipion_project):
@@ -114,6 +116,7 @@ def test_offline_commands_are_the_protocols_commands(scipion_project):
     from scipion_reciprocal.protocols.protocol_recovar_pipeline import (MASK_CHOICES,
                                                                         UNINVERT_CHOICES)
     project = scipion_project
+    os.chdir(project.getPath())  # the steps write their records in the protocols' folders
     for plan in (plans.FULL, plans.TINY):
         options = plans.RecovarOptions.of(plan)
         pipeline = project.newProtocol(
@@ -121,8 +124,8 @@ def test_offline_commands_are_the_protocols_commands(scipion_project):
             uninvertData=UNINVERT_CHOICES.index(options.uninvert), zdims=str(options.zdim),
             downsample=options.downsample)
         project.saveProtocol(pipeline)
-        command, gpus = _captured(pipeline, pipeline.pipelineStep)
-        assert gpus == ""  # no GPU on this machine: the CPU variant
+        command, useGpu = _captured(pipeline, pipeline.pipelineStep)
+        assert useGpu is False  # no GPU on this machine: the CPU variant
         assert command == pipeline_command(pipeline._getExtraPath("inputs"),
                                            pipeline.pipelineDir(), options, cpu=True)
         assert "--zdim" in command and command[command.index("--zdim") + 1] == str(plan.zdim)

@@ -78,9 +78,45 @@ def demo_project():
     return run_demo("gui_demo", data_dir=data, backends=False, log=lambda message: None)
 
 
+def protocols_conf_texts():
+    """{protocol class: text} of the plugin's protocols.conf entries."""
+    import configparser
+    import json
+
+    import scipion_reciprocal
+    conf = configparser.ConfigParser()
+    conf.read(Path(scipion_reciprocal.__file__).with_name("protocols.conf"))
+    texts = {}
+
+    def walk(node):
+        if node.get("tag") == "protocol":
+            texts[node["value"]] = node["text"]
+        for child in node.get("children", []):
+            walk(child)
+
+    for value in conf["PROTOCOLS"].values():
+        for node in json.loads(value):
+            walk(node)
+    return texts
+
+
+def _text_right_edge(tree, item, depth):
+    """Where an item's text ends in the tree, in pixels: indentation, icon, text."""
+    import tkinter.font as tkfont
+    from tkinter import ttk
+
+    from pyworkflow.gui import LIST_TREEVIEW
+    style = ttk.Style(tree)
+    indent = int(style.lookup(LIST_TREEVIEW, "indent") or style.lookup("Treeview", "indent") or 20)
+    font = tkfont.nametofont(style.lookup(LIST_TREEVIEW, "font") or "TkDefaultFont")
+    images = [tree.tag_configure(tag, "image") for tag in tree.item(item, "tags")]
+    icon = max([int(tree.tk.call("image", "width", i[0] if isinstance(i, tuple) else i))
+                for i in images if i] or [0])
+    return (depth + 1) * indent + icon + 4 + font.measure(tree.item(item, "text"))
+
+
 def test_project_window_shows_plugin_section(xserver, demo_project):
     from pyworkflow.gui.project import ProjectWindow
-    from scipion_reciprocal.protocols import ProtBackendCheck, ProtExportParticlesStar
 
     window = ProjectWindow(str(demo_project.project_path))
     try:
@@ -90,20 +126,27 @@ def test_project_window_shows_plugin_section(xserver, demo_project):
         nodes = list(tree_texts(tree))
         sections = [item for text, item in nodes if text == PROTOCOL_TREE_SECTION]
         assert sections, "no '%s' section in the protocol tree" % PROTOCOL_TREE_SECTION
-        # Protocol nodes read "<plugin> - <label>".
-        labels = {text.split(" - ", 1)[-1] for text, _ in tree_texts(tree, sections[0])}
-        assert {ProtExportParticlesStar._label, ProtBackendCheck._label} <= labels, labels
         for _, item in tree_texts(tree, ""):
             tree.item(item, open=item == sections[0] or tree.parent(item) == sections[0])
         tree.see(sections[0])
         for _ in range(20):
             window.root.update()
             time.sleep(0.05)
+        png = screenshot(xserver, artifacts_dir() / "gui_project_window.png")
+        assert png.stat().st_size > 20000
+        # Every protocol reads the short text protocols.conf gives it, whole within the tree.
+        expected = protocols_conf_texts()
+        shown = {item.split(".")[-1]: (text, item) for text, item in tree_texts(tree, sections[0])
+                 if item.split(".")[-1] in expected}
+        assert {name: text for name, (text, _) in shown.items()} == expected
+        width = tree.winfo_width()
+        depth = lambda item: 0 if not tree.parent(item) else 1 + depth(tree.parent(item))
+        cut = {text: _text_right_edge(tree, item, depth(item)) for text, item in shown.values()
+               if _text_right_edge(tree, item, depth(item)) > width}
+        assert width > 100 and not cut, "wider than the tree (%d px): %s" % (width, cut)
         # The demo's runs are in the project the window shows.
         runs = {run.getObjLabel() for run in window.project.getRuns()}
         assert "export particles to RELION" in runs
-        png = screenshot(xserver, artifacts_dir() / "gui_project_window.png")
-        assert png.stat().st_size > 20000
     finally:
         window.root.destroy()
         # The project window switched matplotlib to TkAgg; later tests draw headless.

@@ -1,7 +1,9 @@
 """The classifier's Scipion-side helpers (core.picking) and figures (plotting.classifier)."""
-import ast
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -18,24 +20,22 @@ matplotlib.use('Agg')
 BACKEND = Path(picking.__file__).resolve().parents[1] / 'backends' / 'classifier'
 
 
-def _module_constants(path):
-    """String constants assigned at module level in a source file (without importing it)."""
-    constants = {}
-    for node in ast.parse(path.read_text(encoding='utf-8')).body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple)):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    constants[target.id] = ast.literal_eval(node.value)
-    return constants
-
-
 def test_file_names_match_the_backend():
-    backend = _module_constants(BACKEND / 'particle_classifier.py')
-    backend.update(_module_constants(BACKEND / 'classifier_io.py'))
-    for name in ('MODEL_FILE', 'MODEL_INFO', 'HISTORY', 'TEST_REPORT', 'TEST_SCORES', 'SPLIT',
-                 'PICKS', 'REJECTED', 'PICK_SUMMARY', 'SCORE_MAPS', 'COORDINATES',
-                 'STAR_SUFFIX', 'PICK_COLUMNS'):
-        assert getattr(picking, name) == backend[name], name
+    """The backend, loaded as it runs (from its folder, without the package), names its files
+    as core.picking reads them."""
+    names = ('MODEL_FILE', 'MODEL_INFO', 'HISTORY', 'TEST_REPORT', 'TEST_SCORES', 'SPLIT',
+             'PICKS', 'REJECTED', 'PICK_SUMMARY', 'SCORE_MAPS', 'COORDINATES', 'STAR_SUFFIX',
+             'PICK_COLUMNS')
+    code = ('import json, sys; sys.path.insert(0, %r); import particle_classifier as p, '
+            'classifier_io as io; print(json.dumps({n: getattr(p, n) for n in %r} | '
+            '{"columns": [io.PARTICLE_COLUMNS, io.MICROGRAPH_COLUMNS]}))' % (str(BACKEND), names))
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                          cwd=str(BACKEND.parent), check=True)
+    backend = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in names:
+        assert backend[name] == json.loads(json.dumps(getattr(picking, name))), name
+    assert backend['columns'] == [list(picking.PARTICLE_COLUMNS), list(picking.MICROGRAPH_COLUMNS)]
 
 
 def test_particle_and_micrograph_tables(tmp_path):

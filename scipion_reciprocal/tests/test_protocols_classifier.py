@@ -1,6 +1,7 @@
 """Particle classifier protocols in a real Scipion project, with the real TensorFlow backend.
 
-Skips when the classifier environment is not installed.  Runs under pytest and with
+The protocol tests skip when the classifier environment is not installed; the refusal of a
+missing environment needs none.  Runs under pytest and with
 ``python -m scipion tests scipion_reciprocal.tests.test_protocols_classifier``.
 """
 import os
@@ -14,7 +15,7 @@ from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal import Plugin
-from scipion_reciprocal.convert.set_tables import read_set_items
+from scipion_reciprocal.convert.set_sql import read_set_items
 from scipion_reciprocal.core.picking import evaluate_picks
 from scipion_reciprocal.environments import BACKENDS
 from scipion_reciprocal.formats.result_folder import folder_status
@@ -39,19 +40,12 @@ class TestClassifierProtocols(BaseTest):
         base = Path(tempfile.mkdtemp(prefix="reciprocal-classifier-"))
         cls.training = build_demo_project(base / "train", seed=11, n_particles=30, n_micrographs=12)
         cls.held = build_demo_project(base / "held", seed=12, n_particles=30, n_micrographs=3)
-        cls.good = cls._importParticles(cls.training.good_star, "good")
-        cls.bad = cls._importParticles(cls.training.bad_star, "bad")
+        cls.good = _importParticles(cls, cls.training.good_star, "good")
+        cls.bad = _importParticles(cls, cls.training.bad_star, "bad")
         cls.train = cls.newProtocol(ProtTrainParticleClassifier, box=BOX, epochs=30, patience=8)
         connect(cls.train.goodParticles, cls.good, "outputParticles")
         connect(cls.train.badParticles, cls.bad, "outputParticles")
         cls.launchProtocol(cls.train)
-
-    @classmethod
-    def _importParticles(cls, star, label):
-        prot = relion_particles_import(cls.proj, star, PIXEL)
-        prot.setObjLabel(label)
-        cls.launchProtocol(prot)
-        return prot
 
     def setUp(self):
         if self.missing:
@@ -73,7 +67,7 @@ class TestClassifierProtocols(BaseTest):
         self.assertEqual(viewer.incompleteReason(), "")
 
     def test_classify_held_out_boxes_and_rethreshold(self):
-        picked = self._importParticles(self.held.picked_star, "held-out boxes")
+        picked = _importParticles(self, self.held.picked_star, "held-out boxes")
         classify = self.newProtocol(ProtClassifyParticles, threshold=0.5)
         connect(classify.inputParticles, picked, "outputParticles")
         connect(classify.inputModel, self.train, "outputModel")
@@ -141,6 +135,18 @@ class TestClassifierProtocols(BaseTest):
         viewer.setProtocol(pick)
         self.assertEqual(len([n for n in viewer.plotNames() if n.startswith("picks_")]), 3)
 
+
+class TestClassifierWithoutBackend(BaseTest):
+    """What needs no TensorFlow."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        data = build_demo_project(Path(tempfile.mkdtemp(prefix="reciprocal-classifier-")),
+                                  seed=11, n_particles=30, n_micrographs=2)
+        cls.good = _importParticles(cls, data.good_star, "good")
+        cls.bad = _importParticles(cls, data.bad_star, "bad")
+
     def test_missing_environment_is_refused(self):
         backend = BACKENDS["classifier"]
         previous = Plugin.getVar(backend.activation_var)
@@ -153,3 +159,11 @@ class TestClassifierProtocols(BaseTest):
             self.assertTrue(any("installb classifier" in e for e in errors), errors)
         finally:
             Plugin._vars[backend.activation_var] = previous
+
+
+def _importParticles(test, star, label):
+    """Import a RELION particle STAR file into ``test``'s project."""
+    prot = relion_particles_import(test.proj, star, PIXEL)
+    prot.setObjLabel(label)
+    test.launchProtocol(prot)
+    return prot

@@ -13,8 +13,8 @@ import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal.convert.particles import parse_matrices
+from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 from scipion_reciprocal.core.particle_keys import micrograph_stem
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
 from scipion_reciprocal.formats.cryosparc import CsParticles
 from scipion_reciprocal.formats.result_folder import folder_status
 from scipion_reciprocal.formats.star import read_particles_star

@@ -130,14 +130,23 @@ class TestFoundationProtocols(BaseTest):
         for name in BACKEND_NAMES:
             if Plugin.validateBackend(name):
                 continue  # not installed here: test_missing_backend covers the refusal
-            check = self.newProtocol(ProtBackendCheck, backend=BACKEND_NAMES.index(name))
+            # The backend sees the GPUs Scipion assigns to the step (here the form's).
+            check = self.newProtocol(ProtBackendCheck, backend=BACKEND_NAMES.index(name),
+                                     gpuList="1")
             self.launchProtocol(check)
             summary = check.summaryVar.get()
             self.assertIn(BACKENDS[name].version, summary)
             self.assertIn("CPU", summary.upper())
+            self.assertTrue(summary.endswith("(CUDA_VISIBLE_DEVICES=1)"), summary)
             ran += 1
         if not ran:
             self.skipTest("no backend environment installed")
+        # A CPU run hides every GPU.
+        check = self.newProtocol(ProtBackendCheck, backend=BACKEND_NAMES.index(name),
+                                 useGpu=False)
+        self.launchProtocol(check)
+        self.assertTrue(check.summaryVar.get().endswith("(CUDA_VISIBLE_DEVICES=)"),
+                        check.summaryVar.get())
 
     def test_missing_backend_is_refused_with_install_command(self):
         backend = BACKENDS["recovar"]

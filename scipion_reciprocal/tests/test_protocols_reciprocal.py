@@ -11,11 +11,12 @@ import pandas as pd
 import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 from scipion_reciprocal.core.relion_jobs import find_iteration_file
 from scipion_reciprocal.protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
 from scipion_reciprocal.simulate.dataset import build_demo_project
 from scipion_reciprocal.tests.realdata import REALDATA
+from scipion_reciprocal.tests.test_relion_jobs import write_job
 from scipion_reciprocal.viewers import ReciprocalAnalysisViewer, RelionClassificationsViewer
 from scipion_reciprocal.workflows.wiring import connect_many
 
@@ -181,6 +182,20 @@ class TestReciprocalProtocols(BaseTest):
         prot = self._analysis(self.imported, ["job085"], launch=False)
         errors = prot.validate()
         self.assertTrue(any("at least two classifications" in e for e in errors), errors)
+
+    def test_classification_with_one_class_is_warned_about(self):
+        relion = Path(tempfile.mkdtemp(prefix="reciprocal-one-class-")) / "relion"
+        write_job(relion, "Class3D/job085", np.ones(20, dtype=int), n_classes=2)
+        one_class = self._import("85", "one class", relion=relion)
+        prot = self._analysis([self.imported, one_class], ["job086", "job085"], launch=False)
+        warnings = prot.warnings()
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("outputClasses_job085 of 'one class'", warnings[0])
+        self.assertIn("has particles in only one class", warnings[0])
+        self.assertEqual(self._analysis(self.imported, ["job085", "job086"],
+                                        launch=False).warnings(), [])
+        self.assertEqual(self._analysis([self.imported, one_class], ["job086", "job085"],
+                                        launch=False, doVerdict=False).warnings(), [])
 
     def test_missing_job_is_refused_naming_it(self):
         prot = self.newProtocol(ProtImportRelionClassifications, relionDir=str(self.relion),

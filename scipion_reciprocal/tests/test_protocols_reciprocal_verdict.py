@@ -13,7 +13,7 @@ import pandas as pd
 import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 from scipion_reciprocal.protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
 from scipion_reciprocal.protocols.reciprocal_verdict_outputs import STABILITY_ATTRIBUTE
 from scipion_reciprocal.simulate.consensus_runs import write_consensus_project

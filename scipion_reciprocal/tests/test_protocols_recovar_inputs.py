@@ -1,7 +1,11 @@
 """RECOVAR protocols refuse bad input with clear errors and register nothing on failure.
 
-Particles without CTF, without 3D alignment, with an odd box; masks of another box; a missing
-environment; bad latent points, clusters and embeddings are caught by ``_validate``. A real
+Particles without CTF, without 3D alignment, with an odd box; masks of another box; more
+latent dimensions than the particles allow; a run that cannot fit the machine's memory (the
+machine's memory given by ``$SCIPION_RECIPROCAL_HOST_MEMORY_GB``); half sets of exactly
+RECOVAR's minimum of particles per bin; a missing environment; bad latent points, clusters
+and embeddings are caught by ``_validate`` (or, for the half sets of kernel regression,
+worked around with a message). A real
 RECOVAR run that runs out of memory (the environment's activation limits its address space
 with ``ulimit -v``, so JAX fails with RESOURCE_EXHAUSTED) fails with RECOVAR's message, the
 low-memory options to try and no output. Runs under pytest and with
@@ -9,7 +13,9 @@ low-memory options to try and no output. Runs under pytest and with
 """
 import os
 import pickle
+import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mrcfile
@@ -18,10 +24,15 @@ from pwem.protocols import ProtImportVolumes
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from scipion_reciprocal import Plugin
+from scipion_reciprocal.constants import HOST_MEMORY_VAR
+from scipion_reciprocal.core import recovar_memory as mem
 from scipion_reciprocal.environments import BACKENDS
+from scipion_reciprocal.formats import recovar_files as rf
+from scipion_reciprocal.formats.recovar_provenance import read_provenance
 from scipion_reciprocal.formats.star import read_particles_star, write_particles_star
-from scipion_reciprocal.protocols import (ProtRecovarDensity, ProtRecovarExternalEmbedding,
-                                          ProtRecovarPipeline, ProtRecovarTrajectory)
+from scipion_reciprocal.protocols import (ProtRecovarComputeState, ProtRecovarDensity,
+                                          ProtRecovarExternalEmbedding, ProtRecovarPipeline,
+                                          ProtRecovarTrajectory)
 from scipion_reciprocal.simulate.molecule import molecule_maps
 from scipion_reciprocal.simulate.particles import simulate_particles, write_particle_dataset
 from scipion_reciprocal.workflows.wiring import connect, relion_particles_import
@@ -58,6 +69,7 @@ class TestRecovarInputs(BaseTest):
         cls.noAlignment = cls._import(_variant(star, "no_angles.star", lambda c: "Angle" in c
                                                or "Origin" in c), "particles without angles")
         cls.odd = cls._import(_dataset(root / "odd", 25, 10), "particles 25 px")
+        cls.twoHundred = cls._import(_dataset(root / "two_hundred", 16, 200), "200 particles")
         for box in (24, 32):
             path = root / ("mask%d.mrc" % box)
             with mrcfile.new(str(path)) as mrc:
@@ -111,6 +123,72 @@ class TestRecovarInputs(BaseTest):
         self._assertError(self._pipeline(self.good, zdims="2,x"), "Latent dimensions",
                           "'2,x'")
 
+    def test_more_latent_dimensions_than_particles_allow_are_refused(self):
+        self._assertError(self._pipeline(self.good, zdims="2,40"), "Latent dimensions 2,40",
+                          "needs more particles than the %d given" % N_PARTICLES)
+        self.assertFalse([e for e in self._pipeline(self.good, zdims="2,39").validate()
+                          if "Latent dimensions" in e])
+
+    def _withHostMemory(self, gb, check):
+        previous = os.environ.get(HOST_MEMORY_VAR)
+        os.environ[HOST_MEMORY_VAR] = str(gb)
+        try:
+            return check()
+        finally:
+            if previous is None:
+                os.environ.pop(HOST_MEMORY_VAR)
+            else:
+                os.environ[HOST_MEMORY_VAR] = previous
+
+    def test_memory_warnings_name_the_option_that_makes_the_run_fit(self):
+        prot = self._pipeline(self.good, maskType=2, useGpu=False)  # all on the host
+        # A machine whose free memory lies between the estimates with and without RECOVAR's
+        # very-low-memory option: only a low-memory option makes the run fit.
+        request = prot.memoryRequest()
+        needed = [mem.estimate(replace(request, memory=m), None, 2).host_gb
+                  for m in ("normal", "very low")]
+        host = round((needed[0] + needed[1]) / 2 / mem.SAFETY, 3)
+        added = " ".join(mem.plan(request, None, host).added_flags())
+        self.assertRegex(added, "^--(very-)?low-memory-option")
+        warnings = self._withHostMemory(host, prot.warnings)
+        self.assertTrue(any("Memory: about" in w and "(estimate)" in w and
+                            "host %.1f GB free" % host in w for w in warnings), warnings)
+        self.assertTrue(any("'Memory options: automatic' will add %s (" % added in w
+                            for w in warnings), warnings)
+        prot.memoryOption.set(1)  # normal: nothing added, the fitting options are named
+        warnings = self._withHostMemory(host, prot.warnings)
+        self.assertTrue(any("it fits with %s (" % added in w for w in warnings), warnings)
+        self.assertFalse([w for w in self._withHostMemory(64, prot.warnings)
+                          if "does not fit" in w])
+        if shutil.which("nvidia-smi") is None:  # a GPU asked for on a machine without one
+            prot.useGpu.set(True)
+            self.assertTrue(any("nvidia-smi is not available here: GPU memory not compared"
+                                in w for w in prot.warnings()), prot.warnings())
+
+    def test_a_run_that_cannot_fit_is_refused_naming_what_to_change(self):
+        prot = self._pipeline(self.good, maskType=2, useGpu=False)
+        errors = self._withHostMemory(0.5, prot.validate)
+        self.assertTrue(any("needs about" in e and "0.5 GB of free host memory (no GPU)" in e
+                            and "Use a machine with more free memory" in e for e in errors),
+                        errors)
+
+    def test_half_sets_of_exactly_the_minimum_per_bin(self):
+        # Kernel regression: the protocol lowers --n-min-particles by one and says so.
+        state = self.newProtocol(ProtRecovarComputeState, nMinParticles=100)
+        arguments = state.volumeArguments([100, 100])
+        self.assertEqual(arguments[arguments.index("--n-min-particles") + 1], 99)
+        self.assertEqual(state.volumeArguments([150, 150])[-1], 100)
+        # External embedding has no --n-min-particles: 200 particles (RELION half sets of
+        # 100) are refused before RECOVAR crashes with IndexError.
+        prot = self.newProtocol(ProtRecovarExternalEmbedding, embeddingSource=0,
+                                embeddingAttribute="_rlnRandomSubset", targetsSource=0,
+                                nTargets=1)
+        connect(prot.inputParticles, self.twoHundred, "outputParticles")
+        self._assertError(prot, "half sets of 100 and 100 particles", "IndexError",
+                          "200 particles")
+        connect(prot.inputParticles, self.good, "outputParticles")
+        self.assertFalse([e for e in prot.validate() if "IndexError" in e])
+
     def test_density_needs_enough_alphas_and_a_finished_pipeline(self):
         pipeline = self._pipeline(self.good)
         self.proj.saveProtocol(pipeline)
@@ -159,7 +237,8 @@ class TestRecovarInputs(BaseTest):
         Plugin._vars[backend.activation_var] = limited
         os.environ[backend.activation_var] = limited  # the protocol process reads it too
         try:
-            prot = self._pipeline(self.good, maskType=2, uninvertData=1,
+            # Memory options 'normal': the plugin adds nothing (it cannot see the ulimit).
+            prot = self._pipeline(self.good, maskType=2, uninvertData=1, memoryOption=1,
                                   extraParams="--gpu-budget-gb 8")
             with self.assertRaises(Exception):
                 self.launchProtocol(prot)
@@ -178,3 +257,7 @@ class TestRecovarInputs(BaseTest):
         self.assertIn("last lines of run.log", message)
         for name in ProtRecovarPipeline._possibleOutputs:
             self.assertFalse(hasattr(prot, name), name)
+        # The failed run's provenance is kept (what ran, with which versions).
+        run, = read_provenance(prot._getExtraPath(rf.PROVENANCE))["runs"]
+        self.assertEqual(run["command"], "pipeline")
+        self.assertNotEqual(run["status"], "completed")

@@ -250,3 +250,23 @@ def test_open_file_records_the_crc32_of_the_bytes_written(tmp_path):
                                            'crc32': f'{zlib.crc32(data):08x}'}
     assert entries['b.star']['crc32'] == file_crc32(tmp_path / 'r' / 'b.star')
     assert folder_status(tmp_path / 'r', verify=True).complete
+
+
+def test_atomic_folder_replaces_a_folder_only_when_complete(tmp_path):
+    from scipion_reciprocal.formats._atomic import atomic_folder
+    target = tmp_path / "inputs"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    stale = tmp_path / ".inputs.0123456789ab.tmp"     # left by a killed run
+    stale.mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]   # stale one removed too
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_folder(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (target / "new.txt").exists()
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]

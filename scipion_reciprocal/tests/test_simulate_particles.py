@@ -174,3 +174,21 @@ def test_written_dataset_reads_back(tmp_path, maps):
     assert set(paths) == {'Extract/job099/parts.mrcs'}
     np.testing.assert_array_equal(read_images(tmp_path / paths[0], indices[::-1]),
                                   sim.images[::-1])
+
+
+def test_add_junk_replaces_a_fraction_by_noise_boxes():
+    from scipion_reciprocal.simulate.particles import add_junk
+    maps = molecule_maps(n_states=2, box=16, pixel_size=6.0, seed=0)
+    sim = simulate_particles(maps, n_particles=50, pixel_size=6.0, snr=1.0, seed=2)
+    junk = add_junk(sim, 0.2, seed=3)
+    rows = np.flatnonzero(junk.states < 0)
+    assert len(rows) == 10 and np.all(sim.states >= 0)
+    kept = np.setdiff1d(np.arange(50), rows)
+    np.testing.assert_array_equal(junk.images[kept], sim.images[kept])
+    np.testing.assert_array_equal(junk.states[kept], sim.states[kept])
+    # Noise of the particles' variance, unrelated to the particles it replaced.
+    assert junk.images[rows].std() == pytest.approx(sim.images[kept].std(), rel=0.1)
+    assert abs(np.corrcoef(junk.images[rows].ravel(), sim.images[rows].ravel())[0, 1]) < 0.1
+    assert junk.metadata.equals(sim.metadata)
+    with pytest.raises(ValueError):
+        add_junk(sim, 1.0)

@@ -155,7 +155,7 @@ def test_reciprocal_template_from_scipion_command(dataset):
 
 def test_classifier_template_from_scipion_command(dataset):
     from scipion_reciprocal import Plugin
-    from scipion_reciprocal.convert.set_tables import read_set_items
+    from scipion_reciprocal.convert.set_sql import read_set_items
     from scipion_reciprocal.protocols.protocol_classifier_classify import SCORE_ATTRIBUTE
 
     missing = Plugin.validateBackend("classifier")
@@ -213,7 +213,7 @@ def test_consensus_cleaning_template_from_scipion_command(cleaning_dataset):
     keeps are purer than the input and hold at least 90% of the true-state particles."""
     import json
     from scipion_reciprocal import Plugin
-    from scipion_reciprocal.convert.set_tables import read_set_items
+    from scipion_reciprocal.convert.set_sql import read_set_items
 
     missing = Plugin.validateBackend("classifier")
     if missing:
@@ -272,7 +272,7 @@ RECOVAR_BOX, RECOVAR_PIXEL, RECOVAR_PARTICLES = 16, 6.0, 300
 
 def test_recovar_template_from_scipion_command(recovar_dataset):
     from scipion_reciprocal import Plugin
-    from scipion_reciprocal.convert.set_tables import read_class_items, read_set_items
+    from scipion_reciprocal.convert.set_sql import read_class_items, read_set_items
 
     missing = Plugin.validateBackend("recovar")
     if missing:
@@ -294,7 +294,8 @@ def test_recovar_template_from_scipion_command(recovar_dataset):
     truth = sim.states[items["_index"].astype(int).to_numpy() - 1]
     ari = adjusted_rand_score(truth, items["classId"])
     print("\nRECOVAR template, k-means vs true states: ARI %.3f" % ari)
-    assert ari >= 0.7  # measured 0.90; see MIN_ARI in test_protocols_recovar.py
+    assert ari >= 0.9  # measured 0.973 (0.90 before the CPU correction); see MIN_ARI in
+    # test_protocols_recovar.py
     assert runs["ProtRecovarAnalyze"].outputVolumes.getSize() == 2
 
     # The reciprocal analysis compares the two classifications over all particles.

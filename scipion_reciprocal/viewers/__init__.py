@@ -4,5 +4,6 @@ from .classifier import (ClassifierPickingViewer, ClassifierScoresViewer,
 from .cryosparc import CryosparcClassificationsViewer
 from .mapclust import MapClusteringViewer
 from .reciprocal import ReciprocalAnalysisViewer, RelionClassificationsViewer
-from .recovar import (RecovarAnalyzeViewer, RecovarDensityViewer, RecovarOutliersViewer,
-                      RecovarPipelineViewer, RecovarStateViewer, RecovarTrajectoryViewer)
+from .recovar import (RecovarAnalyzeViewer, RecovarDensityViewer, RecovarJunkViewer,
+                      RecovarOutliersViewer, RecovarPipelineOutliersViewer, RecovarPipelineViewer,
+                      RecovarPostprocessViewer, RecovarStateViewer, RecovarTrajectoryViewer)

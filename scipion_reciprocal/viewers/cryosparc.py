@@ -6,11 +6,7 @@ from pyworkflow.viewer import TextView
 from ..plotting.classes import (AVERAGES_PNG, CONFIDENCE_PNG, PLOTS_DIR, SIZES_CSV, SIZES_PNG,
                                 SLICES_PNG)
 from ..protocols import ProtImportCryosparcClassifications
-from .plot_files import PlotFilesViewer
-
-
-def _every_job(name):
-    return name.format(job="*")
+from .plot_files import PlotFilesViewer, anyName
 
 
 class CryosparcClassificationsViewer(PlotFilesViewer):
@@ -19,10 +15,10 @@ class CryosparcClassificationsViewer(PlotFilesViewer):
     class volumes (central slices) or 2D class averages; the class-size tables as text."""
     _label = "cryoSPARC classifications viewer"
     _targets = [ProtImportCryosparcClassifications]
-    _plotPatterns = tuple("%s/%s" % (PLOTS_DIR, _every_job(name))
+    _plotPatterns = tuple("%s/%s" % (PLOTS_DIR, anyName(name))
                           for name in (SIZES_PNG, CONFIDENCE_PNG, SLICES_PNG, AVERAGES_PNG))
     #: Every job's table, opened together (the path is a glob pattern).
-    _textFiles = (("Class sizes (tables)", _every_job(SIZES_CSV)),)
+    _textFiles = (("Class sizes (tables)", anyName(SIZES_CSV)),)
     _resultFolders = ("",)
 
     def _getVisualizeDict(self):

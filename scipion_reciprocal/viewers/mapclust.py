@@ -1,8 +1,11 @@
 """Viewer of map similarity clustering."""
+import os
+
 from ..core.mapsim.results import CHIMERAX_CXC, SUMMARY_TXT
+from ..plotting.mapclust import DENDROGRAM_PNG, HEATMAP_PNG, MDS_PNG, MONTAGE_PNG
 from ..protocols import ProtMapClustering
 from ..protocols.protocol_map_clustering import RESULTS_DIR
-from .plot_files import PlotFilesViewer
+from .plot_files import PlotFilesViewer, anyName
 
 
 class MapClusteringViewer(PlotFilesViewer):
@@ -11,9 +14,8 @@ class MapClusteringViewer(PlotFilesViewer):
     ChimeraX (one model group and colour per cluster)."""
     _label = "map clustering viewer"
     _targets = [ProtMapClustering]
-    _plotPatterns = ("%s/similarity_matrix_heatmap.png" % RESULTS_DIR,
-                     "%s/dendrogram.png" % RESULTS_DIR, "%s/mds.png" % RESULTS_DIR,
-                     "%s/cluster_*_montage.png" % RESULTS_DIR)
-    _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),)
+    _plotPatterns = tuple(os.path.join(RESULTS_DIR, anyName(name))
+                          for name in (HEATMAP_PNG, DENDROGRAM_PNG, MDS_PNG, MONTAGE_PNG))
+    _textFiles = (("Summary (text)", os.path.join(RESULTS_DIR, SUMMARY_TXT)),)
     _resultFolders = (RESULTS_DIR,)
-    _chimeraxFile = ("Open the clusters in ChimeraX", "%s/%s" % (RESULTS_DIR, CHIMERAX_CXC))
+    _chimeraxFile = ("Open the clusters in ChimeraX", os.path.join(RESULTS_DIR, CHIMERAX_CXC))

@@ -7,6 +7,7 @@ manifest (an interrupted or failed run) but says so.
 """
 import glob
 import os
+import re
 import shutil
 import webbrowser
 
@@ -18,6 +19,11 @@ from pyworkflow.viewer import (DESKTOP_TKINTER, WEB_DJANGO, CommandView, Protoco
 from ..formats.result_folder import folder_status
 
 CHIMERAX_PROGRAMS = ("chimerax", "ChimeraX")
+
+
+def anyName(template):
+    """The glob pattern of the files a name template (``"sankey_{values}.png"``) stands for."""
+    return re.sub(r"\{[^{}]*\}", "*", template)
 
 
 def imageFigure(path, title=None):

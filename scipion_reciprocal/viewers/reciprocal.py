@@ -6,14 +6,13 @@ from pyworkflow.protocol import params
 from pyworkflow.viewer import TextView
 
 from ..core.reciprocal_io import REPRODUCIBILITY_CSV, SUMMARY_TXT, VERDICT_JSON
-from ..plotting.reciprocal import PLOTS_DIR, SANKEY_HTML
+from ..plotting.reciprocal import (AGREEMENT_PNG, CONVERGENCE_PNG, HEATMAP_PNG, PLOTS_DIR,
+                                   SANKEY_HTML, SANKEY_PNG, SLICES_PNG)
 from ..plotting.verdict import DENDROGRAM_PNG, ENRICHMENT_PNG, SANKEY_GROUPS_PNG, STABILITY_PNG
 from ..protocols import ProtImportRelionClassifications, ProtReciprocalAnalysis
 from ..protocols.protocol_import_relion_classes import PLOTS_DIR as IMPORT_PLOTS_DIR
 from ..protocols.protocol_reciprocal import RESULTS_DIR
-from .plot_files import PlotFilesViewer
-
-_PLOTS = "%s/%s/" % (RESULTS_DIR, PLOTS_DIR)
+from .plot_files import PlotFilesViewer, anyName
 
 
 class ReciprocalAnalysisViewer(PlotFilesViewer):
@@ -23,15 +22,15 @@ class ReciprocalAnalysisViewer(PlotFilesViewer):
     slices of a reciprocal analysis."""
     _label = "reciprocal analysis viewer"
     _targets = [ProtReciprocalAnalysis]
-    _plotPatterns = tuple(_PLOTS + name for name in (
-        SANKEY_GROUPS_PNG, ENRICHMENT_PNG, DENDROGRAM_PNG, STABILITY_PNG, "sankey_*.png",
-        "agreement.png", "heatmap_*.png", "convergence_*.png", "class_slices_*.png"))
-    _textFiles = (("Summary (text)", "%s/%s" % (RESULTS_DIR, SUMMARY_TXT)),
+    _plotPatterns = tuple(os.path.join(RESULTS_DIR, PLOTS_DIR, anyName(name)) for name in (
+        SANKEY_GROUPS_PNG, ENRICHMENT_PNG, DENDROGRAM_PNG, STABILITY_PNG, SANKEY_PNG,
+        AGREEMENT_PNG, HEATMAP_PNG, CONVERGENCE_PNG, SLICES_PNG))
+    _textFiles = (("Summary (text)", os.path.join(RESULTS_DIR, SUMMARY_TXT)),
                   ("Reproducibility of every class (table)",
-                   "%s/%s" % (RESULTS_DIR, REPRODUCIBILITY_CSV)))
+                   os.path.join(RESULTS_DIR, REPRODUCIBILITY_CSV)))
     _resultFolders = (RESULTS_DIR,)
     _htmlFiles = (("Interactive Sankey diagram (browser)",
-                   "%s/%s/%s" % (RESULTS_DIR, PLOTS_DIR, SANKEY_HTML)),)
+                   os.path.join(RESULTS_DIR, PLOTS_DIR, SANKEY_HTML)),)
 
     def plotFiles(self):
         """Every PNG once, in the order of the patterns (``sankey_groups`` matches two)."""
@@ -69,6 +68,6 @@ class RelionClassificationsViewer(PlotFilesViewer):
     central slices of the class maps of imported RELION classifications."""
     _label = "RELION classifications viewer"
     _targets = [ProtImportRelionClassifications]
-    _plotPatterns = ("%s/convergence_*.png" % IMPORT_PLOTS_DIR,
-                     "%s/class_slices_*.png" % IMPORT_PLOTS_DIR)
+    _plotPatterns = tuple(os.path.join(IMPORT_PLOTS_DIR, anyName(name))
+                          for name in (CONVERGENCE_PNG, SLICES_PNG))
     _resultFolders = ("",)

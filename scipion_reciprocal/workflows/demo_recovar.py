@@ -1,11 +1,12 @@
 """The demo's RECOVAR chain: pipeline -> analyze -> subsets, comparison with Class3D, map
-clustering of the k-means volumes, density, trajectory, outliers and a state volume.
+clustering of the k-means volumes, density, trajectory, outliers, junk detection, a state
+volume and the postprocessing of the k-means centre volumes.
 
 On a CPU the particles are downsampled to 24 px inside RECOVAR, with one latent space of
 dimension 2 and kernel-regression volumes of 4 bins (about 2 CPU-minutes each), which keeps
 the stage to about a quarter of an hour on 2 cores; on a GPU RECOVAR's defaults are used. Volumes from an external embedding run only on a GPU: RECOVAR 1.0.5 cannot
 lower that command's kernel bins (its --n-bins crashes), which makes one volume about 13
-CPU-minutes.
+CPU-minutes; the pipeline with outlier removal (two more pipelines) also runs only on a GPU.
 """
 from .wiring import connect, connect_many
 
@@ -33,13 +34,16 @@ def recovar_stage(project, result, backends, log, launch):
     density = run.density(pipeline)
     run.trajectory(pipeline, analyze, density)
     run.outliers(pipeline)
+    run.junk(pipeline)
     run.state(pipeline, analyze)
+    run.postprocess(analyze)
     if gpu:
         run.external_embedding(pipeline)
+        run.pipeline_with_outliers()
     else:
         log("Skipping 'recovar volumes from external embedding' on the CPU (RECOVAR 1.0.5 "
-            "cannot lower its kernel bins there: about 13 minutes per volume); it runs when "
-            "a GPU is present.")
+            "cannot lower its kernel bins there: about 13 minutes per volume) and 'recovar "
+            "pipeline with outliers' (two more pipelines); they run when a GPU is present.")
 
 
 class _Runner:
@@ -115,6 +119,29 @@ class _Runner:
         prot = self.project.newProtocol(ProtRecovarOutliers, zdim=2)
         prot.inputPipeline.set(pipeline)
         return self._run(prot, "recovar outlier detection")
+
+    def junk(self, pipeline):
+        from ..protocols import ProtRecovarJunkDetection
+        # The demo's 300 particles: 10 clusters of about 30 (RECOVAR's default 100 is for sets
+        # of tens of thousands).
+        prot = self.project.newProtocol(ProtRecovarJunkDetection, zdim=2, nClusters=10,
+                                        minJunkFraction=0.0)
+        prot.inputPipeline.set(pipeline)
+        return self._run(prot, "recovar junk detection")
+
+    def postprocess(self, analyze):
+        from ..protocols import ProtRecovarPostprocess
+        prot = self.project.newProtocol(ProtRecovarPostprocess, bfactorMode=1)
+        connect(prot.inputVolumes, analyze, "outputVolumes")
+        return self._run(prot, "recovar postprocess of the centres")
+
+    def pipeline_with_outliers(self):
+        from ..protocols import ProtRecovarPipelineWithOutliers
+        prot = self.project.newProtocol(ProtRecovarPipelineWithOutliers, maskType=2,
+                                        uninvertData=1, zdims="2,4,10", kRounds=2)
+        connect(prot.inputParticles, self.result.protocols["import simulated particles"],
+                "outputParticles")
+        return self._run(prot, "recovar pipeline with outliers")
 
     def state(self, pipeline, analyze):
         from ..protocols import ProtRecovarComputeState

@@ -20,10 +20,7 @@ import mrcfile
 import numpy as np
 
 import imaging
-
-PARTICLE_COLUMNS = ('stack', 'index', 'label', 'pixel_size')
-MICROGRAPH_COLUMNS = ('path', 'pixel_size', 'name')
-PICK_COLUMNS = ('micrograph', 'x', 'y', 'score')
+from classifier_files import MICROGRAPH_COLUMNS, PARTICLE_COLUMNS
 STAR_LABELS = ('_rlnCoordinateX', '_rlnCoordinateY', '_rlnAutopickFigureOfMerit',
                '_rlnClassNumber')
 

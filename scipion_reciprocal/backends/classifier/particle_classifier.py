@@ -29,19 +29,10 @@ import numpy as np  # noqa: E402
 
 import classifier_io as cio  # noqa: E402
 import imaging  # noqa: E402
+from classifier_files import (COORDINATES, HISTORY, MODEL_FILE, MODEL_INFO,  # noqa: E402
+                              PICK_COLUMNS, PICK_SUMMARY, PICKS, REJECTED, SCORE_MAPS, SPLIT,
+                              STAR_SUFFIX, TEST_REPORT, TEST_SCORES)
 
-MODEL_FILE = 'model.keras'
-MODEL_INFO = 'model.json'
-HISTORY = 'history.csv'
-TEST_REPORT = 'test_report.json'
-TEST_SCORES = 'test_scores.csv'
-SPLIT = 'split.csv'
-PICKS = 'picks.csv'
-REJECTED = 'rejected.csv'
-PICK_SUMMARY = 'pick.json'
-SCORE_MAPS = 'score_maps'
-COORDINATES = 'coordinates'
-STAR_SUFFIX = '_classifier.star'
 CLASS_NAMES = ['bad', 'good']
 PARTS = ('train', 'val', 'test')
 FORMAT = 'scipion-reciprocal particle classifier 1'
@@ -420,7 +411,7 @@ def pick(args):
         log(f'micrograph {n}/{len(shapes)} {name}: {original[1]}x{original[0]} px at {pixel:g} '
             f'Å/px, {how}; {logits.size} windows; {int(keep.sum())} picks, '
             f'{int((~keep).sum())} rejected peaks; {seconds:.2f} s')
-    header = list(cio.PICK_COLUMNS)
+    header = list(PICK_COLUMNS)
     cio.write_csv(os.path.join(args.out_dir, PICKS), header, picks)
     if args.keep_rejected:
         cio.write_csv(os.path.join(args.out_dir, REJECTED), header, rejected)

@@ -9,7 +9,8 @@ from .runner import CheckRun, PhaseFailed, gpu_inventory
 KERNEL_FALLBACK_NOTE = (
     "RECOVAR's CUDA kernel could not be built (it needs nvcc and make: a CUDA toolkit; pip's "
     "CUDA wheels bring no nvcc): RECOVAR runs its JAX GPU path (RECOVAR_DISABLE_CUDA=1), "
-    "2-3x slower, whose back-projection magnifies volumes 2x (see mean_vs_truth_magnified_2x).")
+    "2-3x slower, whose back-projection the plugin's launcher corrects (without it volumes "
+    "come out magnified 2x: see mean_vs_truth_magnified_2x).")
 
 
 class CheckDriver:

@@ -66,9 +66,15 @@ print(json.dumps({"library": str(library), "built_with": built_with}))
 """
 
 
-def recovar_module(command):
-    """How the protocols start a RECOVAR command (``python -m ...`` in its environment)."""
-    return ["-m", "recovar.commands.%s" % command]
+#: How the protocols start RECOVAR: the plugin's launcher, which corrects RECOVAR 1.0.5's JAX
+#: back-projection (docs/recovar-1.0.5.md) and imports nothing but RECOVAR.
+LAUNCHER = Path(__file__).resolve().parents[2] / "backends" / "recovar_launcher.py"
+
+
+def recovar_module(command, record=None):
+    """How the protocols start a RECOVAR command (``python <launcher> [--record R] command``
+    in its environment)."""
+    return [str(LAUNCHER)] + (["--record", str(record)] if record else []) + [command]
 
 
 def pipeline_command(inputs_dir, out_dir, options, cpu):
@@ -89,7 +95,8 @@ def analyze_command(pipeline_dir, out_dir, options):
     for the volume options, which RECOVAR ignores without centre volumes)."""
     args = [pipeline_dir, "--zdim", options.zdim, "--n-clusters", options.n_clusters,
             "--n-trajectories", options.trajectories, "--n-vols-along-path", 6,
-            "--Bfactor", 0.0, "--n-bins", 50, "--maskrad-fraction", 20.0]
+            "--Bfactor", 0.0, "--n-bins", 50, "--maskrad-fraction", 20.0,
+            "--n-min-particles", 100]
     if not options.compute_centers:
         args.append("--skip-centers")
     if not options.umap:
