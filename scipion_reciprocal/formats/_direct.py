@@ -9,7 +9,8 @@ buffer; a file that outgrows the buffer is written with ``O_DIRECT`` where the f
 takes it (Linux local file systems; tmpfs, for one, does not: the file is then written as
 usual), its last partial block through the page cache, while the caller fills a second
 buffer. Smaller files are written at once, as usual. The CRC-32 of the bytes is computed as
-they leave the buffer.
+they leave the buffer. ``SCIPION_RECIPROCAL_DIRECT_WRITES=0`` writes every file through the page
+cache (for a file system on which direct writes are slow, such as some network mounts).
 """
 import errno
 import fcntl
@@ -18,7 +19,10 @@ import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ['DirectFile', 'BUFFER_BYTES']
+__all__ = ['DirectFile', 'BUFFER_BYTES', 'DIRECT_WRITES_VAR']
+
+#: Environment variable: 0 turns direct writes off.
+DIRECT_WRITES_VAR = 'SCIPION_RECIPROCAL_DIRECT_WRITES'
 
 #: Bytes gathered before a write (a multiple of the alignment).
 BUFFER_BYTES = 1 << 23
@@ -48,6 +52,8 @@ class DirectFile:
         CRC-32 of the bytes written (complete after :meth:`close`).
     size : int
         Bytes in the file (after :meth:`close`).
+    went_direct : bool
+        Whether some of it was written with ``O_DIRECT``.
     """
 
     def __init__(self, path, name=None, buffers=None):
@@ -59,6 +65,7 @@ class DirectFile:
         self._direct = False
         self._writer = self._pending = None     # thread and write in flight
         self.crc32 = self.size = 0
+        self.went_direct = False
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
 
     def __enter__(self):
@@ -144,6 +151,7 @@ class DirectFile:
         while done < len(chunk):
             try:
                 done += os.write(self._fd, chunk[done:])
+                self.went_direct = self.went_direct or self._direct
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not self._direct:
                     raise
@@ -152,7 +160,8 @@ class DirectFile:
 
     def _set_direct(self, on):
         """Turn O_DIRECT on or off (on: only where the system and file system allow)."""
-        if not _O_DIRECT or on == self._direct:
+        if not _O_DIRECT or on == self._direct or (
+                on and os.environ.get(DIRECT_WRITES_VAR, '').strip() == '0'):
             return
         flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
         try:

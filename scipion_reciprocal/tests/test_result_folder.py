@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from scipion_reciprocal.formats._atomic import final_path
-from scipion_reciprocal.formats._direct import DirectFile
+from scipion_reciprocal.formats._direct import DIRECT_WRITES_VAR, DirectFile
 from scipion_reciprocal.formats.result_folder import (JOURNAL, MANIFEST, ResultFolder,
                                                       ResultFolderError, as_result_folder,
                                                       check_output_folder, file_crc32,
@@ -221,6 +221,35 @@ def test_direct_file_writes_every_byte_and_its_crc32(tmp_path, where):
             assert (fh.size, fh.crc32) == (size, zlib.crc32(data)), size
     finally:
         path.unlink(missing_ok=True)
+
+
+def _takes_direct_writes(folder):
+    """Whether the file system under ``folder`` accepts an aligned O_DIRECT write."""
+    probe, buffer = folder / 'probe.bin', mmap.mmap(-1, 4096)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    except OSError:
+        return False
+    try:
+        return os.write(fd, buffer) == 4096
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+@pytest.mark.parametrize('setting', ['', '0'])
+def test_direct_writes_are_used_unless_turned_off(tmp_path, monkeypatch, setting):
+    if not _takes_direct_writes(tmp_path):
+        pytest.skip(f'{tmp_path} takes no O_DIRECT writes')
+    monkeypatch.setenv(DIRECT_WRITES_VAR, setting)
+    data = np.random.default_rng(8).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    with DirectFile(tmp_path / 'x.bin', buffers=_small_buffers()) as fh:
+        _write_pieces(fh, data, 1)
+    assert fh.went_direct is (setting == '')
+    assert (tmp_path / 'x.bin').read_bytes() == data
+    assert fh.crc32 == zlib.crc32(data)
 
 
 def test_direct_file_refuses_a_reservation_larger_than_its_buffer(tmp_path):
