@@ -3,9 +3,6 @@ and image names (``index@stack``), on DataFrames and arrays; no file is read her
 import numpy as np
 import pandas as pd
 
-__all__ = ['OPTICS_LABELS', 'REQUIRED_OPTICS', 'check_optics', 'upgrade_to_relion31',
-           'merge_optics', 'parse_image_names', 'format_image_names']
-
 #: Labels that RELION 3.1+ keeps in the optics table rather than per particle.
 OPTICS_LABELS = (
     'rlnOpticsGroupName', 'rlnOpticsGroup', 'rlnMtfFileName', 'rlnMicrographOriginalPixelSize',
@@ -41,15 +38,11 @@ def check_optics(particles, optics):
 
 
 def upgrade_to_relion31(particles, image_size=None):
-    """Split per-particle optics columns (RELION 3.0 style) into an optics table.
-
-    Particles are grouped by voltage, Cs, amplitude contrast, pixel size, box size and any
-    other optics label present. Pixel size: ``rlnImagePixelSize``, else ``rlnPixelSize``,
-    else ``rlnDetectorPixelSize * 1e4 / rlnMagnification``. ``rlnOpticsGroup`` numbers (and
-    names) are kept when consistent with the optics values, else groups are numbered 1, 2...
-    in order of first appearance. ``rlnOriginX/Y/Z`` (pixels) become ``rlnOriginX/Y/ZAngst``.
-    Returns (particles without the optics columns but with ``rlnOpticsGroup``, optics);
-    raises ValueError if a required value is missing (``image_size``: the box size).
+    """Split per-particle optics columns (RELION 3.0) into an optics table: (particles
+    with ``rlnOpticsGroup`` and without optics columns, optics). One group per distinct
+    optics values; the file's ``rlnOpticsGroup`` numbers (and names) are kept when they
+    agree with them, else groups are numbered in order of first appearance. Pixel origins
+    become ``rlnOrigin*Angst``. ValueError if a value is missing (``image_size``: box size).
     """
     p = particles.copy()
     missing = [c for c in ('rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast')
@@ -106,9 +99,8 @@ def upgrade_to_relion31(particles, image_size=None):
 
 
 def merge_optics(particles, optics):
-    """The particles (same rows, order and index) with the columns of their optics group
-    added (those the particles have are kept); a copy when ``optics`` is None. ValueError
-    if a particle's group is absent from ``optics``."""
+    """A copy of the particles (rows, order and index kept) with the columns of their optics
+    group added (not replaced). ValueError if a particle's group is absent from ``optics``."""
     if optics is None:
         return particles.copy()
     particles, optics = check_optics(particles, optics)
@@ -121,9 +113,8 @@ def merge_optics(particles, optics):
 
 
 def parse_image_names(series):
-    """Split RELION image names ``'000012@Extract/job007/x.mrcs'`` into 1-based indices
-    (int64; 1 for a name without ``@``) and paths (object, as written); ValueError if an
-    index is not a positive integer."""
+    """``'000012@Extract/job007/x.mrcs'`` -> (1-based indices, int64, 1 without ``@``; paths
+    as written); ValueError if an index is not a positive integer."""
     text = pd.Series(np.asarray(series, dtype=object)).astype(str)
     parts = text.str.partition('@')
     has_at = (parts[1] == '@').to_numpy()
@@ -141,8 +132,8 @@ def parse_image_names(series):
 
 
 def format_image_names(indices, paths):
-    """RELION image names ``'000012@path'`` (indices zero-padded to 6 digits) from 1-based
-    indices and one path per index (or one path for all), as an object array."""
+    """Image names ``'000012@path'`` (object array) from 1-based indices and one path per
+    index, or one for all."""
     indices = np.asarray(indices)
     if indices.size and (indices.dtype.kind not in 'iuf' or np.any(np.mod(indices, 1) != 0)
                          or indices.min() < 1):

@@ -49,13 +49,14 @@ class ParticlesStar:
 @dataclass
 class Block:
     """Where a block starts (its ``data_`` line), its kind ('loop', 'pairs' or 'empty'),
-    labels and, for a loop, where its rows start."""
+    labels and, for a loop, where its rows start; :func:`read_star` sets where it ends."""
 
     name: str
     start: int
     kind: str = 'empty'
     labels: list = field(default_factory=list)
     body: int = None
+    end: int = None
 
 
 def is_string_label(label):
@@ -86,9 +87,10 @@ def read_star(path, blocks=None):
             present = ', '.join(f'data_{b.name}' for b in outline)
             raise StarError(path, f'no data_{missing[0]} block (blocks present: {present})')
         chosen = [b for b in outline if b.name in wanted]
-    ends = {b.name: e.start for b, e in zip(outline, outline[1:])}
+    for block, end in zip(outline, [b.start for b in outline[1:]] + [len(data)]):
+        block.end = end
     parsed = [b for b in outline[:outline.index(chosen[-1]) + 1] if b.kind != 'empty']
-    contents = _read_with_starfile(path, data, parsed, ends)
+    contents = _read_with_starfile(path, data, parsed)
     version = next(filter(None, (version_before(data, b.start) for b in outline)), None)
     return StarDocument({b.name: contents.get(b.name, {}) for b in chosen}, version, path)
 
@@ -122,11 +124,11 @@ def line_number(data, offset):
 
 
 def next_data_line(data, pos):
-    """Offset of the next line that starts a ``data_`` block, or -1."""
+    """Offset of the next line that starts a ``data_`` block, or the length of ``data``."""
     while True:
         pos = data.find(b'data_', pos)
         if pos < 0:
-            return -1
+            return len(data)
         line_start = data.rfind(b'\n', 0, pos) + 1
         if not data[line_start:pos].strip():
             return line_start
@@ -148,7 +150,7 @@ def iter_blocks(path, data):
     a loop without labels, a line of a key-value block that is not ``_label value``."""
     seen = set()
     start = next_data_line(data, 0)
-    while start >= 0:
+    while start < len(data):
         block = Block(data[start:start + 256].split()[0][5:].decode('utf-8', 'replace'), start)
         if block.name in seen:
             raise StarError(path, f'duplicate block data_{block.name} '
@@ -156,13 +158,13 @@ def iter_blocks(path, data):
         seen.add(block.name)
         start = _read_header(path, data, block)
         yield block
-        if block.kind == 'loop' and start >= 0:
+        if block.kind == 'loop':
             start = next_data_line(data, start)
 
 
 def _read_header(path, data, block):
     """Fill in the kind, labels and body of a block; return the offset where the next block
-    may start (-1: none)."""
+    may start."""
     pos = data.find(b'\n', block.start) + 1 or len(data)
     while pos < len(data):
         end = data.find(b'\n', pos) + 1 or len(data)
@@ -187,7 +189,7 @@ def _read_header(path, data, block):
         block.body = pos
         if not block.labels:
             raise StarError(path, f'data_{block.name}: loop_ is not followed by column labels')
-    return pos if pos < len(data) else -1
+    return pos
 
 
 def version_before(data, start):
@@ -203,26 +205,25 @@ def version_before(data, start):
 
 # ---------------------------------------------------------------- starfile and its quirks
 
-def _read_with_starfile(path, data, blocks, ends):
+def _read_with_starfile(path, data, blocks):
     """Block name -> content of the (non-empty) blocks given, parsed by starfile."""
     if not blocks:
         return {}
     as_text = sorted({label for b in blocks for label in b.labels if is_string_label(label)})
-    copy = _blank_comments_after_empty_loops(data, blocks, ends)
+    copy = _blank_comments_after_empty_loops(data, blocks)
     source = path
     try:
         if copy is not None:
             with tempfile.NamedTemporaryFile('wb', suffix='.star', delete=False) as fh:
                 fh.write(copy)
             source = Path(fh.name)
-        linecache.checkcache(str(source))   # lines kept by a read that failed are stale
+        linecache.clearcache()      # starfile reads lines through it: a failed read left some
         parsed = starfile.read(source, read_n_blocks=len(blocks), always_dict=True,
                                parse_as_string=as_text)
     except (ValueError, TypeError, IndexError) as exc:  # pandas' ParserError is a ValueError
-        linecache.clearcache()
         for block in blocks:
             if block.kind == 'loop':
-                _check_fields(path, data, block, ends.get(block.name, len(data)))
+                _check_fields(path, data, block)
         raise StarError(path, f'cannot be read ({type(exc).__name__}: {str(exc).strip()})') \
             from None
     finally:
@@ -236,35 +237,34 @@ def _read_with_starfile(path, data, blocks, ends):
                               f'{[b.kind for b in blocks]}')
     for block, content in zip(blocks, contents):
         if block.kind == 'loop':
-            _check_loop(path, data, block, ends.get(block.name, len(data)), content)
+            _check_loop(path, data, block, content)
     return {b.name: c for b, c in zip(blocks, contents)}
 
 
-def _blank_comments_after_empty_loops(data, blocks, ends):
+def _blank_comments_after_empty_loops(data, blocks):
     """The file with the comment lines after loops without rows blanked (line numbers
     kept), or None when there are none: starfile fails on them ("No columns to parse")."""
     pieces, pos = [], 0
-    for block in blocks:
-        end = ends.get(block.name, len(data))
-        if block.kind == 'loop' and data[block.body:end].strip() and \
-                not any(significant_lines(data, block.body, end)):
-            pieces += [data[pos:block.body], b'\n' * data.count(b'\n', block.body, end)]
-            pos = end
+    for b in blocks:
+        if b.kind == 'loop' and data[b.body:b.end].strip() and \
+                not any(significant_lines(data, b.body, b.end)):
+            pieces += [data[pos:b.body], b'\n' * data.count(b'\n', b.body, b.end)]
+            pos = b.end
     return b''.join(pieces + [data[pos:]]) if pieces else None
 
 
-def _check_loop(path, data, block, end, df):
+def _check_loop(path, data, block, df):
     """Raise StarError for rows starfile read without complaint but wrongly: too few fields
     (padded with NaN), a quote left open (lines joined), a file cut inside a number."""
     if len(df) and len(df.columns) and df.iloc[:, -1].isna().any():
-        _check_fields(path, data, block, end, set(np.flatnonzero(df.iloc[:, -1].isna()).tolist()))
-    if data.find(b'"', block.body, end) >= 0 or data.find(b"'", block.body, end) >= 0:
-        n_lines = sum(1 for _ in significant_lines(data, block.body, end))
+        _check_fields(path, data, block)
+    if data.find(b'"', block.body, block.end) >= 0 or data.find(b"'", block.body, block.end) >= 0:
+        n_lines = sum(1 for _ in significant_lines(data, block.body, block.end))
         if n_lines != len(df):
-            _check_fields(path, data, block, end)
+            _check_fields(path, data, block)
             raise StarError(path, f'data_{block.name}: {len(df)} rows read from {n_lines} lines '
                                   f'(a quote not closed?)')
-    if end == len(data) and not data.endswith(b'\n') and len(df) > 1:
+    if block.end == len(data) and not data.endswith(b'\n') and len(df) > 1:
         for col in df.columns[df.dtypes == object]:
             last, head = df[col].iloc[-1], df[col].iloc[:-1]
             if (isinstance(last, str) and not is_string_label(col) and _CUT_NUMBER_RE.match(last)
@@ -273,27 +273,18 @@ def _check_loop(path, data, block, end, df):
                                       f'column _{col} (truncated file?)')
 
 
-def _check_fields(path, data, block, end, rows=None):
-    """Raise StarError at the first row (of ``rows``, indices; all when None) whose number
-    of fields is not the number of columns."""
-    ncols, first, bad, counts = len(block.labels), None, None, set()
-    last = max(rows) if rows else None
-    for index, (offset, _, line) in enumerate(significant_lines(data, block.body, end)):
-        if rows is not None and index not in rows:
-            if index > last:
-                break
-            continue
-        n_fields = sum(1 for token in _FIELD_RE.findall(line) if token[:1] != b'#')
-        first = offset if first is None else first
-        counts.add(n_fields)
-        if n_fields != ncols and bad is None:
-            bad = offset, n_fields
-            if rows is not None:
-                break
+def _check_fields(path, data, block):
+    """Raise StarError at the first row whose number of fields is not the number of columns
+    (saying so once when all rows have the same wrong number)."""
+    ncols = len(block.labels)
+    counts = ((offset, sum(1 for token in _FIELD_RE.findall(line) if token[:1] != b'#'))
+              for offset, _, line in significant_lines(data, block.body, block.end))
+    first = next(counts, (0, ncols))
+    bad = first if first[1] != ncols else next((c for c in counts if c[1] != ncols), None)
     if bad is None:
         return
-    if rows is None and len(counts) == 1:
-        raise StarError(path, f'data_{block.name} (line {line_number(data, first)}): rows have '
+    if bad is first and all(n == bad[1] for _, n in counts):
+        raise StarError(path, f'data_{block.name} (line {line_number(data, bad[0])}): rows have '
                               f'{bad[1]} fields but the loop declares {ncols} columns')
     tail = ' (truncated or corrupt row)' if bad[1] < ncols else ''
     raise StarError(path, f'data_{block.name}, line {line_number(data, bad[0])}: {bad[1]} '

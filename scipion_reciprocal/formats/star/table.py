@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import as_strided
 
-from .._atomic import atomic_path
 from ..errors import StarError
 from .reading import (iter_blocks, next_data_line, open_error, read_star, significant_lines,
                       version_before)
-from .writing import column_text, rows_text, write_particles_star
+from .writing import column_text, open_output, output_name, rows_text, write_particles_star
 
 _CHUNK = 1 << 22            # bytes tokenised at a time
 _WRITE_BLOCK = 1 << 22      # bytes of rows gathered at a time when writing subsets
@@ -147,10 +146,9 @@ class StarTable:
                 return values
             except _SlowPath:
                 self._frame = read_star(self.path, [self.block]).blocks[self.block]
-        end = next_data_line(data, self._body)
-        spans = [(s, s + n) for s, n, _ in
-                 significant_lines(data, self._body, len(data) if end < 0 else end)]
-        self._rows = tuple(np.array([s[i] for s in spans], dtype=np.int64) for i in (0, 1))
+        spans = np.array([(s, s + n) for s, n, _ in significant_lines(
+            data, self._body, next_data_line(data, self._body))], np.int64).reshape(-1, 2)
+        self._rows = spans[:, 0], spans[:, 1]
         if len(spans) != len(self._frame):
             raise StarError(self.path, f'data_{self.block}: {len(self._frame)} rows read from '
                                        f'{len(spans)} lines')
@@ -186,14 +184,9 @@ class StarTable:
             return len(rows)
         header = self.header.rstrip(b'\n') + b'\n' + ''.join(
             f'_{label} #{i}\n' for i, label in enumerate(extra, len(self.columns) + 1)).encode()
-        name = out.name if hasattr(out, 'write') else out
-        suffix = rows_text([column_text(name, self.block, label, values)
+        suffix = rows_text([column_text(output_name(out), self.block, label, values)
                             for label, values in extra.items()], prefix=True) if extra else None
-        if hasattr(out, 'write'):
-            out.write(header)
-            self._write_rows(out, rows, suffix)
-            return len(rows)
-        with atomic_path(out) as tmp, open(tmp, 'wb') as fh:
+        with open_output(out) as fh:
             fh.write(header)
             self._write_rows(fh, rows, suffix)
         return len(rows)
@@ -338,9 +331,8 @@ def _tokenise_chunk(data, chunk, pos, ncols, columns, scratch):
     if end:         # the body ends at a data_ line or at comments that only lead to one
         k = int(lines[np.argmax(odd)])
         at = pos + int(line_starts[k])
-        following = next_data_line(data, at)
         if not (data[at:at + 5] == b'data_' or data[at:at + 1] == b'#' and not any(
-                significant_lines(data, at, len(data) if following < 0 else following))):
+                significant_lines(data, at, next_data_line(data, at)))):
             raise _SlowPath
         lines, starts = lines[lines < k], starts[:first[k]]
     if data.find(b'#', pos, pos + len(chunk)) >= 0 and (chunk[starts] == ord('#')).any():

@@ -8,6 +8,7 @@ as blocks of bytes); integers as they are, floats ``%.6f`` but ``%.6e`` for
 """
 import re
 from collections import namedtuple
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -41,42 +42,35 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
     """
     if not isinstance(blocks, dict):
         raise TypeError(f'{path}: blocks must be a dict name -> DataFrame or dict')
-    if hasattr(path, 'write'):
-        _write_blocks(path, getattr(path, 'name', 'STAR file'), blocks, version, float_format)
-        return
-    with atomic_path(path) as tmp, open(tmp, 'wb') as fh:
-        _write_blocks(fh, path, blocks, version, float_format)
-
-
-def _write_blocks(fh, path, blocks, version, float_format):
-    for name, block in blocks.items():
-        name = name[5:] if name.startswith('data_') else name
-        if any(ch.isspace() for ch in name):
-            raise ValueError(f'{path}: block name {name!r} contains whitespace')
-        fh.write((f'\n# version {version}\n\n' if version else '\n').encode())
-        fh.write(f'data_{name}\n\n'.encode())
-        if _is_loop(block):
-            _write_loop(fh, path, name, block, float_format)
-        elif isinstance(block, dict):
-            for key, value in block.items():
-                text = column_text(path, name, key, [value], float_format)
-                fh.write(f'_{key}\t\t\t'.encode() + text.tobytes().strip() + b'\n')
-            fh.write(b'\n')
-        else:
-            raise TypeError(f'{path}: block data_{name} is a {type(block).__name__}, '
-                            f'expected a DataFrame or a dict')
+    where = output_name(path)
+    with open_output(path) as fh:
+        for name, block in blocks.items():
+            name = name[5:] if name.startswith('data_') else name
+            if any(ch.isspace() for ch in name):
+                raise ValueError(f'{where}: block name {name!r} contains whitespace')
+            head = f'\n# version {version}\n\n' if version else '\n'
+            fh.write(f'{head}data_{name}\n\n'.encode())
+            if isinstance(block, pd.DataFrame) or (isinstance(block, dict) and any(
+                    isinstance(v, ImageNames) or np.ndim(v) for v in block.values())):
+                _write_loop(fh, where, name, block, float_format)
+            elif isinstance(block, dict):
+                for key, value in block.items():
+                    text = column_text(where, name, key, [value], float_format)
+                    fh.write(f'_{key}\t\t\t'.encode() + text.tobytes().strip() + b'\n')
+                fh.write(b'\n')
+            else:
+                raise TypeError(f'{where}: block data_{name} is a {type(block).__name__}, '
+                                f'expected a DataFrame or a dict')
 
 
 def write_particles_star(path, particles, optics=None, version='30001', image_size=None):
     """Write a RELION 3.1+ particle file: ``data_optics`` then ``data_particles``.
 
-    ``particles`` is a DataFrame or a dict of columns. ``optics`` is written as given
-    (``rlnOpticsGroupName`` and ``rlnImageDimensionality`` = 2 added when absent) and needs
-    the group number, voltage, Cs, amplitude contrast, pixel size and box size; without it,
-    it is derived from per-particle columns (:func:`upgrade_to_relion31`; ``image_size``:
-    the box size when there is no ``rlnImageSize`` column). Raises :class:`StarError` if
-    the optics cannot be derived, lack what RELION needs, or miss a particle's group.
-    ``path`` may be a binary file open for writing, as for :func:`write_star`.
+    ``optics`` is written as given (group names and ``rlnImageDimensionality`` = 2 added
+    when absent) and needs the columns RELION needs; without it, it is derived from
+    per-particle columns (:func:`~..relion.upgrade_to_relion31`; ``image_size``: the box
+    size when there is no ``rlnImageSize``). :class:`StarError` if the optics cannot be
+    derived, lack a column or a particle's group. ``path``: as for :func:`write_star`.
     """
     try:
         if optics is None:
@@ -89,13 +83,24 @@ def write_particles_star(path, particles, optics=None, version='30001', image_si
             if 'rlnImageDimensionality' not in optics.columns:
                 optics['rlnImageDimensionality'] = 2
     except ValueError as exc:
-        raise StarError(path.name if hasattr(path, 'write') else path, str(exc)) from None
+        raise StarError(output_name(path), str(exc)) from None
     write_star(path, {'optics': optics, 'particles': particles}, version=version)
 
 
-def _is_loop(block):
-    return isinstance(block, pd.DataFrame) or (isinstance(block, dict) and any(
-        isinstance(v, ImageNames) or np.ndim(v) for v in block.values()))
+@contextmanager
+def open_output(out):
+    """``out`` when it is a binary file open for writing, else a new file that replaces the
+    path ``out`` once the ``with`` block ends without error (:func:`atomic_path`)."""
+    if hasattr(out, 'write'):
+        yield out
+        return
+    with atomic_path(out) as tmp, open(tmp, 'wb') as fh:
+        yield fh
+
+
+def output_name(out):
+    """The path to name in messages about ``out`` (a path or an open file)."""
+    return getattr(out, 'name', 'STAR file') if hasattr(out, 'write') else out
 
 
 def _write_loop(fh, path, name, table, float_format):
