@@ -2,11 +2,10 @@
 
 A RELION ``run_itNNN_data.star`` of a million particles (200-400 MB) takes starfile about
 20 s and pandas' C reader about 10 (``benchmarks/bench_star.py``). :class:`StarTable` maps
-the file, finds the rows and the values of the columns asked for in one vectorised pass
-(chunks of whole lines), converts only those, and writes subsets as the file's header
-followed by the rows chosen, copied verbatim. Bodies with quotes or comments (RELION writes
-none) or rows of other lengths go to :func:`~.reading.read_star`, which reads them or names
-the line that is wrong.
+the file, finds the rows and the values of the columns asked for in one vectorised pass,
+and writes subsets as the header followed by the rows chosen, copied verbatim. Bodies with
+quotes or comments (RELION writes none) or rows of other lengths go to
+:func:`~.reading.read_star`, which reads them or names the line that is wrong.
 """
 import mmap
 import os
@@ -41,6 +40,7 @@ class StarTable:
         self.path, self.block, self.columns = path, block.name, block.labels
         self.version = version_before(data, block.start)
         self.blocks_before = blocks_before
+        self.has_optics = 'optics' in blocks_before     # RELION 3.1+
         self.header = bytes(data[:block.body])
         self._data, self._body, self._stat = data, block.body, stat
         self._rows = None           # (starts, stops) of the rows; a stop is a line end
@@ -90,11 +90,6 @@ class StarTable:
         self._scan(())
         return len(self._rows[0])
 
-    @property
-    def has_optics(self):
-        """Whether a ``data_optics`` block precedes the table (RELION 3.1+)."""
-        return 'optics' in self.blocks_before
-
     def require(self, names, what='this analysis'):
         """Raise :class:`StarError` naming the file and block if a column is absent."""
         missing = [n for n in names if n not in self.columns]
@@ -111,14 +106,11 @@ class StarTable:
         names, kinds = list(dict.fromkeys(names)), kinds or {}
         self.require(names, 'reading')
         tokens = self._scan([self.columns.index(n) for n in names])
-        out = {}
-        for name in names:
-            kind = kinds.get(name)
-            out[name] = _series_array(self._frame[name], kind) if self._frame is not None \
-                else _convert(tokens[self.columns.index(name)], kind)
-            if out[name] is None:
-                raise StarError(self.path, f'data_{self.block}: column _{name} holds values '
-                                           f'that are not {kind} numbers')
+        out = {name: _convert(tokens[self.columns.index(name)], kinds.get(name)) for name in names}
+        wrong = next((name for name in names if out[name] is None), None)
+        if wrong:
+            raise StarError(self.path, f'data_{self.block}: column _{wrong} holds values '
+                                       f'that are not {kinds[wrong]} numbers')
         return out
 
     def read_columns(self, names):
@@ -136,23 +128,25 @@ class StarTable:
         return table.read_columns(table.columns)
 
     def _scan(self, columns):
-        """Find the rows, and the values of ``columns`` (indices; empty on the slow path)."""
-        if self._rows is not None and (self._frame is not None or not columns):
+        """Find the rows; the values of ``columns`` (indices) as (n, width) uint8 text."""
+        if self._rows is not None and not columns:
             return {}
-        data = self._mapped()
         if self._frame is None:
+            data = self._mapped()
             try:
                 self._rows, values = _tokenise(data, self._body, len(self.columns), columns)
                 return values
             except _SlowPath:
                 self._frame = read_star(self.path, [self.block]).blocks[self.block]
-        spans = np.array([(s, s + n) for s, n, _ in significant_lines(
-            data, self._body, next_data_line(data, self._body))], np.int64).reshape(-1, 2)
-        self._rows = spans[:, 0], spans[:, 1]
-        if len(spans) != len(self._frame):
-            raise StarError(self.path, f'data_{self.block}: {len(self._frame)} rows read from '
-                                       f'{len(spans)} lines')
-        return {}
+            spans = np.array([(s, s + n) for s, n, _ in significant_lines(
+                data, self._body, next_data_line(data, self._body))], np.int64).reshape(-1, 2)
+            self._rows = spans[:, 0], spans[:, 1]
+            if len(spans) != len(self._frame):
+                raise StarError(self.path, f'data_{self.block}: {len(self._frame)} rows read '
+                                           f'from {len(spans)} lines')
+        texts = {c: np.char.encode(self._frame.iloc[:, c].astype(str).to_numpy(dtype=str),
+                                   'utf-8').astype('S') for c in columns}
+        return {c: t.view(np.uint8).reshape(len(t), t.itemsize) for c, t in texts.items()}
 
     def _mapped(self):
         if self._data is None:
@@ -166,16 +160,14 @@ class StarTable:
     # ------------------------------------------------------------------ writing
 
     def write_subset(self, out, rows, extra_columns=None):
-        """Write the header and the rows chosen (indices, in that order, or a mask), byte
-        for byte, to ``out``: a path (written atomically) or a binary file open for writing;
-        return the number of rows written.
+        """Write the header and the rows chosen (indices, in that order, or a mask) byte for
+        byte to ``out`` (a path, written atomically, or a binary file); return their number.
 
-        ``extra_columns``: label (without ``_``) -> one value per row written, appended as
-        last columns of the loop header and of every row (formatted as :func:`write_star`
-        does). A RELION 3.0 file is written by :func:`write_particles_star` (optics built).
+        ``extra_columns``: label (without ``_``) -> one value per row, appended as last
+        columns (formatted as :func:`write_star` does). A RELION 3.0 table is written by
+        :func:`write_particles_star`, which builds its optics.
         """
-        rows = self._as_indices(rows)
-        extra = self._check_extra(extra_columns or {}, len(rows))
+        rows, extra = self._check_subset(rows, extra_columns or {})
         if not self.has_optics:
             frame = self._frame if self._frame is not None else self.read_columns(self.columns)
             frame = frame.iloc[rows].reset_index(drop=True).assign(**extra)
@@ -244,27 +236,24 @@ class StarTable:
         if not reserved:
             fh.write(out)
 
-    def _check_extra(self, extra, n):
+    def _check_subset(self, rows, extra):
+        """(row indices, extra columns as arrays); ValueError or IndexError if wrong."""
+        rows, n = np.asarray(rows), len(self)
+        if rows.dtype == bool and rows.shape != (n,):
+            raise ValueError(f'{self.path}: row mask of shape {rows.shape} for {n} rows')
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64).ravel()
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f'{self.path}: row index out of range 0..{n - 1}')
         for label, values in extra.items():
             if not label or label.startswith('_') or any(c.isspace() for c in label):
                 raise ValueError(f'{self.path}: extra column label {label!r}: give it without '
                                  f'the leading underscore and without spaces')
             if label in self.columns:
                 raise ValueError(f'{self.path}: data_{self.block} already has a column _{label}')
-            if len(values) != n:
-                raise ValueError(f'{self.path}: {len(values)} values of _{label} for {n} rows')
-        return {label: np.asarray(values) for label, values in extra.items()}
-
-    def _as_indices(self, rows):
-        rows, n = np.asarray(rows), len(self)
-        if rows.dtype == bool:
-            if rows.shape != (n,):
-                raise ValueError(f'{self.path}: row mask of shape {rows.shape} for {n} rows')
-            return np.flatnonzero(rows)
-        rows = rows.astype(np.int64, copy=False).ravel()
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f'{self.path}: row index out of range 0..{n - 1}')
-        return rows
+            if len(values) != len(rows):
+                raise ValueError(f'{self.path}: {len(values)} values of _{label} for '
+                                 f'{len(rows)} rows')
+        return rows, {label: np.asarray(values) for label, values in extra.items()}
 
 
 def _map(path):
@@ -384,11 +373,3 @@ def _convert(tokens, kind=None):
     except ValueError:
         return None if kind == 'float' else texts
 
-
-def _series_array(series, kind=None):
-    """A column starfile read -> the array :func:`_convert` gives (None: not of ``kind``)."""
-    if kind == 'text' or (kind is None and series.dtype.kind == 'O'):
-        return np.char.encode(series.astype(str).to_numpy(dtype=str), 'utf-8')
-    if series.dtype.kind not in 'iuf' or (kind == 'int' and series.dtype.kind == 'f'):
-        return None
-    return series.to_numpy(np.float64 if kind == 'float' else series.dtype)
