@@ -1,11 +1,8 @@
-"""RELION STAR files (3.0 to 5): one reader API, one writer.
-
-:func:`read_star` and :func:`read_particles_star` read whole files (loops as DataFrames,
-key-value blocks as dicts) with starfile; :class:`StarTable` is the fast path for large
-particle tables (the columns asked for; subsets copied verbatim); :func:`write_star` and
-:func:`write_particles_star` write RELION's layout. Blocks are named without ``data_``
-(``''`` for RELION 3.0's bare ``data_``), labels without ``_``. Errors are StarError
-naming the file, block and line. RELION's optics tables and image names are in
+"""RELION STAR files (3.0 to 5): :func:`read_star` and :func:`read_particles_star` read
+whole files with starfile; :class:`StarTable` is the fast path for large particle tables;
+:func:`write_star` and :func:`write_particles_star` write RELION's layout. Blocks are named
+without ``data_`` (``''`` for RELION 3.0's bare ``data_``), labels without ``_``. Errors
+are StarError naming the file, block and line. Optics tables and image names:
 :mod:`scipion_reciprocal.formats.relion`.
 """
 from .reading import ParticlesStar, StarDocument, is_string_label, read_particles_star, read_star

@@ -231,10 +231,6 @@ def _read_with_starfile(path, data, blocks):
             os.unlink(source)
     # starfile gives an empty block the next block's content: contents are taken in order.
     contents = list(parsed.values())
-    kinds = ['loop' if isinstance(c, pd.DataFrame) else 'pairs' for c in contents]
-    if kinds != [b.kind for b in blocks]:
-        raise StarError(path, f'starfile found blocks {kinds} where the file has '
-                              f'{[b.kind for b in blocks]}')
     for block, content in zip(blocks, contents):
         if block.kind == 'loop':
             _check_loop(path, data, block, content)

@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..errors import StarError
 from .reading import (iter_blocks, next_data_line, open_error, read_star, significant_lines,
                       version_before)
-from .writing import column_text, open_output, output_name, rows_text, write_particles_star
+from .writing import Column, open_output, output_name, rows_text, write_particles_star
 
 _CHUNK = 1 << 22            # bytes tokenised at a time
 _WRITE_BLOCK = 1 << 22      # bytes of rows gathered at a time when writing subsets
@@ -176,7 +176,7 @@ class StarTable:
             return len(rows)
         header = self.header.rstrip(b'\n') + b'\n' + ''.join(
             f'_{label} #{i}\n' for i, label in enumerate(extra, len(self.columns) + 1)).encode()
-        suffix = rows_text([column_text(output_name(out), self.block, label, values)
+        suffix = rows_text([Column(output_name(out), self.block, label, values).text()
                             for label, values in extra.items()], prefix=True) if extra else None
         with open_output(out) as fh:
             fh.write(header)
@@ -206,8 +206,8 @@ class StarTable:
                 del lines
 
     def _fixed_width(self):
-        """Bytes per row, line end included, when every row has one length and the rows
-        follow each other; else 0."""
+        """Bytes per row, line end included, when all rows have one length and follow each
+        other; else 0."""
         if self._width is None:
             starts, stops = self._rows
             data = self._mapped()

@@ -37,11 +37,9 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
     or :class:`ImageNames`) or key-value block (a dict of single values), in file order.
     ``version``: ``# version <version>`` before every block (RELION 3.1+), or None.
     ``float_format``: printf format of floats; ``'%.Nf'`` gets ``'%.Ne'`` where RELION does.
-    Raises ValueError or TypeError for invalid names or text STAR cannot hold (tabs, line
-    breaks, quotes), leaving the file as it was.
+    Raises ValueError or TypeError for invalid names, blocks or text STAR cannot hold
+    (tabs, line breaks, quotes), leaving the file as it was.
     """
-    if not isinstance(blocks, dict):
-        raise TypeError(f'{path}: blocks must be a dict name -> DataFrame or dict')
     where = output_name(path)
     with open_output(path) as fh:
         for name, block in blocks.items():
@@ -55,7 +53,7 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
                 _write_loop(fh, where, name, block, float_format)
             elif isinstance(block, dict):
                 for key, value in block.items():
-                    text = column_text(where, name, key, [value], float_format)
+                    text = Column(where, name, key, [value], float_format).text()
                     fh.write(f'_{key}\t\t\t'.encode() + text.tobytes().strip() + b'\n')
                 fh.write(b'\n')
             else:
@@ -109,12 +107,10 @@ def _write_loop(fh, path, name, table, float_format):
     if bad or len(set(labels)) < len(labels):
         what = f'an invalid column name {bad[0]!r}' if bad else 'a column twice'
         raise ValueError(f'{path}: data_{name} has {what}')
-    columns = [_Column(path, name, c, table[c], float_format) for c in labels]
+    columns = [Column(path, name, c, table[c], float_format) for c in labels]
     fh.write(b'loop_\n' + ''.join(f'_{c} #{i}\n' for i, c in enumerate(labels, 1)).encode())
-    n = len(columns[0]) if columns else 0
-    for start in range(0, n, _ROWS_PER_BLOCK):
-        stop = min(start + _ROWS_PER_BLOCK, n)
-        fh.write(rows_text([c.text(start, stop) for c in columns]))
+    for start in range(0, len(columns[0]) if columns else 0, _ROWS_PER_BLOCK):
+        fh.write(rows_text([c.text(start, start + _ROWS_PER_BLOCK) for c in columns]))
     fh.write(b'\n')
 
 
@@ -130,13 +126,7 @@ def rows_text(fields, prefix=False):
     return np.hstack(parts)
 
 
-def column_text(path, block, label, values, float_format='%.6f'):
-    """The values of one column as a (n, width) uint8 array of text."""
-    column = _Column(path, block, label, values, float_format)
-    return column.text(0, len(column))
-
-
-class _Column:
+class Column:
     """One column as text of one width, formatted block by block (:meth:`text`): numbers
     right-aligned, text from its distinct values, image names from their parts."""
 
@@ -182,7 +172,7 @@ class _Column:
     def __len__(self):
         return self._length
 
-    def text(self, start, stop):
+    def text(self, start=0, stop=None):
         """Rows ``start:stop`` as a (rows, width) uint8 array."""
         if self._codes is None:
             return _float_text(self._floats[start:stop], self._decimals, self._width)
@@ -194,12 +184,10 @@ class _Column:
         return np.hstack((_digits(indices[start:stop], digits), at, text))
 
     def _quote(self, text):
-        if any(ch in text for ch in '\t\n\r'):
-            raise ValueError(f'{self._where}: value {text!r} cannot be written in a STAR '
-                             f'file: it contains a tab or a line break')
-        if '"' in text or "'" in text:
-            raise ValueError(f"{self._where}: value {text!r} cannot be written in a STAR file: "
-                             f"it contains a quote (starfile reads both quote characters as \")")
+        if any(ch in text for ch in '\t\n\r"\''):
+            raise ValueError(f'{self._where}: value {text!r} cannot be written in a STAR file: '
+                             f'it contains a tab or a line break, or a quote (starfile reads '
+                             f'both quote characters as ")')
         return f'"{text}"' if _NEEDS_QUOTES.search(text) else text
 
 
