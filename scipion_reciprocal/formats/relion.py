@@ -14,8 +14,9 @@ OPTICS_LABELS = (
 # What RELION 3.1+ needs in the optics table of particles.
 REQUIRED_OPTICS = ('rlnOpticsGroup', 'rlnVoltage', 'rlnSphericalAberration',
                     'rlnAmplitudeContrast', 'rlnImagePixelSize', 'rlnImageSize')
-# RELION 3.0 per-particle labels that the optics table replaces.
-_LEGACY_OPTICS_LABELS = ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize')
+# RELION 3.0 per-particle labels that 3.1 replaces (by the optics table, origins in Angstrom).
+_LEGACY_LABELS = ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize',
+                  'rlnOriginX', 'rlnOriginY', 'rlnOriginZ')
 
 
 def check_optics(particles, optics):
@@ -24,13 +25,13 @@ def check_optics(particles, optics):
         raise ValueError('the optics table has no rlnOpticsGroup column')
     optics = optics.copy()
     if 'rlnOpticsGroupName' not in optics.columns:
-        optics.insert(0, 'rlnOpticsGroupName', [f'opticsGroup{g}' for g in optics['rlnOpticsGroup']])
+        optics.insert(0, 'rlnOpticsGroupName', 'opticsGroup' + optics['rlnOpticsGroup'].astype(str))
     if 'rlnOpticsGroup' not in particles:
         if len(optics) != 1:
             raise ValueError(f'particles have no rlnOpticsGroup column and there are '
                              f'{len(optics)} optics groups')
         particles = particles.assign(rlnOpticsGroup=int(optics['rlnOpticsGroup'].iloc[0]))
-    unknown = set(pd.unique(np.asarray(particles['rlnOpticsGroup']))) - set(optics['rlnOpticsGroup'])
+    unknown = set(np.unique(particles['rlnOpticsGroup'])) - set(optics['rlnOpticsGroup'])
     if unknown:
         raise ValueError(f'particles refer to optics groups {sorted(unknown)} absent from the '
                          f'optics table')
@@ -67,9 +68,7 @@ def upgrade_to_relion31(particles, image_size=None):
         p['rlnImageDimensionality'] = 2
     for axis in 'XYZ':      # pixel origins (RELION 3.0) become origins in Angstrom
         old, new = f'rlnOrigin{axis}', f'rlnOrigin{axis}Angst'
-        if old in p.columns and new in p.columns:
-            p = p.drop(columns=old)
-        elif old in p.columns:
+        if old in p.columns and new not in p.columns:
             p[old] = p[old].astype(float) * p['rlnImagePixelSize']
             p = p.rename(columns={old: new})
 
@@ -87,13 +86,12 @@ def upgrade_to_relion31(particles, image_size=None):
         'rlnOpticsGroupName' in p.columns else [f'opticsGroup{g}' for g in numbers]
     if not consistent:
         p['rlnOpticsGroup'] = groups
-    optics = pd.DataFrame({'rlnOpticsGroupName': names, 'rlnOpticsGroup': numbers})
-    for col in values:
-        optics[col] = rows[col].to_numpy()
+    optics = pd.DataFrame({'rlnOpticsGroupName': names, 'rlnOpticsGroup': numbers,
+                           **{col: rows[col].to_numpy() for col in values}})
     optics = optics.astype({'rlnOpticsGroup': np.int64, 'rlnImageSize': np.int64,
-                            'rlnImageDimensionality': np.int64})
-    optics = optics.sort_values('rlnOpticsGroup', kind='stable', ignore_index=True)
-    drop = [c for c in (*OPTICS_LABELS, *_LEGACY_OPTICS_LABELS)
+                            'rlnImageDimensionality': np.int64}).sort_values(
+        'rlnOpticsGroup', kind='stable', ignore_index=True)
+    drop = [c for c in (*OPTICS_LABELS, *_LEGACY_LABELS)
             if c in p.columns and c != 'rlnOpticsGroup']
     return p.drop(columns=drop), optics
 
@@ -105,11 +103,8 @@ def merge_optics(particles, optics):
         return particles.copy()
     particles, optics = check_optics(particles, optics)
     where = pd.Index(optics['rlnOpticsGroup']).get_indexer(particles['rlnOpticsGroup'])
-    merged = particles.copy()
-    for col in optics.columns:
-        if col not in merged.columns:
-            merged[col] = optics[col].to_numpy()[where]
-    return merged
+    return particles.assign(**{col: optics[col].to_numpy()[where] for col in optics.columns
+                               if col not in particles.columns})
 
 
 def parse_image_names(series):

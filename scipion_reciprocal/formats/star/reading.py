@@ -113,7 +113,8 @@ def open_error(path, exc):
     """The StarError for a file that cannot be opened or decoded (an OSError otherwise)."""
     if isinstance(exc, UnicodeDecodeError):
         return StarError(path, f'not a text STAR file (byte {exc.start} is not UTF-8)')
-    reasons = {FileNotFoundError: 'file not found', IsADirectoryError: 'is a folder, not a STAR file'}
+    reasons = {FileNotFoundError: 'file not found',
+               IsADirectoryError: 'is a folder, not a STAR file'}
     return StarError(path, reasons[type(exc)]) if type(exc) in reasons else exc
 
 
