@@ -97,8 +97,6 @@ class StarTable:
             raise StarError(self.path, f'data_{self.block} has no column '
                                        f'{", ".join("_" + m for m in missing)} (needed for {what})')
 
-    # ------------------------------------------------------------------ reading
-
     def read_raw(self, names, kinds=None):
         """Columns as arrays: label -> int64 when every value is an integer, float64 when
         every value is a number, else bytes (dtype ``S``); ``kinds`` (label -> ``'int'``,
@@ -157,8 +155,6 @@ class StarTable:
             self._data = data
         return self._data
 
-    # ------------------------------------------------------------------ writing
-
     def write_subset(self, out, rows, extra_columns=None):
         """Write the header and the rows chosen (indices, in that order, or a mask) byte for
         byte to ``out`` (a path, written atomically, or a binary file); return their number.
@@ -185,19 +181,14 @@ class StarTable:
 
     def _write_rows(self, fh, rows, suffix):
         """Write the rows, each ending with its suffix (``' values\\n'``) or a newline; as
-        blocks of bytes when all rows have one length (gathered into the file's own buffer
-        when it offers one, as :class:`~.._direct.DirectFile` does)."""
-        starts, stops = self._rows
-        data = self._mapped()
-        width = self._fixed_width()
+        blocks of bytes when all rows have one length."""
+        (starts, stops), data, width = self._rows, self._mapped(), self._fixed_width()
         row_bytes = width or (int(stops[0] - starts[0]) + 1 if len(starts) else 1)
         step = max(1, _WRITE_BLOCK // (row_bytes + (0 if suffix is None else suffix.shape[1])))
         for k in range(0, len(rows), step):
             part, ends = rows[k:k + step], None if suffix is None else suffix[k:k + step]
             if width:
-                grid = np.frombuffer(data, np.uint8, len(starts) * width, int(starts[0]))
-                self._fixed_rows(fh, grid.reshape(-1, width), part, ends)
-                del grid
+                self._write_fixed_rows(fh, width, part, ends)
                 continue
             tails = [b'\n'] * len(part) if ends is None else [row.tobytes() for row in ends]
             with memoryview(data) as view:
@@ -210,29 +201,28 @@ class StarTable:
         other; else 0."""
         if self._width is None:
             starts, stops = self._rows
-            data = self._mapped()
             width = int(stops[0] - starts[0]) + 1 if len(starts) else 0
-            fixed = width and data[int(stops[-1]):int(stops[-1]) + 1] == b'\n' and \
+            fixed = width and self._mapped()[int(stops[-1]):int(stops[-1]) + 1] == b'\n' and \
                 (stops - starts == width - 1).all() and (starts[1:] == stops[:-1] + 1).all()
             self._width = width if fixed else 0
         return self._width
 
-    def _fixed_rows(self, fh, grid, part, ends):
-        """Write rows ``part`` of the (rows, width) ``grid``, the line end replaced by
-        ``ends`` when given."""
-        width = grid.shape[1] + (0 if ends is None else ends.shape[1] - 1)
-        nbytes = len(part) * width
+    def _write_fixed_rows(self, fh, width, part, ends):
+        """Write rows ``part`` of rows of ``width`` bytes, the line end replaced by ``ends``
+        when given; gathered in the file's own buffer when it offers one (``reserve``, as
+        :class:`~.._direct.DirectFile` does), else in one reused here."""
+        grid = np.frombuffer(self._data, np.uint8, len(self._rows[0]) * width,
+                             int(self._rows[0][0])).reshape(-1, width)
+        row_bytes = width + (0 if ends is None else ends.shape[1] - 1)
+        nbytes = len(part) * row_bytes
         reserved = hasattr(fh, 'reserve') and nbytes <= _WRITE_BLOCK
-        if reserved:
-            out = np.frombuffer(fh.reserve(nbytes), np.uint8)
-        else:
-            if self._buffer is None or self._buffer.size < nbytes:
-                self._buffer = np.empty(max(nbytes, _WRITE_BLOCK), np.uint8)
-            out = self._buffer[:nbytes]
-        out = out.reshape(len(part), width)
-        np.take(grid, part, axis=0, out=out[:, :grid.shape[1]])
+        if not reserved and (self._buffer is None or self._buffer.size < nbytes):
+            self._buffer = np.empty(max(nbytes, _WRITE_BLOCK), np.uint8)
+        out = np.frombuffer(fh.reserve(nbytes), np.uint8) if reserved else self._buffer[:nbytes]
+        out = out.reshape(len(part), row_bytes)
+        np.take(grid, part, axis=0, out=out[:, :width])
         if ends is not None:        # the suffix replaces the line end
-            out[:, grid.shape[1] - 1:] = ends
+            out[:, width - 1:] = ends
         if not reserved:
             fh.write(out)
 
