@@ -9,13 +9,11 @@ write them in files the plugin reads: comments after key-value pairs, quote char
 inside values (starfile reads ``'`` as ``"``; RELION's job.star help texts have them).
 """
 import linecache
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import starfile
 
@@ -201,35 +199,29 @@ def version_before(data, start):
             return words[2].decode()
         if words and not words[0].startswith(b'#'):
             return None
-    return None
 
 
 # ---------------------------------------------------------------- starfile and its quirks
 
 def _read_with_starfile(path, data, blocks):
-    """Block name -> content of the (non-empty) blocks given, parsed by starfile."""
-    if not blocks:
-        return {}
+    """Block name -> content of the (non-empty) blocks given, parsed by starfile (from a
+    temporary copy when lines must be blanked)."""
     as_text = sorted({label for b in blocks for label in b.labels if is_string_label(label)})
     copy = _blank_comments_after_empty_loops(data, blocks)
-    source = path
     try:
-        if copy is not None:
-            with tempfile.NamedTemporaryFile('wb', suffix='.star', delete=False) as fh:
+        with tempfile.NamedTemporaryFile('wb', suffix='.star') as fh:
+            if copy is not None:
                 fh.write(copy)
-            source = Path(fh.name)
-        linecache.clearcache()      # starfile reads lines through it: a failed read left some
-        parsed = starfile.read(source, read_n_blocks=len(blocks), always_dict=True,
-                               parse_as_string=as_text)
+                fh.flush()
+            linecache.clearcache()      # starfile reads lines through it: a failed read left some
+            parsed = starfile.read(path if copy is None else fh.name, read_n_blocks=len(blocks),
+                                   always_dict=True, parse_as_string=as_text)
     except (ValueError, TypeError, IndexError) as exc:  # pandas' ParserError is a ValueError
         for block in blocks:
             if block.kind == 'loop':
                 _check_fields(path, data, block)
         raise StarError(path, f'cannot be read ({type(exc).__name__}: {str(exc).strip()})') \
             from None
-    finally:
-        if source is not path:
-            os.unlink(source)
     # starfile gives an empty block the next block's content: contents are taken in order.
     contents = list(parsed.values())
     for block, content in zip(blocks, contents):
