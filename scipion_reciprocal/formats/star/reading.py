@@ -116,8 +116,6 @@ def open_error(path, exc):
     return StarError(path, reasons[type(exc)]) if type(exc) in reasons else exc
 
 
-# ---------------------------------------------------------------- layout of blocks
-
 def line_number(data, offset):
     return data.count(b'\n', 0, offset) + 1
 
@@ -200,8 +198,6 @@ def version_before(data, start):
         if words and not words[0].startswith(b'#'):
             return None
 
-
-# ---------------------------------------------------------------- starfile and its quirks
 
 def _read_with_starfile(path, data, blocks):
     """Block name -> content of the (non-empty) blocks given, parsed by starfile (from a

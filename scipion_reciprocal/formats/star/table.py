@@ -45,7 +45,6 @@ class StarTable:
         self._data, self._body, self._stat = data, block.body, stat
         self._rows = None           # (starts, stops) of the rows; a stop is a line end
         self._frame = None          # slow path: the block as read_star read it
-        self._buffer = None         # reused for the rows of subsets
         self._width = None          # bytes per row when all rows have one length, else 0
         self.image_size = None      # box size for a RELION 3.0 file without rlnImageSize
 
@@ -72,7 +71,6 @@ class StarTable:
 
     def close(self):
         """Unmap the file (the rows found are kept)."""
-        self._buffer = None
         if isinstance(self._data, mmap.mmap):
             try:
                 self._data.close()
@@ -210,16 +208,14 @@ class StarTable:
     def _write_fixed_rows(self, fh, width, part, ends):
         """Write rows ``part`` of rows of ``width`` bytes, the line end replaced by ``ends``
         when given; gathered in the file's own buffer when it offers one (``reserve``, as
-        :class:`~.._direct.DirectFile` does), else in one reused here."""
+        :class:`~.._direct.DirectFile` does)."""
         grid = np.frombuffer(self._data, np.uint8, len(self._rows[0]) * width,
                              int(self._rows[0][0])).reshape(-1, width)
         row_bytes = width + (0 if ends is None else ends.shape[1] - 1)
         nbytes = len(part) * row_bytes
         reserved = hasattr(fh, 'reserve') and nbytes <= _WRITE_BLOCK
-        if not reserved and (self._buffer is None or self._buffer.size < nbytes):
-            self._buffer = np.empty(max(nbytes, _WRITE_BLOCK), np.uint8)
-        out = np.frombuffer(fh.reserve(nbytes), np.uint8) if reserved else self._buffer[:nbytes]
-        out = out.reshape(len(part), row_bytes)
+        out = (np.frombuffer(fh.reserve(nbytes), np.uint8) if reserved
+               else np.empty(nbytes, np.uint8)).reshape(len(part), row_bytes)
         np.take(grid, part, axis=0, out=out[:, :width])
         if ends is not None:        # the suffix replaces the line end
             out[:, width - 1:] = ends
@@ -258,8 +254,6 @@ def _map(path):
     except OSError as exc:
         raise open_error(path, exc) from None
 
-
-# ---------------------------------------------------------------------- tokenising
 
 def _tokenise(data, body, ncols, columns):
     """((row starts, row stops), {column: (n, width) uint8 values}) of a loop body, which
@@ -335,8 +329,6 @@ def _gather(chunk, starts, following):
         windows[np.arange(windows.shape[1])[None, :] >= lengths[:, None]] = 0
     return windows
 
-
-# ---------------------------------------------------------------------- conversion
 
 def _convert(tokens, kind=None):
     """int64, float64 or bytes array of (n, width) zero-padded values; ``kind`` ('int',
