@@ -260,15 +260,12 @@ def _tokenise(data, body, ncols, columns):
     ends at the next ``data_`` line (less the comment lines before it) or the file's end.
     Raises _SlowPath on anything but rows of ``ncols`` plain values."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    scratch = np.empty((2, min(_CHUNK, len(arr)) + 1), dtype=bool)
     spans, values, pos, end = [], {c: [] for c in columns}, body, False
     while pos < len(arr) and not end:
         stop = len(arr) if pos + _CHUNK >= len(arr) else (    # whole lines, about _CHUNK bytes
             data.rfind(b'\n', pos, pos + _CHUNK) + 1 or data.find(b'\n', pos + _CHUNK) + 1)
         chunk = arr[pos:stop or len(arr)]
-        if len(chunk) >= scratch.shape[1]:
-            scratch = np.empty((2, len(chunk) + 1), dtype=bool)
-        starts, stops, tokens, end = _tokenise_chunk(data, chunk, pos, ncols, columns, scratch)
+        starts, stops, tokens, end = _tokenise_chunk(data, chunk, pos, ncols, columns)
         spans.append((starts + pos, stops + pos))
         for c in columns:
             values[c].append(tokens[c])
@@ -282,10 +279,10 @@ def _tokenise(data, body, ncols, columns):
     return rows, values
 
 
-def _tokenise_chunk(data, chunk, pos, ncols, columns, scratch):
+def _tokenise_chunk(data, chunk, pos, ncols, columns):
     """(row starts, row stops, {column: values}, whether the body ends) of a chunk of whole
-    lines at offset ``pos``; ``scratch``: two boolean buffers longer than the chunk."""
-    blank, flag = scratch[0, :len(chunk) + 1], scratch[1, :len(chunk)]
+    lines at offset ``pos``."""
+    blank, flag = np.empty(len(chunk) + 1, bool), np.empty(len(chunk), bool)
     blank[0] = True
     np.less_equal(chunk, 32, out=blank[1:])
     starts = np.flatnonzero(np.greater(blank[:-1], blank[1:], out=flag))     # of the values
