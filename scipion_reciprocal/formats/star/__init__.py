@@ -5,9 +5,9 @@ without ``data_`` (``''`` for RELION 3.0's bare ``data_``), labels without ``_``
 are StarError naming the file, block and line. Optics tables and image names:
 :mod:`scipion_reciprocal.formats.relion`.
 """
-from .reading import ParticlesStar, StarDocument, is_string_label, read_particles_star, read_star
+from .reading import ParticlesStar, StarDocument, read_particles_star, read_star
 from .table import StarTable
 from .writing import ImageNames, write_particles_star, write_star
 
 __all__ = ['StarDocument', 'ParticlesStar', 'StarTable', 'ImageNames', 'read_star',
-           'read_particles_star', 'write_star', 'write_particles_star', 'is_string_label']
+           'read_particles_star', 'write_star', 'write_particles_star']

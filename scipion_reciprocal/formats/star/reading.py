@@ -64,9 +64,8 @@ def is_string_label(label):
 
 def read_star(path, blocks=None):
     """Read a STAR file: a :class:`StarDocument`; with ``blocks`` (names), only those (the
-    blocks after the last of them are not parsed). Raises :class:`StarError` if the file is
-    missing, not text, has no data block, lacks a block asked for, or a loop has rows with
-    the wrong number of fields (naming the line)."""
+    blocks after the last of them are not parsed). :class:`StarError` if the file is not a
+    readable STAR file, lacks a block asked for, or has a row that is wrong (naming it)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -82,8 +81,8 @@ def read_star(path, blocks=None):
         wanted = {b[5:] if b.startswith('data_') else b for b in blocks}
         missing = sorted(wanted - {b.name for b in outline})
         if missing:
-            present = ', '.join(f'data_{b.name}' for b in outline)
-            raise StarError(path, f'no data_{missing[0]} block (blocks present: {present})')
+            raise StarError(path, f'no data_{missing[0]} block (blocks present: '
+                                  f'{", ".join("data_" + b.name for b in outline)})')
         chosen = [b for b in outline if b.name in wanted]
     for block, end in zip(outline, [b.start for b in outline[1:]] + [len(data)]):
         block.end = end
@@ -142,9 +141,9 @@ def significant_lines(data, start, end):
 
 
 def iter_blocks(path, data):
-    """Yield the blocks of ``data`` (bytes or mmap) in file order, lazily (the search for
-    the next block passes a loop's rows at ``find`` speed). StarError for a duplicate block,
-    a loop without labels, a line of a key-value block that is not ``_label value``."""
+    """Yield the blocks of ``data`` (bytes or mmap) in file order, lazily (a loop's rows are
+    passed at ``find`` speed). StarError for a duplicate block, a loop without labels, a
+    key-value line that is not ``_label value``."""
     seen = set()
     start = next_data_line(data, 0)
     while start < len(data):

@@ -37,8 +37,7 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
     or :class:`ImageNames`) or key-value block (a dict of single values), in file order.
     ``version``: ``# version <version>`` before every block (RELION 3.1+), or None.
     ``float_format``: printf format of floats; ``'%.Nf'`` gets ``'%.Ne'`` where RELION does.
-    Raises ValueError or TypeError for invalid names, blocks or text STAR cannot hold
-    (tabs, line breaks, quotes), leaving the file as it was.
+    ValueError or TypeError for invalid names, blocks or text; the file is left as it was.
     """
     where = output_name(path)
     with open_output(path) as fh:
@@ -64,11 +63,10 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
 def write_particles_star(path, particles, optics=None, version='30001', image_size=None):
     """Write a RELION 3.1+ particle file: ``data_optics`` then ``data_particles``.
 
-    ``optics`` is written as given (group names and ``rlnImageDimensionality`` = 2 added
-    when absent) and needs the columns RELION needs; without it, it is derived from
-    per-particle columns (:func:`~..relion.upgrade_to_relion31`; ``image_size``: the box
-    size when there is no ``rlnImageSize``). :class:`StarError` if the optics cannot be
-    derived, lack a column or a particle's group. ``path``: as for :func:`write_star`.
+    ``optics`` is written as given (group names and ``rlnImageDimensionality`` added when
+    absent); without it, it is derived from per-particle columns (``image_size``: the box
+    size when there is no ``rlnImageSize``; :func:`~..relion.upgrade_to_relion31`).
+    :class:`StarError` if the optics lack a column RELION needs or a particle's group.
     """
     try:
         if optics is None:
@@ -133,16 +131,16 @@ class Column:
     def __init__(self, path, block, label, values, float_format='%.6f'):
         self._where = f'{path}: data_{block} column _{label}'
         self._codes = self._numbers = None
-        quote = True
         if isinstance(values, ImageNames):
             indices, paths = np.asarray(values.indices, np.int64), np.asarray(values.paths, object)
             if len(indices) != len(paths) or (len(indices) and indices.min() < 1):
                 raise ValueError(f'{self._where}: image indices must be positive, one per path')
             if not _UNUSUAL.search('\0'.join(f'0@{p}' for p in pd.unique(paths))):
                 self._numbers = indices, max(6, len(str(indices.max(initial=1))))
-                values, quote = paths, False
-            else:       # a name that needs quotes: names as text
-                values = format_image_names(indices, paths)
+                self._length = len(indices)
+                self._set_texts(paths, '@{}'.format)
+                return
+            values = format_image_names(indices, paths)     # names that need quotes: as text
         series = values if isinstance(values, pd.Series) else pd.Series(values)
         self._length, kind = len(series), series.dtype.kind
         fixed = _FIXED_RE.fullmatch(float_format)
@@ -160,7 +158,7 @@ class Column:
                             float_format.__mod__, right=True)
         else:
             values = series.to_numpy(dtype=object)
-            self._set_texts(np.where(pd.isna(values), '', values), quote=quote)
+            self._set_texts(np.where(pd.isna(values), '', values), quote=True)
 
     def _set_texts(self, values, to_text=str, right=False, quote=False):
         self._codes, uniques = pd.factorize(values)
@@ -179,9 +177,8 @@ class Column:
         text = self._table[self._codes[start:stop]]
         if self._numbers is None:
             return text
-        indices, digits = self._numbers
-        at = np.full((len(text), 1), ord('@'), dtype=np.uint8)
-        return np.hstack((_digits(indices[start:stop], digits), at, text))
+        indices, digits = self._numbers     # the table holds '@path'
+        return np.hstack((_digits(indices[start:stop], digits), text))
 
     def _quote(self, text):
         if any(ch in text for ch in '\t\n\r"\''):
