@@ -4,9 +4,8 @@ What starfile misses on files RELION writes is handled in :func:`_read_with_star
 :func:`_check_loop`: the ``# version`` line; names that look like numbers; a loop without
 rows followed by a comment such as the next block's ``# version`` (starfile gets a copy with
 those lines blank); a stale ``linecache`` after a failed read; rows cut short or corrupt
-(padded with NaN, or reported without the file's line). Not handled, as RELION does not
-write them in files the plugin reads: comments after key-value pairs, quote characters
-inside values (starfile reads ``'`` as ``"``; RELION's job.star help texts have them).
+(padded with NaN, or reported without the file's line). Not handled (RELION does not write
+them in the files the plugin reads): comments after key-value pairs, quotes inside values.
 """
 import linecache
 import re
@@ -22,6 +21,7 @@ from ..errors import StarError
 # One value of a loop row (quoted, or bare) or a comment to the end of the line.
 _FIELD_RE = re.compile(rb"""(?<!\S)(?:"[^"\n]*"|'[^'\n]*')(?!\S)|(?<!\S)#.*|\S+""")
 _CUT_NUMBER_RE = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)?([eE][-+]?)?$')
+_TEXT_LABEL_ENDS = ('Name', 'Image', 'Zernike')     # RELION labels that always hold text
 
 
 @dataclass
@@ -55,11 +55,6 @@ class Block:
     labels: list = field(default_factory=list)
     body: int = None
     end: int = None
-
-
-def is_string_label(label):
-    """Whether a RELION label always holds text (file names, group names)."""
-    return label.endswith(('Name', 'Image', 'Zernike'))
 
 
 def read_star(path, blocks=None):
@@ -201,7 +196,7 @@ def version_before(data, start):
 def _read_with_starfile(path, data, blocks):
     """Block name -> content of the (non-empty) blocks given, parsed by starfile (from a
     temporary copy when lines must be blanked)."""
-    as_text = sorted({label for b in blocks for label in b.labels if is_string_label(label)})
+    as_text = sorted({label for b in blocks for label in b.labels if label.endswith(_TEXT_LABEL_ENDS)})
     copy = _blank_comments_after_empty_loops(data, blocks)
     try:
         with tempfile.NamedTemporaryFile('wb', suffix='.star') as fh:
@@ -251,7 +246,7 @@ def _check_loop(path, data, block, df):
     if block.end == len(data) and not data.endswith(b'\n') and len(df) > 1:
         for col in df.columns[df.dtypes == object]:
             last, head = df[col].iloc[-1], df[col].iloc[:-1]
-            if (isinstance(last, str) and not is_string_label(col) and _CUT_NUMBER_RE.match(last)
+            if (isinstance(last, str) and not col.endswith(_TEXT_LABEL_ENDS) and _CUT_NUMBER_RE.match(last)
                     and not (pd.to_numeric(head, errors='coerce').isna() & head.notna()).any()):
                 raise StarError(path, f'data_{block.name}: last row has {last!r} in numeric '
                                       f'column _{col} (truncated file?)')

@@ -1,11 +1,10 @@
-"""The fast path for large particle tables: one loop block, column by column.
+"""The fast path for large particle tables: one loop block.
 
-A RELION ``run_itNNN_data.star`` of a million particles (200-400 MB) takes starfile about
-20 s and pandas' C reader about 10 (``benchmarks/bench_star.py``). :class:`StarTable` maps
-the file, finds the rows and the values of the columns asked for in one vectorised pass,
-and writes subsets as the header followed by the rows chosen, copied verbatim. Bodies with
-quotes or comments (RELION writes none) or rows of other lengths go to
-:func:`~.reading.read_star`, which reads them or names the line that is wrong.
+A million particles (200-400 MB) take starfile about 20 s and pandas' C reader about 10
+(``benchmarks/bench_star.py``). :class:`StarTable` maps the file, finds the rows and the
+values of the columns asked for in one vectorised pass, and writes subsets as the header and
+the rows chosen, copied verbatim. Bodies with quotes or comments (RELION writes none) or rows
+of other lengths go to :func:`~.reading.read_star`, which reads them or names the wrong line.
 """
 import mmap
 import os
@@ -31,10 +30,8 @@ class _SlowPath(Exception):
 
 class StarTable:
     """One loop block of a STAR file (see :meth:`open`): ``path``, ``block`` (its name),
-    ``columns`` (labels in file order), ``version`` (of the ``# version`` line before it),
-    ``blocks_before`` (``['optics']`` in RELION 3.1), ``header`` (the file up to the first
-    row). The file is mapped until :meth:`close` (or a ``with`` block's end), again if needed.
-    """
+    ``columns`` (labels), ``version`` (of the ``# version`` line before it), ``blocks_before``
+    and ``header`` (the file up to the first row). The file is mapped until :meth:`close`."""
 
     def __init__(self, path, data, block, blocks_before, stat):
         self.path, self.block, self.columns = path, block.name, block.labels

@@ -1,10 +1,9 @@
 """The one STAR writer: RELION's layout, each column formatted at once with numpy.
 
-Loops as RELION writes them: numbers right-aligned and text left-aligned at one width per
-column, so every row of a table has one length (:class:`~.table.StarTable` copies subsets
-as blocks of bytes); integers as they are, floats ``%.6f`` but ``%.6e`` for
-``0 < |x| < 1e-3`` and ``|x| >= 1e5``. Text is quoted where STAR needs it; text that STAR
-(or starfile, which reads it back) cannot hold is refused.
+Numbers right-aligned and text left-aligned at one width per column, so all rows of a table
+have one length (:class:`~.table.StarTable` copies subsets as blocks of bytes); floats
+``%.6f`` but ``%.6e`` for ``0 < |x| < 1e-3`` and ``|x| >= 1e5``, as RELION. Text is quoted
+where STAR needs it; text that STAR (or starfile, reading it back) cannot hold is refused.
 """
 import re
 from collections import namedtuple
@@ -25,8 +24,7 @@ _UNUSUAL = re.compile(r'[\s"\'#]|\x00(?:\x00|_|data_|loop_)')
 _FIXED_RE = re.compile(r'%\.(\d)f')
 
 
-#: A column of RELION image names ``index@path`` given as parts (1-based indices, one path
-#: per row), written without a string per row.
+#: RELION image names ``index@path`` as parts (1-based indices, one path per row).
 ImageNames = namedtuple('ImageNames', 'indices paths')
 
 
@@ -85,8 +83,8 @@ def write_particles_star(path, particles, optics=None, version='30001', image_si
 
 @contextmanager
 def open_output(out):
-    """``out`` when it is a binary file open for writing, else a new file that replaces the
-    path ``out`` once the ``with`` block ends without error (:func:`atomic_path`)."""
+    """``out`` itself when it is an open binary file, else a new file at the path ``out``
+    (:func:`atomic_path`: in place only once the ``with`` block ends without error)."""
     if hasattr(out, 'write'):
         yield out
         return
