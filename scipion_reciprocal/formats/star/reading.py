@@ -21,7 +21,7 @@ from ..errors import StarError
 # One value of a loop row (quoted, or bare) or a comment to the end of the line.
 _FIELD_RE = re.compile(rb"""(?<!\S)(?:"[^"\n]*"|'[^'\n]*')(?!\S)|(?<!\S)#.*|\S+""")
 _CUT_NUMBER_RE = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)?([eE][-+]?)?$')
-_TEXT_LABEL_ENDS = ('Name', 'Image', 'Zernike')     # RELION labels that always hold text
+_TEXT_ENDS = ('Name', 'Image', 'Zernike')     # RELION labels that always hold text
 
 
 @dataclass
@@ -196,7 +196,7 @@ def version_before(data, start):
 def _read_with_starfile(path, data, blocks):
     """Block name -> content of the (non-empty) blocks given, parsed by starfile (from a
     temporary copy when lines must be blanked)."""
-    as_text = sorted({label for b in blocks for label in b.labels if label.endswith(_TEXT_LABEL_ENDS)})
+    as_text = sorted({label for b in blocks for label in b.labels if label.endswith(_TEXT_ENDS)})
     copy = _blank_comments_after_empty_loops(data, blocks)
     try:
         with tempfile.NamedTemporaryFile('wb', suffix='.star') as fh:
@@ -244,9 +244,9 @@ def _check_loop(path, data, block, df):
             raise StarError(path, f'data_{block.name}: {len(df)} rows read from {n_lines} lines '
                                   f'(a quote not closed?)')
     if block.end == len(data) and not data.endswith(b'\n') and len(df) > 1:
-        for col in df.columns[df.dtypes == object]:
+        for col in [c for c in df.columns[df.dtypes == object] if not c.endswith(_TEXT_ENDS)]:
             last, head = df[col].iloc[-1], df[col].iloc[:-1]
-            if (isinstance(last, str) and not col.endswith(_TEXT_LABEL_ENDS) and _CUT_NUMBER_RE.match(last)
+            if (isinstance(last, str) and _CUT_NUMBER_RE.match(last)
                     and not (pd.to_numeric(head, errors='coerce').isna() & head.notna()).any()):
                 raise StarError(path, f'data_{block.name}: last row has {last!r} in numeric '
                                       f'column _{col} (truncated file?)')

@@ -208,8 +208,7 @@ def _digits(values, width):
 def _plain(values):
     """Values ``%.Nf`` shows well (RELION writes the others in ``e`` notation)."""
     magnitude = np.abs(values)
-    with np.errstate(invalid='ignore'):
-        return (magnitude == 0) | ((magnitude >= 1e-3) & (magnitude < 1e5))
+    return (magnitude == 0) | ((magnitude >= 1e-3) & (magnitude < 1e5))
 
 
 def _odd_text(value, decimals):
