@@ -9,8 +9,7 @@ OPTICS_LABELS = (
     'rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast', 'rlnImagePixelSize',
     'rlnImageSize', 'rlnImageDimensionality', 'rlnCtfDataAreCtfPremultiplied',
     'rlnBeamTiltX', 'rlnBeamTiltY', 'rlnOddZernike', 'rlnEvenZernike',
-    'rlnMagMat00', 'rlnMagMat01', 'rlnMagMat10', 'rlnMagMat11', 'rlnMicrographPixelSize',
-)
+    'rlnMagMat00', 'rlnMagMat01', 'rlnMagMat10', 'rlnMagMat11', 'rlnMicrographPixelSize')
 # What RELION 3.1+ needs in the optics table of particles.
 REQUIRED_OPTICS = ('rlnOpticsGroup', 'rlnVoltage', 'rlnSphericalAberration',
                     'rlnAmplitudeContrast', 'rlnImagePixelSize', 'rlnImageSize')
@@ -115,14 +114,13 @@ def parse_image_names(series):
     has_at = (parts[1] == '@').to_numpy()
     paths = np.where(has_at, parts[2].to_numpy(), parts[0].to_numpy()).astype(object)
     indices = np.ones(len(text), dtype=np.int64)
-    if has_at.any():
-        raw = parts[0][has_at]
-        numbers = pd.to_numeric(raw.where(raw.str.fullmatch(r'\s*\d+\s*'), None), errors='coerce')
-        bad = numbers.isna() | (numbers < 1)
-        if bad.any():
-            raise ValueError(f'image name {text[has_at][bad].iloc[0]!r} does not start with a '
-                             f'positive image number before "@"')
-        indices[has_at] = numbers.to_numpy(dtype=np.int64)
+    raw = parts[0][has_at]
+    numbers = pd.to_numeric(raw.where(raw.str.fullmatch(r'\s*\d+\s*'), None), errors='coerce')
+    bad = numbers.isna() | (numbers < 1)
+    if bad.any():
+        raise ValueError(f'image name {text[has_at][bad].iloc[0]!r} does not start with a '
+                         f'positive image number before "@"')
+    indices[has_at] = numbers.to_numpy(dtype=np.int64)
     return indices, paths
 
 

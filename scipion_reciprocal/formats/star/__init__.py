@@ -1,9 +1,6 @@
-"""RELION STAR files (3.0 to 5): :func:`read_star` and :func:`read_particles_star` read
-whole files with starfile; :class:`StarTable` is the fast path for large particle tables;
-:func:`write_star` and :func:`write_particles_star` write RELION's layout. Blocks are named
-without ``data_`` (``''`` for RELION 3.0's bare ``data_``), labels without ``_``. Errors
-are StarError naming the file, block and line. Optics tables and image names:
-:mod:`scipion_reciprocal.formats.relion`.
+"""RELION STAR files (3.0 to 5): whole files read with starfile (:func:`read_star`), large
+particle tables on a fast path (:class:`StarTable`), RELION's layout written (:func:`write_star`).
+Blocks are named without ``data_`` (``''`` for RELION 3.0's bare ``data_``), labels without ``_``.
 """
 from .reading import ParticlesStar, StarDocument, read_particles_star, read_star
 from .table import StarTable

@@ -73,7 +73,7 @@ def read_star(path, blocks=None):
                               f'not a STAR file')
     chosen = outline
     if blocks is not None:
-        wanted = {b[5:] if b.startswith('data_') else b for b in blocks}
+        wanted = set(blocks)
         missing = sorted(wanted - {b.name for b in outline})
         if missing:
             raise StarError(path, f'no data_{missing[0]} block (blocks present: '

@@ -51,7 +51,6 @@ class StarTable:
         :class:`StarError` if the file is missing or empty or the block absent or no loop."""
         path = Path(path)
         data, stat = _map(path)
-        block = block[5:] if block and block.startswith('data_') else block
         seen = []
         for found in iter_blocks(path, data):
             if found.kind == 'loop' and (found.name == block if block is not None
@@ -133,10 +132,7 @@ class StarTable:
                 self._frame = read_star(self.path, [self.block]).blocks[self.block]
             spans = np.array([(s, s + n) for s, n, _ in significant_lines(
                 data, self._body, next_data_line(data, self._body))], np.int64).reshape(-1, 2)
-            self._rows = spans[:, 0], spans[:, 1]
-            if len(spans) != len(self._frame):
-                raise StarError(self.path, f'data_{self.block}: {len(self._frame)} rows read '
-                                           f'from {len(spans)} lines')
+            self._rows = spans[:, 0], spans[:, 1]     # one row a line: checked by read_star
         texts = {c: np.char.encode(self._frame.iloc[:, c].astype(str).to_numpy(dtype=str),
                                    'utf-8').astype('S') for c in columns}
         return {c: t.view(np.uint8).reshape(len(t), t.itemsize) for c, t in texts.items()}
@@ -160,8 +156,8 @@ class StarTable:
         """
         rows, extra = self._check_subset(rows, extra_columns or {})
         if not self.has_optics:
-            frame = self._frame if self._frame is not None else self.read_columns(self.columns)
-            frame = frame.iloc[rows].reset_index(drop=True).assign(**extra)
+            frame = self.read_columns(self.columns).iloc[rows].reset_index(drop=True)
+            frame = frame.assign(**extra)
             write_particles_star(out, frame, version=self.version or '30001',
                                  image_size=self.image_size)
             return len(rows)

@@ -40,7 +40,6 @@ def write_star(path, blocks, version='30001', float_format='%.6f'):
     where = output_name(path)
     with open_output(path) as fh:
         for name, block in blocks.items():
-            name = name[5:] if name.startswith('data_') else name
             if any(ch.isspace() for ch in name):
                 raise ValueError(f'{where}: block name {name!r} contains whitespace')
             head = f'\n# version {version}\n\n' if version else '\n'
