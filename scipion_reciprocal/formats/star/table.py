@@ -33,13 +33,13 @@ class StarTable:
     ``columns`` (labels), ``version`` (of the ``# version`` line before it), ``blocks_before``
     and ``header`` (the file up to the first row). The file is mapped until :meth:`close`."""
 
-    def __init__(self, path, data, block, blocks_before, stat):
+    def __init__(self, path, data, block, blocks_before, stamp):
         self.path, self.block, self.columns = path, block.name, block.labels
         self.version = version_before(data, block.start)
         self.blocks_before = blocks_before
         self.has_optics = 'optics' in blocks_before     # RELION 3.1+
         self.header = bytes(data[:block.body])
-        self._data, self._body, self._stat = data, block.body, stat
+        self._data, self._body, self._stamp = data, block.body, stamp
         self._rows = None           # (starts, stops) of the rows; a stop is a line end
         self._frame = None          # slow path: the block as read_star read it
         self._width = None          # bytes per row when all rows have one length, else 0
@@ -50,12 +50,12 @@ class StarTable:
         """Locate a loop block (``block``: its name; None: the first loop but ``optics``);
         :class:`StarError` if the file is missing or empty or the block absent or no loop."""
         path = Path(path)
-        data, stat = _map(path)
+        data, stamp = _map(path)
         seen = []
         for found in iter_blocks(path, data):
             if found.kind == 'loop' and (found.name == block if block is not None
                                          else found.name != 'optics'):
-                return cls(path, data, found, [b.name for b in seen], stat)
+                return cls(path, data, found, [b.name for b in seen], stamp)
             if found.name == block:
                 raise StarError(path, f'data_{block} is not a loop block')
             seen.append(found)
@@ -139,9 +139,8 @@ class StarTable:
 
     def _mapped(self):
         if self._data is None:
-            data, stat = _map(self.path)
-            if self._stat is not None and (stat.st_size, stat.st_mtime_ns) != \
-                    (self._stat.st_size, self._stat.st_mtime_ns):
+            data, stamp = _map(self.path)
+            if stamp != self._stamp:
                 raise StarError(self.path, 'file changed since it was read')
             self._data = data
         return self._data
@@ -236,14 +235,15 @@ class StarTable:
 
 
 def _map(path):
-    """Memory-map a file read-only (pages read in at once on Linux): (map, stat)."""
+    """Memory-map a file read-only (pages read in at once on Linux): (map, (size, mtime))."""
     try:
         with open(path, 'rb') as fh:
             stat = os.fstat(fh.fileno())
             if stat.st_size == 0:
                 raise StarError(path, 'empty file: not a STAR file')
             flags = mmap.MAP_SHARED | getattr(mmap, 'MAP_POPULATE', 0)
-            return mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ), stat
+            stamp = stat.st_size, stat.st_mtime_ns
+            return mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ), stamp
     except OSError as exc:
         raise open_error(path, exc) from None
 
@@ -285,10 +285,9 @@ def _tokenise_chunk(data, chunk, pos, ncols, columns):
     counts = np.diff(np.searchsorted(starts, newlines), prepend=0)
     first = np.cumsum(counts) - counts
     lines = np.flatnonzero(counts)
-    lead = starts[first[lines]]
     # rows of another length (a data_ line has one value), quotes, comments, labels
     lead_bytes = _QUOTES + tuple(b'#_d' if ncols == 1 else b'#_')
-    odd = (counts[lines] != ncols) | np.isin(chunk[lead], lead_bytes)
+    odd = (counts[lines] != ncols) | np.isin(chunk[starts[first[lines]]], lead_bytes)
     line_starts = np.concatenate(([0], newlines[:-1] + 1))
     end = bool(odd.any())
     if end:         # the body ends at a data_ line or at comments that only lead to one

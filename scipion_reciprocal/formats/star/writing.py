@@ -114,11 +114,8 @@ def rows_text(fields, prefix=False):
     (and starting with a space when ``prefix``)."""
     n = len(fields[0]) if fields else 0
     space = np.full((n, 1), _SPACE, dtype=np.uint8)
-    parts = [space] if prefix else []
-    for text in fields:
-        parts += [text, space]
-    parts[-1] = np.full((n, 1), ord('\n'), dtype=np.uint8)
-    return np.hstack(parts)
+    parts = ([space] if prefix else []) + [part for text in fields for part in (text, space)]
+    return np.hstack(parts[:-1] + [np.full((n, 1), ord('\n'), dtype=np.uint8)])
 
 
 class Column:
