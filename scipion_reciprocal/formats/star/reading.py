@@ -71,14 +71,12 @@ def read_star(path, blocks=None):
     if not outline:
         raise StarError(path, f'{"no data_ block" if data.strip() else "empty file"}: '
                               f'not a STAR file')
-    chosen = outline
-    if blocks is not None:
-        wanted = set(blocks)
-        missing = sorted(wanted - {b.name for b in outline})
-        if missing:
-            raise StarError(path, f'no data_{missing[0]} block (blocks present: '
-                                  f'{", ".join("data_" + b.name for b in outline)})')
-        chosen = [b for b in outline if b.name in wanted]
+    wanted = {b.name for b in outline} if blocks is None else set(blocks)
+    missing = sorted(wanted - {b.name for b in outline})
+    if missing:
+        raise StarError(path, f'no data_{missing[0]} block (blocks present: '
+                              f'{", ".join("data_" + b.name for b in outline)})')
+    chosen = [b for b in outline if b.name in wanted]
     for block, end in zip(outline, [b.start for b in outline[1:]] + [len(data)]):
         block.end = end
     parsed = [b for b in outline[:outline.index(chosen[-1]) + 1] if b.kind != 'empty']
@@ -207,17 +205,15 @@ def _read_with_starfile(path, data, blocks):
             parsed = starfile.read(path if copy is None else fh.name, read_n_blocks=len(blocks),
                                    always_dict=True, parse_as_string=as_text)
     except (ValueError, TypeError, IndexError) as exc:  # pandas' ParserError is a ValueError
-        for block in blocks:
-            if block.kind == 'loop':
-                _check_fields(path, data, block)
+        for block in (b for b in blocks if b.kind == 'loop'):
+            _check_fields(path, data, block)
         raise StarError(path, f'cannot be read ({type(exc).__name__}: {str(exc).strip()})') \
             from None
     # starfile gives an empty block the next block's content: contents are taken in order.
-    contents = list(parsed.values())
-    for block, content in zip(blocks, contents):
-        if block.kind == 'loop':
-            _check_loop(path, data, block, content)
-    return {b.name: c for b, c in zip(blocks, contents)}
+    contents = dict(zip([b.name for b in blocks], parsed.values()))
+    for block in (b for b in blocks if b.kind == 'loop'):
+        _check_loop(path, data, block, contents[block.name])
+    return contents
 
 
 def _blank_comments_after_empty_loops(data, blocks):

@@ -47,8 +47,7 @@ class StarTable:
 
     @classmethod
     def open(cls, path, block=None):
-        """Locate a loop block (``block``: its name; None: the first loop but ``optics``);
-        :class:`StarError` if the file is missing or empty or the block absent or no loop."""
+        """Locate a loop block (``block``: its name; None: the first loop but ``optics``)."""
         path = Path(path)
         data, stamp = _map(path)
         seen = []
@@ -187,8 +186,7 @@ class StarTable:
                 del lines
 
     def _fixed_width(self):
-        """Bytes per row, line end included, when all rows have one length and follow each
-        other; else 0."""
+        """Bytes per row (line end included) if all rows have one length and adjoin; else 0."""
         if self._width is None:
             starts, stops = self._rows
             width = int(stops[0] - starts[0]) + 1 if len(starts) else 0
