@@ -4,8 +4,9 @@ What starfile misses on files RELION writes is handled in :func:`_read_with_star
 :func:`_check_loop`: the ``# version`` line; names that look like numbers; a loop without
 rows followed by a comment such as the next block's ``# version`` (starfile gets a copy with
 those lines blank); a stale ``linecache`` after a failed read; rows cut short or corrupt
-(padded with NaN, or reported without the file's line). Not handled (RELION does not write
-them in the files the plugin reads): comments after key-value pairs, quotes inside values.
+(padded with NaN, or reported without the file's line). Not handled, as RELION does not
+write them in files the plugin reads: comments after key-value pairs, quote characters
+inside values (starfile reads ``'`` as ``"``; RELION's job.star help texts have them).
 """
 import linecache
 import re

@@ -155,8 +155,7 @@ class StarTable:
         rows, extra = self._check_subset(rows, extra_columns or {})
         if not self.has_optics:
             frame = self.read_columns(self.columns).iloc[rows].reset_index(drop=True)
-            frame = frame.assign(**extra)
-            write_particles_star(out, frame, version=self.version or '30001',
+            write_particles_star(out, frame.assign(**extra), version=self.version or '30001',
                                  image_size=self.image_size)
             return len(rows)
         header = self.header.rstrip(b'\n') + b'\n' + ''.join(
