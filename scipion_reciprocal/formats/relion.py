@@ -87,9 +87,8 @@ def upgrade_to_relion31(particles, image_size=None):
         p['rlnOpticsGroup'] = groups
     optics = pd.DataFrame({'rlnOpticsGroupName': names, 'rlnOpticsGroup': numbers,
                            **{col: rows[col].to_numpy() for col in values}})
-    optics = optics.astype({'rlnOpticsGroup': np.int64, 'rlnImageSize': np.int64,
-                            'rlnImageDimensionality': np.int64}).sort_values(
-        'rlnOpticsGroup', kind='stable', ignore_index=True)
+    ints = dict.fromkeys(('rlnOpticsGroup', 'rlnImageSize', 'rlnImageDimensionality'), np.int64)
+    optics = optics.astype(ints).sort_values('rlnOpticsGroup', kind='stable', ignore_index=True)
     drop = [c for c in (*OPTICS_LABELS, *_LEGACY_LABELS)
             if c in p.columns and c != 'rlnOpticsGroup']
     return p.drop(columns=drop), optics
