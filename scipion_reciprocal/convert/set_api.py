@@ -169,7 +169,7 @@ def _append_members(target, source_file, parts, target_name, update=None):
                 target.append(item)
 
 
-def write_item_subset(source_file, target_file, ids, source_prefix=""):
+def write_item_subset(source_file, target_file, ids, source_prefix="", attributes=None):
     from pyworkflow.object import Set
     target_file = Path(target_file)
     if target_file.exists():
@@ -179,6 +179,8 @@ def write_item_subset(source_file, target_file, ids, source_prefix=""):
     _append_members(target, source_file, parts, "Objects")
     target.write(properties=False)  # the caller writes the set's properties
     target.close()
+    if attributes is not None:
+        add_item_attributes(target_file, *attributes)
     return target.getSize()
 
 

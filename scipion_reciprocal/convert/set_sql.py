@@ -467,44 +467,54 @@ def _add_members(conn, member_class, ids):
 
 
 def _copy_items(conn, source_prefix, target_prefix, member_class=0, schemas=None,
-                class_id=None, create=True):
+                class_id=None, create=True, added=None):
     """Create <target_prefix>Classes/Objects like the source's (unless ``create`` is False:
     they exist) and copy the member items (``schemas`` caches what is read of the source
     tables between calls).  With ``class_id``, the copies' ``_classId`` (when they have one)
-    is set to it."""
+    is set to it; ``added``: columns of ``temp.added`` appended to every copy (NULL for
+    the items it lacks)."""
     schemas = {} if schemas is None else schemas
     if create:
-        for table in ("Classes", "Objects"):
-            key = source_prefix + table
-            if key not in schemas:
-                schemas[key] = _table_sql(conn, key)
-            conn.execute(schemas[key].replace("CREATE TABLE %s" % key,
-                                              "CREATE TABLE main.%s%s" % (target_prefix, table),
-                                              1))
-        # Names are qualified: the attached source may hold tables of the same name.
-        conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses"
-                     % (target_prefix, source_prefix))
+        _create_item_tables(conn, source_prefix, target_prefix, schemas)
     else:
-        _check_same_columns(conn, source_prefix, target_prefix)
-    values = "o.*"
+        _check_same_columns(conn, source_prefix, target_prefix, added or ())
+    values, joined = "o.*", ""
     if class_id is not None:
         class_column = _class_id_column(conn, source_prefix, schemas)
         values = ", ".join(str(int(class_id)) if column == class_column else 'o."%s"' % column
                            for column in _columns(conn, source_prefix, schemas))
+    if added:
+        values += "".join(', a."%s"' % column for column in added)
+        joined = " LEFT JOIN temp.added AS a ON a.id = m.id"
     # Members in id order, each item looked up by id (CROSS JOIN keeps that loop order):
     # a third faster than ``id IN (SELECT ...)``, and no sort.
     return conn.execute(
         "INSERT INTO main.%sObjects SELECT %s FROM temp.members AS m CROSS JOIN "
-        "src.%sObjects AS o ON o.id = m.id WHERE m.class = ? AND o.enabled = 1 ORDER BY m.id"
-        % (target_prefix, values, source_prefix), (member_class,)).rowcount
+        "src.%sObjects AS o ON o.id = m.id%s WHERE m.class = ? AND o.enabled = 1 "
+        "ORDER BY m.id" % (target_prefix, values, source_prefix, joined),
+        (member_class,)).rowcount
 
 
-def _check_same_columns(conn, source_prefix, target_prefix):
+def _create_item_tables(conn, source_prefix, target_prefix, schemas):
+    """Create <target_prefix>Classes/Objects like the source's, the attributes described."""
+    for table in ("Classes", "Objects"):
+        key = source_prefix + table
+        if key not in schemas:
+            schemas[key] = _table_sql(conn, key)
+        conn.execute(schemas[key].replace("CREATE TABLE %s" % key,
+                                          "CREATE TABLE main.%s%s" % (target_prefix, table), 1))
+    # Names are qualified: the attached source may hold tables of the same name.
+    conn.execute("INSERT INTO main.%sClasses SELECT * FROM src.%sClasses"
+                 % (target_prefix, source_prefix))
+
+
+def _check_same_columns(conn, source_prefix, target_prefix, added=()):
     """Items of one more source table go to a target table: their columns must mean the
-    same attributes."""
+    same attributes (but the ``added`` columns of the target)."""
     query = "SELECT column_name, label_property, class_name FROM %s.%sClasses ORDER BY column_name"
     source = conn.execute(query % ("src", source_prefix)).fetchall()
-    target = conn.execute(query % ("main", target_prefix)).fetchall()
+    target = [row for row in conn.execute(query % ("main", target_prefix)).fetchall()
+              if row[0] not in added]
     if source != target:
         raise SetTableError("%sObjects: its items have other attributes than those copied "
                             "before into %sObjects" % (source_prefix, target_prefix))
@@ -534,12 +544,15 @@ def _attach_source(conn, path):
 
 
 @_sql_or_api("source_file")
-def write_item_subset(source_file, target_file, ids, source_prefix=""):
+def write_item_subset(source_file, target_file, ids, source_prefix="", attributes=None):
     """Write the items of ``source_file`` whose ids are in ``ids`` as a new set file.
 
     ``source_prefix`` selects a class's items in a SetOfClasses file (``'Class003_'``).
     ``ids`` may instead map several prefixes to the ids taken from each (``source_prefix``
     unused): items of several classes of one SetOfClasses file into one set.
+    ``attributes``: (ids, {name: (class name, values)}) added to the items as
+    :func:`add_item_attributes` adds them, but while they are copied (a million items
+    updated afterwards are written twice).
     Returns the number of items written.  The target must not exist.
     """
     target_file = Path(target_file)
@@ -552,13 +565,30 @@ def write_item_subset(source_file, target_file, ids, source_prefix=""):
         conn.execute(_table_sql(conn, "Properties").replace("CREATE TABLE Properties",
                                                             "CREATE TABLE main.Properties", 1))
         _create_members(conn)
-        count, schemas = 0, {}
+        count, schemas, added = 0, {}, None
         for number, (prefix, part) in enumerate(parts):
             _add_members(conn, number, part)
+            if number == 0:
+                _create_item_tables(conn, prefix, "", schemas)
+                if attributes is not None:
+                    added = _attribute_values(conn, *attributes, set_file=target_file)
             count += _copy_items(conn, prefix, "", member_class=number, schemas=schemas,
-                                 create=number == 0)
+                                 create=False, added=added)
         conn.commit()
     return count
+
+
+def _attribute_values(conn, ids, attributes, set_file):
+    """Add the columns of ``attributes`` (see :func:`add_item_attributes`) to the empty
+    ``main.Objects`` and their values, by item id, to ``temp.added``; returns the columns."""
+    ids = np.asarray(ids, dtype=np.int64).ravel().tolist()
+    columns = _add_attribute_columns(conn, ids, attributes, set_file)
+    conn.execute("DROP TABLE IF EXISTS temp.added")
+    conn.execute("CREATE TEMP TABLE added (id INTEGER PRIMARY KEY, %s)"
+                 % ", ".join('"%s"' % c for c in columns))
+    conn.executemany("INSERT INTO temp.added VALUES (?%s)" % (", ?" * len(columns)),
+                     zip(ids, *(values for _, values in attributes.values())))
+    return columns
 
 
 def subset_parts(target_file, ids, source_prefix):
@@ -662,19 +692,28 @@ def add_item_attributes(set_file, ids, attributes):
     ids = np.asarray(ids, dtype=np.int64).ravel().tolist()
     with closing(sqlite3.connect(str(set_file))) as conn:
         _new_file_pragmas(conn)
-        used = {row[0] for row in conn.execute("SELECT column_name FROM Classes")}
-        taken = {row[0] for row in conn.execute("SELECT label_property FROM Classes")}
-        check_new_attributes(set_file, ids, attributes, taken)
-        number = 1
-        for name, (class_name, values) in attributes.items():
-            while "c%02d" % number in used:
-                number += 1
-            column = "c%02d" % number
-            used.add(column)
-            conn.execute("INSERT INTO Classes (label_property, column_name, class_name) "
-                         "VALUES (?, ?, ?)", (name, column, class_name))
-            conn.execute('ALTER TABLE Objects ADD COLUMN "%s" %s DEFAULT NULL'
-                         % (column, SQL_TYPES.get(class_name, "TEXT")))
+        columns = _add_attribute_columns(conn, ids, attributes, set_file)
+        for column, (_, values) in zip(columns, attributes.values()):
             conn.executemany('UPDATE Objects SET "%s" = ? WHERE id = ?' % column,
                              zip(values, ids))
         conn.commit()
+
+
+def _add_attribute_columns(conn, ids, attributes, set_file):
+    """Describe each attribute in ``main.Classes`` and add its column to ``main.Objects``
+    (values NULL); returns the column names, in the order of ``attributes``."""
+    used = {row[0] for row in conn.execute("SELECT column_name FROM main.Classes")}
+    taken = {row[0] for row in conn.execute("SELECT label_property FROM main.Classes")}
+    check_new_attributes(set_file, ids, attributes, taken)
+    columns, number = [], 1
+    for name, (class_name, _) in attributes.items():
+        while "c%02d" % number in used:
+            number += 1
+        column = "c%02d" % number
+        used.add(column)
+        columns.append(column)
+        conn.execute("INSERT INTO main.Classes (label_property, column_name, class_name) "
+                     "VALUES (?, ?, ?)", (name, column, class_name))
+        conn.execute('ALTER TABLE main.Objects ADD COLUMN "%s" %s DEFAULT NULL'
+                     % (column, SQL_TYPES.get(class_name, "TEXT")))
+    return columns

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pwem.objects as emobj
 
-from ..convert.set_sql import add_item_attributes, create_set_file, fill_classes, \
+from ..convert.set_sql import create_set_file, fill_classes, \
     write_item_subset
 
 #: Attribute of the stable and unstable output particles holding their stability score.
@@ -113,9 +113,9 @@ class VerdictOutputs:
             os.remove(target)  # a resumed step rewrites it
         ids, classes = members["ids"], members["classes"]
         write_item_subset(source.getFileName(), target,
-                          {_class_prefix(c): ids[classes == c] for c in np.unique(classes)})
-        add_item_attributes(target, ids, {STABILITY_ATTRIBUTE: ("Float",
-                                                                members["scores"].tolist())})
+                          {_class_prefix(c): ids[classes == c] for c in np.unique(classes)},
+                          attributes=(ids, {STABILITY_ATTRIBUTE: ("Float",
+                                                                  members["scores"].tolist())}))
 
     def _mergedFile(self, source):
         return self._getPath("classes%s_merged.sqlite"

@@ -98,6 +98,34 @@ def _classes(tmp_path, source):
     return classes.getFileName()
 
 
+def test_attributes_added_while_copying_equal_those_added_after(tmp_path):
+    """write_item_subset(attributes=...) writes the set add_item_attributes makes of the
+    copied subset (same Classes rows, columns and values; items without a value NULL),
+    from one class or several."""
+    classes = _classes(tmp_path, _particles(tmp_path / "particles.sqlite"))
+    attributes = ([9, 3, 5], {"_score": ("Float", [0.9, 0.3, 0.5]),
+                              "_latent": ("CsvList", ["9,-9", "3,-3", "5,-5"])})
+    expected = {"Class001_": {3: 0.3, 9: 0.9}, "Class003_": {5: 0.5, 8: None}}
+    for ids in ({"Class001_": [3, 9], "Class003_": [5, 8]}, {"Class001_": [9, 3, 6]}):
+        after, during = tmp_path / "after.sqlite", tmp_path / "during.sqlite"
+        for path in (after, during):
+            if path.exists():
+                path.unlink()
+        write_item_subset(classes, after, ids)
+        add_item_attributes(after, *attributes)
+        assert write_item_subset(classes, during, ids, attributes=attributes) == len(
+            read_set_items(after))
+        with closing(sqlite3.connect(str(after))) as a, \
+                closing(sqlite3.connect(str(during))) as b:
+            for query in ("SELECT * FROM Classes ORDER BY id", "SELECT * FROM Objects ORDER BY id",
+                          "SELECT sql FROM sqlite_master WHERE name = 'Objects'"):
+                assert b.execute(query).fetchall() == a.execute(query).fetchall()
+        read = read_set_items(during, ["_score"])
+        scores = {i: None if np.isnan(v) else v for i, v in zip(read["id"], read["_score"])}
+        assert scores == ({**expected["Class001_"], **expected["Class003_"]} if len(ids) == 2
+                          else {3: 0.3, 6: None, 9: 0.9})
+
+
 def test_items_of_several_classes_in_one_subset_and_one_class(tmp_path):
     classes = _classes(tmp_path, _particles(tmp_path / "particles.sqlite"))
     target = tmp_path / "subset.sqlite"
