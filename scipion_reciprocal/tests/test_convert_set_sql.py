@@ -65,6 +65,11 @@ def _every_function(folder, particles_file, classes_file):
     out["several size"] = set_sql.write_item_subset(classes, several, {"Class001_": [3, 12],
                                                                         "Class002_": [4, 7]})
     out["several"] = set_sql.read_set_items(several, ["_index", "_classId"])
+    scored = folder / "scored.sqlite"
+    out["scored size"] = set_sql.write_item_subset(
+        classes, scored, {"Class001_": [3, 12], "Class002_": [4, 7]},
+        attributes=([7, 3], {"_score": ("Float", [0.7, 0.3])}))
+    out["scored"] = set_sql.read_set_items(scored, ["_index", "_classId", "_score"])
     scipion = emobj.SetOfParticles(filename=str(subset))
     out["subset read by Scipion"] = pd.DataFrame(
         [(p.getObjId(), p.getIndex(), p._score.get(), list(p._latent)) for p in scipion],
@@ -109,6 +114,7 @@ def test_every_function_gives_the_same_result_through_scipions_api(set_files, tm
     assert by_sql["subset"]["_score"].tolist() == [0.2, 0.3, 0.1]
     assert by_sql["classes"] == 3
     assert by_sql["several"]["id"].tolist() == [3, 4, 7, 12]
+    assert by_sql["scored"]["_score"].fillna(-1).tolist() == [0.3, -1, 0.7, -1]
     assert by_sql["consensus read by Scipion"]["size"].tolist() == [4, 4, 3]
     assert by_sql["consensus read by Scipion"]["ids"].tolist()[2] == [2, 6, 11]
     assert (by_sql["consensus"]["_classId"] == by_sql["consensus"]["classId"]).all()
