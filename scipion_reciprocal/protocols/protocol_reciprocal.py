@@ -518,7 +518,7 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             raise RuntimeError("%s: the process writing it as STAR ended abruptly (out of "
                                "memory?). Run again with fewer Threads: each converts one set "
                                "at a time." % name) from error
-        source = StarTable.open(self._inputStar(name), rows=len(items))
+        source = StarTable.open(self._inputStar(name))
         source.close()
         return source, items, "converted to STAR (%.1f s)" % seconds
 

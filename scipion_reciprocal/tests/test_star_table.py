@@ -152,26 +152,6 @@ def test_closed_table_maps_the_file_again(star, tmp_path):
         frame['rlnClassNumber'].tolist()
 
 
-def test_rows_given_by_the_writer_are_located_without_a_scan(tmp_path):
-    """open(rows=n) on a file write_star wrote: the rows the scan finds, the same subsets;
-    a wrong count falls back to the scan."""
-    path = tmp_path / 'written.star'
-    frame = particles(500, seed=3)
-    write_star(path, {'optics': OPTICS, 'particles': frame})
-    scanned = StarTable.open(path)
-    assert len(scanned) == 500      # rows found by the scan
-    given = StarTable.open(path, rows=500)
-    assert given._rows is not None and given._fixed_width() == scanned._fixed_width() > 0
-    assert all(np.array_equal(a, b) for a, b in zip(given._rows, scanned._rows))
-    rows = [499, 0, 250, 250]
-    scanned.write_subset(tmp_path / 'scanned.star', rows)
-    given.write_subset(tmp_path / 'given.star', rows)
-    assert (tmp_path / 'given.star').read_bytes() == (tmp_path / 'scanned.star').read_bytes()
-    for wrong in (499, 501):
-        table = StarTable.open(path, rows=wrong)
-        assert table._rows is None and len(table) == 500
-
-
 def test_relion30_subsets_get_an_optics_table(tmp_path):
     frame = particles(20).drop(columns='rlnOpticsGroup')
     frame['rlnVoltage'] = 300.0

@@ -46,23 +46,15 @@ class StarTable:
         self.image_size = None      # box size for a RELION 3.0 file without rlnImageSize
 
     @classmethod
-    def open(cls, path, block=None, rows=None):
-        """Locate a loop block (``block``: its name; None: the first loop but ``optics``).
-
-        ``rows``: the number of rows, from a caller that has just written the block with
-        :func:`~.writing.write_star` (rows of one length, the block last): the rows are
-        located by arithmetic, checked by each one's line end, not by tokenising the body
-        (a second per 300 MB); the body is scanned as usual if the check fails."""
+    def open(cls, path, block=None):
+        """Locate a loop block (``block``: its name; None: the first loop but ``optics``)."""
         path = Path(path)
         data, stamp = _map(path)
         seen = []
         for found in iter_blocks(path, data):
             if found.kind == 'loop' and (found.name == block if block is not None
                                          else found.name != 'optics'):
-                table = cls(path, data, found, [b.name for b in seen], stamp)
-                if rows:
-                    table._locate_fixed_rows(int(rows))
-                return table
+                return cls(path, data, found, [b.name for b in seen], stamp)
             if found.name == block:
                 raise StarError(path, f'data_{block} is not a loop block')
             seen.append(found)
@@ -143,20 +135,6 @@ class StarTable:
         texts = {c: np.char.encode(self._frame.iloc[:, c].astype(str).to_numpy(dtype=str),
                                    'utf-8').astype('S') for c in columns}
         return {c: t.view(np.uint8).reshape(len(t), t.itemsize) for c, t in texts.items()}
-
-    def _locate_fixed_rows(self, n):
-        """Locate ``n`` rows of one length from the body's start, when the line ends are where
-        that puts them and only blank space follows (see :meth:`open`)."""
-        data, body = self._mapped(), self._body
-        width = data.find(b'\n', body) + 1 - body
-        end = body + n * width
-        if width < 2 or end > len(data) or data[end:].strip():
-            return
-        ends = np.frombuffer(data, np.uint8, n * width, body)[width - 1::width]
-        if not (ends == 10).all():
-            return
-        starts = body + width * np.arange(n, dtype=np.int64)
-        self._rows, self._width = (starts, starts + (width - 1)), width
 
     def _mapped(self):
         if self._data is None:
