@@ -38,8 +38,11 @@ def cli(*args, preexec_fn=None):
 
 
 def start(*args):
+    """Start ``scipion-reciprocal ARGS`` as from a terminal: Ctrl-C (SIGINT) not ignored, as it
+    is inherited by commands that a non-interactive shell starts in the background."""
     return subprocess.Popen([sys.executable, '-m', 'scipion_reciprocal.cli', *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def assert_one_line(proc, status, *phrases):
