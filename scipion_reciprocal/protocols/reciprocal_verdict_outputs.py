@@ -11,8 +11,7 @@ import os
 import numpy as np
 import pwem.objects as emobj
 
-from ..convert.set_sql import create_set_file, fill_classes, \
-    write_item_subset
+from ..convert.set_sql import create_set_file, fill_classes, write_item_subset
 
 #: Attribute of the stable and unstable output particles holding their stability score.
 STABILITY_ATTRIBUTE = "_reciprocal_stability"
