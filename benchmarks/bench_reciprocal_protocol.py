@@ -28,7 +28,9 @@ Input: the STAR files of ``bench_reciprocal.py`` (N particles x 4 jobs x 8 class
    is made a link to the full file, whose rows the filled sets now hold, as after an import
    of the full jobs: the protocol copies those rows into the subset STAR files. With
    ``--convert`` the link points to the first rows instead, so the protocol sees sets that no
-   longer match a RELION file and converts them from SQL (the path of sets from any engine).
+   longer match a RELION file (the path of sets from any engine): by default it reads their
+   particle keys from SQL and writes no STAR subsets of them; with ``--star-subsets`` too
+   (the form's "STAR subsets of sets not imported from RELION") it converts them to STAR.
 
 Then each in its own process: (a) ``scipion-reciprocal reciprocal --class3d_dir ... --jobs
 85,86,87,88 --plots all`` (every figure, as the protocol draws them); (b)
@@ -40,7 +42,8 @@ of the two command-line runs), and whether both wrote the same tables. Usage::
 
     python benchmarks/bench_reciprocal_protocol.py                    # 1,000,000 x 4 x 8
     python benchmarks/bench_reciprocal_protocol.py --particles 100000
-    python benchmarks/bench_reciprocal_protocol.py --convert          # sets converted from SQL
+    python benchmarks/bench_reciprocal_protocol.py --convert          # sets not from RELION
+    python benchmarks/bench_reciprocal_protocol.py --convert --star-subsets  # ... as STAR too
 """
 import argparse
 import json
@@ -333,7 +336,7 @@ STEP_LINE = re.compile(r'(STARTED|FINISHED): (\w+), step \d+, time (\S+ \S+)')
 TIMED_LINE = re.compile(r'^(.*) \((\d+\.\d+) s\)$')
 
 
-def run_protocol(info, outdir_cli):
+def run_protocol(info, outdir_cli, star_subsets=False):
     """Launch ProtReciprocalAnalysis on the four sets and read its log."""
     from datetime import datetime
 
@@ -350,7 +353,8 @@ def run_protocol(info, outdir_cli):
     prot = project.newProtocol(ProtReciprocalAnalysis, objLabel='reciprocal (benchmark)',
                                minOverlap=OPTIONS['min_overlap'],
                                minFraction=OPTIONS['min_fraction'],
-                               minGroupSize=OPTIONS['min_group_size'])
+                               minGroupSize=OPTIONS['min_group_size'],
+                               convertToStar=star_subsets)
     for name in info['jobs']:
         prot.inputClassifications.append(imported)
         prot.inputClassifications[-1].setExtended(f'outputClasses_{name}')
@@ -401,7 +405,7 @@ def child(args):
     if args.child == 'cli':
         out = run_cli(folder, info['jobs'], outdir_cli)
     else:
-        out = run_protocol(info, outdir_cli)
+        out = run_protocol(info, outdir_cli, args.star_subsets)
         # The protocol runs in a grandchild (pw_protocol_run.py, started through a shell):
         # the largest descendant waited for.
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -413,9 +417,10 @@ def child(args):
     print(json.dumps(out))
 
 
-def in_child(stage, folder):
+def in_child(stage, folder, star_subsets=False):
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, '--child', stage, '--folder', str(folder)],
+    done = subprocess.run([sys.executable, __file__, '--child', stage, '--folder', str(folder)]
+                          + (['--star-subsets'] if star_subsets else []),
                           capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode:
@@ -434,7 +439,9 @@ def main(argv=None):
                         help='particles per job imported through the Scipion API (at least)')
     parser.add_argument('--rebuild', action='store_true', help='rebuild the cached Scipion sets')
     parser.add_argument('--convert', action='store_true',
-                        help='sets that match no RELION file: the protocol converts them')
+                        help='sets that match no RELION file (read from SQL)')
+    parser.add_argument('--star-subsets', action='store_true',
+                        help='with --convert: the protocol converts them to STAR for STAR subsets')
     parser.add_argument('--workdir', default=str(HERE / 'output'))
     parser.add_argument('--child', choices=('cli', 'protocol'), help=argparse.SUPPRESS)
     parser.add_argument('--folder', help=argparse.SUPPRESS)
@@ -460,8 +467,10 @@ def main(argv=None):
     else:
         print(f'  Scipion sets cached in {folder} (--rebuild to build them again)')
     link_import_source(folder, job_names(args.jobs), full=not args.convert)
-    print('  subset STAR rows: ' + ('converted from the Scipion sets (--convert)' if args.convert
-                                    else "copied from the imported jobs' STAR files"))
+    print('  subset STAR rows: ' + (
+        ("converted from the Scipion sets (--convert --star-subsets)" if args.star_subsets
+         else "none written by the protocol: sets not from RELION (--convert)") if args.convert
+        else "copied from the imported jobs' STAR files"))
     for p in paths:  # both sides read the STAR files from the page cache
         with open(p, 'rb') as fh:
             while fh.read(1 << 24):
@@ -474,7 +483,7 @@ def main(argv=None):
           f'   peak RSS {cli["peak_rss_mb"]:.0f} MB; {cli["files"]} subset STAR files; '
           f'CPU {cli["cpu"]:.1f} s')
 
-    prot = in_child('protocol', folder)
+    prot = in_child('protocol', folder, args.star_subsets)
     print(f'\nprotocol (ProtReciprocalAnalysis launched with project.launchProtocol, wait=True), '
           f'{prot["run_dir"]}')
     for name, seconds in prot['steps']:
@@ -489,7 +498,8 @@ def main(argv=None):
     same = all(prot['same_tables'].values())
     print(f'\nsame tables as the command line ({", ".join(SAME_TABLES)}): {same}'
           + ('' if same else f' {prot["same_tables"]}'))
-    print(f'same subset STAR file names: {prot["same_star_names"]}')
+    if prot['star_files'] or not args.convert:
+        print(f'same subset STAR file names: {prot["same_star_names"]}')
     # The command line again: on a shared machine one run can be a third faster than another.
     shutil.rmtree(folder / 'result_cli', ignore_errors=True)
     again = in_child('cli', folder)

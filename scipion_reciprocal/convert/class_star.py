@@ -1,9 +1,11 @@
-"""Write Scipion SetOfClasses files as RELION STAR files, in worker processes.
+"""Write Scipion SetOfClasses files as RELION STAR files, or read their items, in worker
+processes.
 
 Converting a classification of a million particles costs seconds of CPU (SQLite reads, matrix
-texts, number formatting), all under Python's one interpreter lock.  The classifications of
-one analysis are independent, so :class:`StarConversions` converts each in a process of its
-own, as many at once as the protocol's threads allow.  Workers get plain values (file names,
+texts, number formatting), all under Python's one interpreter lock; reading only its
+particle keys, a second.  The classifications of one analysis are independent, so
+:class:`StarConversions` converts (or reads) each in a process of its own, as many at once as
+the protocol's threads allow.  Workers get plain values (file names,
 :class:`~.particles.ImagesInfo`) and return the item columns the caller keeps (the particle
 keys), so that no set is read twice.
 
@@ -14,6 +16,7 @@ are then put in item-id order one column at a time, and written without a string
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,6 +24,8 @@ import pandas as pd
 from .particles import (IMAGE_INDEX, IMAGE_PATH, ConversionError, ImagesInfo,
                         parse_matrix_lines, relion_columns, split_optics)
 from . import set_sql
+from .star_source import imported_items
+from .classes import sorted_class_items
 from .set_sql import iter_class_items, read_class_matrix_lines
 from ..formats.star import ImageNames, write_particles_star
 
@@ -56,6 +61,53 @@ def write_classes_star(classes_file, info, star_path, attributes, keep=("id", "c
     particles, optics = split_optics(_with_image_names(columns))
     write_particles_star(star_path, particles, optics)
     return pd.DataFrame(sorted_columns(kept, order)), time.time() - start
+
+
+@dataclass
+class SetRead:
+    """What :func:`read_classes` found: ``kind`` ``'import'`` (the set still holds the
+    rows of its RELION job's STAR file ``star``), ``'star'`` (converted to ``star``) or
+    ``'keys'`` (only read: no STAR source); the items (sorted by id), the seconds taken, and
+    why an import's rows could not be used (None when they could, or for other sets)."""
+    kind: str
+    items: pd.DataFrame
+    seconds: float
+    star: str = None
+    reason: str = None
+
+
+@dataclass
+class Conversion:
+    """Arguments of :func:`write_classes_star` for a set read by :func:`read_classes`."""
+    info: ImagesInfo
+    star_path: str
+    attributes: tuple
+    with_ctf: bool = True
+
+
+def read_classes(classes_file, attributes, imported=None, conversion=None):
+    """Read a SetOfClasses file for the reciprocal analysis (in a worker process): a
+    :class:`SetRead` whose items have ``id``, ``classId`` and ``attributes``.
+
+    ``imported`` (STAR file, RELION project folder, item count) of a set imported from a
+    RELION job: kept as its source when the set still holds the job's rows (see
+    :func:`.star_source.imported_items`).  Otherwise the set is written as STAR when a
+    :class:`Conversion` is given, else only its items are read."""
+    start = time.time()
+    items = reason = None
+    if imported is not None:
+        star, project_dir, count = imported
+        items, reason = imported_items(star, project_dir, classes_file, attributes, count)
+        if reason is None:
+            return SetRead("import", items, time.time() - start, star)
+    if conversion is not None:
+        items, _ = write_classes_star(classes_file, conversion.info, conversion.star_path,
+                                      conversion.attributes, keep=["id", "classId"] + list(
+                                          attributes), with_ctf=conversion.with_ctf)
+        return SetRead("star", items, time.time() - start, conversion.star_path, reason)
+    if items is None:
+        items = sorted_class_items(classes_file, attributes)
+    return SetRead("keys", items, time.time() - start, None, reason)
 
 
 def _class_matrices(classes_file, items):
@@ -96,9 +148,10 @@ def _with_image_names(columns):
 
 
 class StarConversions:
-    """Runs :func:`write_classes_star` calls: in up to ``processes`` worker processes, or in
-    this process when ``processes`` is 1.  Use as a context manager; :meth:`submit` returns
-    an object whose ``result()`` waits for the call and returns what it returned."""
+    """Runs :func:`write_classes_star` (:meth:`submit`) and :func:`read_classes`
+    (:meth:`read`) calls: in up to ``processes`` worker processes, or in this process when
+    ``processes`` is 1.  Use as a context manager; both return an object whose ``result()``
+    waits for the call and returns what it returned."""
 
     def __init__(self, processes):
         self.processes = max(1, int(processes))
@@ -120,17 +173,23 @@ class StarConversions:
         return False
 
     def submit(self, *args, **kwargs):
+        return self._call(write_classes_star, *args, **kwargs)
+
+    def read(self, *args, **kwargs):
+        return self._call(read_classes, *args, **kwargs)
+
+    def _call(self, function, *args, **kwargs):
         if self._pool is not None:
-            return self._pool.submit(write_classes_star, *args, **kwargs)
-        return _InThisProcess(args, kwargs)
+            return self._pool.submit(function, *args, **kwargs)
+        return _InThisProcess(function, args, kwargs)
 
 
 class _InThisProcess:
-    """A :func:`write_classes_star` call made when its ``result()`` is asked for."""
+    """A call made when its ``result()`` is asked for."""
 
-    def __init__(self, args, kwargs):
-        self._call = (args, kwargs)
+    def __init__(self, function, args, kwargs):
+        self._call = (function, args, kwargs)
 
     def result(self):
-        args, kwargs = self._call
-        return write_classes_star(*args, **kwargs)
+        function, args, kwargs = self._call
+        return function(*args, **kwargs)

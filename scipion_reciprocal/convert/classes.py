@@ -29,8 +29,12 @@ def resolved_stack_paths(paths):
 def class_items(classes, attributes=None):
     """Every item of every enabled class, sorted by item id: all attributes, or those of
     ``attributes`` the items have."""
-    items = read_class_items(classes.getFileName(), attributes,
-                             skip_missing=attributes is not None)
+    return sorted_class_items(classes.getFileName(), attributes)
+
+
+def sorted_class_items(classes_file, attributes=None):
+    """:func:`class_items` of a SetOfClasses file."""
+    items = read_class_items(classes_file, attributes, skip_missing=attributes is not None)
     return items.sort_values("id", kind="stable").reset_index(drop=True)
 
 

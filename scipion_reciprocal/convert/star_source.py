@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from .classes import sorted_class_items
 from ..core import particle_keys as pk
 from ..formats.errors import FormatError
 from ..formats.star import StarTable
@@ -41,6 +42,19 @@ def matching_star_table(star_path, items, project_dir):
     """
     table, reason = star_table_of_size(star_path, len(items))
     return (None, reason) if table is None else matching_rows(table, items, project_dir)
+
+
+def imported_items(star_path, project_dir, classes_file, attributes, count):
+    """(items, None) when the set file ``classes_file`` still holds the rows of
+    ``star_path`` (see :func:`matching_star_table`), else (items or None, why not): its
+    items sorted by id with ``attributes`` and :data:`COMPARED_ATTRIBUTES`, None when the
+    STAR file does not hold ``count`` rows (the set is not read)."""
+    table, reason = star_table_of_size(star_path, count)
+    if table is None:
+        return None, reason
+    items = sorted_class_items(classes_file,
+                               list(dict.fromkeys(list(attributes) + list(COMPARED_ATTRIBUTES))))
+    return items, matching_rows(table, items, project_dir)[1]
 
 
 def star_table_of_size(star_path, count):

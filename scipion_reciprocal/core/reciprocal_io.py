@@ -576,6 +576,10 @@ def summary_text(result, written=None):
               '  ' + intersections_note(result)]
     if written is not None and not (written['per_class'] or written['intersections']):
         lines.append('  no STAR subset written (inputs not read from STAR files, or disabled)')
+    elif written is not None:
+        lines += [f'  {clf.name}: no STAR subsets (not read from a STAR file)'
+                  for clf in result.classifications
+                  if clf.source is None and any(s.source_job == clf.name for s in result.subsets)]
     if written is not None and written.get('cryosparc'):
         lines.append(f'  {len(written["cryosparc"])} of them also as .cs files (cryoSPARC inputs: '
                      f'their rows with every field and uid)')

@@ -12,12 +12,11 @@ import pwem.objects as emobj
 from pwem.protocols import EMProtocol
 from pyworkflow.protocol import params
 
-from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_item_count, class_items,
+from ..convert.classes import (CLASSIFICATION_COLUMNS, class_ids, class_item_count,
                                class_representatives, resolved_stack_paths)
-from ..convert.class_star import StarConversions
+from ..convert.class_star import Conversion, StarConversions
 from ..convert.particles import ITEM_ATTRIBUTES, ImagesInfo
 from ..convert.set_sql import copy_class_rows, fill_classes, read_set_items, write_item_subset
-from ..convert.star_source import COMPARED_ATTRIBUTES, matching_rows, star_table_of_size
 from ..core.reciprocal import (MIN_FRACTION, MIN_OVERLAP, ReciprocalError,
                                classification_from_dataframe, keys_from_dataframe,
                                reciprocal_analysis)
@@ -137,11 +136,22 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                        help="Consensus groups smaller than this are listed but not output.")
         group.addParam("registerSubsets", params.EnumParam, choices=REGISTER_CHOICES,
                        default=1, label="Scipion outputs",
-                       help="Which subsets become Scipion sets. STAR files are always written "
-                            "for every per-class and kept intersection subset.")
+                       help="Which subsets become Scipion sets. STAR files are written for "
+                            "every per-class and kept intersection subset of the "
+                            "classifications imported from RELION (and of the others with "
+                            "the option below).")
+        group.addParam("convertToStar", params.BooleanParam, default=False,
+                       label="STAR subsets of sets not imported from RELION",
+                       help="Classifications imported with 'import RELION classifications' "
+                            "always get their subsets as STAR files: the rows of the job's own "
+                            "STAR file, copied. Other sets (classifications run in Scipion, "
+                            "cryoSPARC imports, RECOVAR k-means...) get theirs as Scipion sets "
+                            "(see Scipion outputs; cryoSPARC imports also as .cs files). Yes: "
+                            "also write their subsets as RELION STAR files, converting every "
+                            "particle first (about 9 s of CPU per million particles and set).")
         self._defineVerdictParams(form)
-        # Threads: classifications not imported from RELION are converted to STAR in that
-        # many processes at once.
+        # Threads: the classifications are read (or converted to STAR) in that many
+        # processes at once.
         form.addParallelSection(threads=2, mpi=0)
 
     def _defineVerdictParams(self, form):
@@ -192,9 +202,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
 
         The results folder starts empty (a rerun leaves nothing of an earlier try) and gets
         its manifest when every file is written. Sets that are not unchanged RELION imports
-        are written as STAR in worker processes (which also return their particle keys);
-        threads copy the output sets' rows by SQLite while the plots and the subset STAR
-        files are written."""
+        are read (or written as STAR) in worker processes; threads copy the output sets'
+        rows by SQLite while the tables, the plots and the subset STAR files are written."""
         os.makedirs(self._getExtraPath(INPUTS_DIR), exist_ok=True)
         with ResultFolder(self._getExtraPath(RESULTS_DIR), clean=True,
                           producer="scipion-reciprocal %s" % self._label) as out:
@@ -209,10 +218,11 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             # The figures are drawn in a forked process (started before the threads that
             # copy the output sets) while this one writes the tables and files.
             drawing = start_plots(result, out, lambda: (histories, maps), "all", processes=1)
-            written = write_results(result, out, subsets=False)
             self._writeSubsets(result)
             with ThreadPoolExecutor(copy_threads()) as copies:
+                # SQLite copies the rows without Python's lock: they start first
                 copied = self._startSetFiles(copies)
+                written = write_results(result, out, subsets=False)
                 self.info("Wrote %d tables in %s (%.1f s)"
                           % (len(written["tables"]), out.root, time.time() - start))
                 start = time.time()
@@ -232,25 +242,20 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         self.info("Set files of the Scipion outputs written (%.1f s more)" % (time.time() - start))
 
     def _readInputs(self):
-        """The classifications of the inputs, in order.  Sets that are not RELION imports
-        start converting first, in up to "threads" processes; imports are checked
-        meanwhile."""
+        """The classifications of the inputs, in order, read in up to "threads" processes:
+        sets that are not RELION imports first (their keys from SQL, or with "STAR subsets
+        of sets not imported from RELION" converted to STAR), then the imports, checked to
+        still hold their job's STAR rows (the source of their subset STAR files)."""
         inputs = [(name, classes, pointer) for (name, classes), pointer
                   in zip(self._namedInputs(), self.inputClassifications)]
         processes = min(self.numberOfThreads.get() or 1, len(inputs))
-        with StarConversions(processes) as conversions:
-            pending = {name: self._submitConversion(conversions, name, classes)
-                       for name, classes, pointer in inputs
-                       if self._importedStarFile(pointer)[0] is None}
-            imported = {}
-            for name, classes, pointer in inputs:
-                if name not in pending:
-                    imported[name] = self._importedSource(name, classes, pointer)
-                    if imported[name] is None:
-                        pending[name] = self._submitConversion(conversions, name, classes)
-            classifications = [self._classification(name, classes, *(
-                imported.get(name) or self._converted(name, pending[name])))
-                for name, classes, _ in inputs]
+        with StarConversions(processes) as workers:
+            started = {name: self._startReading(workers, name, classes, pointer)
+                       for name, classes, pointer in sorted(
+                           inputs, key=lambda i: self._importedStarFile(i[2])[0] is not None)}
+            classifications = [self._classification(name, classes,
+                                                    *self._readResult(name, started[name]))
+                               for name, classes, _ in inputs]
         for clf, (name, _, pointer) in zip(classifications, inputs):
             self._attachCryosparcRows(clf, pointer)
         return classifications
@@ -443,7 +448,7 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         """The Classification of a SetOfClasses read from SQL (``items``: its item columns
         by id), whose ``source`` is the STAR file the subset STAR files copy rows from: the
         RELION job's own file when the set was imported from it unchanged, otherwise the
-        set written as STAR."""
+        set written as STAR, or None (no STAR subsets)."""
         # Only the columns the matching needs stay in memory with the classification.
         keys = items[[c for c in dict.fromkeys(CLASSIFICATION_COLUMNS.values())
                       if c in items.columns]]
@@ -456,26 +461,13 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             kind="3D" if isinstance(classes, emobj.SetOfClasses3D) else "2D",
             micrograph_stems=True)
         clf.source = source
-        self.info("%s: subset STAR files copy the rows of %s" % (name, source.path))
+        self.info("%s: subset STAR files copy the rows of %s" % (name, source.path)
+                  if source is not None else
+                  "%s: no subset STAR files (not an unchanged RELION import; 'STAR subsets of "
+                  "sets not imported from RELION' writes them)" % name)
         self.info("%s: %d particles in %d classes read, %s"
                   % (name, len(items), items["classId"].nunique(), how))
         return clf
-
-    def _importedSource(self, name, classes, pointer):
-        """(StarTable, key items, how) when ``classes`` is an output of the RELION import whose
-        rows are still those of the job's STAR file (see :mod:`..convert.star_source`),
-        else None (and why, in the log)."""
-        star, project_dir = self._importedStarFile(pointer)
-        start = time.time()
-        table, reason = star_table_of_size(star, class_item_count(classes))
-        if table is not None:
-            items = class_items(classes, self._keyAttributes() + list(COMPARED_ATTRIBUTES))
-            table, reason = matching_rows(table, items, project_dir)
-        if table is None:
-            self.info("%s: the RELION rows cannot be copied (%s): converting the set"
-                      % (name, reason))
-            return None
-        return table, items, "RELION rows kept (%.1f s)" % (time.time() - start)
 
     def _keyAttributes(self, confidence=True):
         """Item attributes the matching key (and the confidence filter, when on) reads."""
@@ -499,28 +491,42 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         star = jobs.get(extended[len(OUTPUT_CLASSES):])
         return star, os.path.abspath(source.relionDir.get())
 
-    def _submitConversion(self, conversions, name, classes):
-        """Start writing the classification as RELION STAR (the verbatim source of its subset
-        STAR files); :meth:`_converted` waits for it."""
+    def _startReading(self, workers, name, classes, pointer):
+        """Start reading a set in ``workers`` (see :func:`..convert.class_star.read_classes`);
+        :meth:`_readResult` waits for it.  An output of the RELION import is first checked
+        to still hold the rows of its job's STAR file; other sets are read for their
+        particle keys, or with "STAR subsets of sets not imported from RELION" converted to
+        RELION STAR (the verbatim source of their subset STAR files)."""
+        star, project_dir = self._importedStarFile(pointer)
+        imported = None if star is None else (star, project_dir, class_item_count(classes))
         images = classes.getImages()
-        self.info("%s: converting %d particles to STAR" % (name, images.getSize()))
-        return conversions.submit(classes.getFileName(), ImagesInfo.of(images),
-                                  self._inputStar(name), ITEM_ATTRIBUTES,
-                                  keep=["id", "classId"] + self._keyAttributes(),
-                                  with_ctf=images.hasCTF())
+        conversion = None
+        if self.convertToStar.get():
+            conversion = Conversion(ImagesInfo.of(images), self._inputStar(name),
+                                    ITEM_ATTRIBUTES, with_ctf=images.hasCTF())
+        self.info("%s: %d particles: %s" % (
+            name, images.getSize(), "checking that they are still the rows of %s" % star
+            if star else "converting them to STAR" if conversion else "reading their keys"))
+        return workers.read(classes.getFileName(), self._keyAttributes(), imported, conversion)
 
-    def _converted(self, name, conversion):
-        """(StarTable (closed: mapped again when the subsets are written), key items, how)
-        of a conversion started by :meth:`_submitConversion`, once it is written."""
+    def _readResult(self, name, reading):
+        """(StarTable (closed: mapped again when the subsets are written) or None, key items,
+        how) of a read started by :meth:`_startReading`, once it is done."""
         try:
-            items, seconds = conversion.result()
+            read = reading.result()
         except BrokenProcessPool as error:
-            raise RuntimeError("%s: the process writing it as STAR ended abruptly (out of "
-                               "memory?). Run again with fewer Threads: each converts one set "
-                               "at a time." % name) from error
-        source = StarTable.open(self._inputStar(name))
+            raise RuntimeError("%s: the process reading it ended abruptly (out of memory?). "
+                               "Run again with fewer Threads: each reads one set at a time."
+                               % name) from error
+        if read.reason is not None:
+            self.info("%s: the RELION rows cannot be copied (%s)" % (name, read.reason))
+        how = {"import": "RELION rows kept", "star": "converted to STAR",
+               "keys": "read from its set file"}[read.kind] + " (%.1f s)" % read.seconds
+        if read.star is None:
+            return None, read.items, how
+        source = StarTable.open(read.star)
         source.close()
-        return source, items, "converted to STAR (%.1f s)" % seconds
+        return source, read.items, how
 
     def _inputStar(self, name):
         return self._getExtraPath(INPUTS_DIR, "%s.star" % name)

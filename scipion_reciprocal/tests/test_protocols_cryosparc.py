@@ -58,7 +58,7 @@ class TestCryosparcProtocols(BaseTest):
                                            relionDir=str(root / "relion"), jobs="85")
         cls.launchProtocol(cls.relionImport)
         cls.analysis = cls.newProtocol(ProtReciprocalAnalysis, minOverlap=1, minFraction=0.0,
-                                       minGroupSize=1, registerSubsets=2)
+                                       minGroupSize=1, registerSubsets=2, convertToStar=True)
         connect_many(cls.analysis.inputClassifications, cls.relionImport,
                      ["outputClasses_job085"])
         connect_many(cls.analysis.inputClassifications, cls.csImport, ["outputClasses_J30"])

@@ -151,7 +151,7 @@ class TestReciprocalProtocols(BaseTest):
 
     def test_sets_not_imported_from_relion_are_converted(self):
         prot = self.newProtocol(ProtReciprocalAnalysis, minOverlap=5, minFraction=0.05,
-                                minGroupSize=5, registerSubsets=2)
+                                minGroupSize=5, registerSubsets=2, convertToStar=True)
         connect_many(prot.inputClassifications, self.analysis, ["outputConsensus"])
         connect_many(prot.inputClassifications, self.imported, ["outputClasses_job086"])
         self.launchProtocol(prot)
@@ -164,6 +164,56 @@ class TestReciprocalProtocols(BaseTest):
         self.assertEqual(sorted(int(n.split("@")[0]) for n in particles["rlnImageName"]),
                          sorted(consensus.loc[consensus["classId"] == group, "_index"]))
         self.assertTrue((particles["rlnClassNumber"] == group).all())
+
+    def test_sets_not_imported_from_relion_get_scipion_subsets_only_by_default(self):
+        prot = self.newProtocol(ProtReciprocalAnalysis, minOverlap=5, minFraction=0.05,
+                                minGroupSize=5, registerSubsets=0)
+        connect_many(prot.inputClassifications, self.analysis, ["outputConsensus"])
+        connect_many(prot.inputClassifications, self.imported, ["outputClasses_job086"])
+        self.launchProtocol(prot)
+        name = "run%d" % self.analysis.getObjId()
+        results = Path(prot._getExtraPath("results"))
+        self.assertFalse(os.path.exists(prot._getExtraPath("inputs", "%s.star" % name)))
+        self.assertEqual(sorted(results.glob("*/%s_*.star" % name)), [])
+        # the RELION import still gets its STAR subsets: one per class with particles
+        self.assertEqual(len(list(results.glob("per_class/job086_class*.star"))),
+                         len(np.unique(self._labels("job086"))))
+        consensus = read_class_items(self.analysis.outputConsensus.getFileName(), ["_index"])
+        for group, members in consensus.groupby("classId"):
+            subset = getattr(prot, "outputParticles_%s_class%d" % (name, group))
+            stored = read_set_items(subset.getFileName(), ["_index"])["_index"]
+            self.assertEqual(sorted(stored), sorted(members["_index"]))
+        summary = (results / "summary.txt").read_text()
+        self.assertIn("%s: no STAR subsets (not read from a STAR file)" % name, summary)
+
+    def test_imports_whose_star_files_changed_are_read_from_their_sets(self):
+        """An import's STAR file edited after the import (job085: a row fewer; job086: one
+        particle in another class) is no source of subset rows: both sets are analysed as
+        Scipion holds them, and get Scipion subsets but no STAR ones."""
+        relion = Path(tempfile.mkdtemp(prefix="reciprocal-edited-")) / "relion"
+        dataset = build_demo_project(relion, seed=7, n_particles=60, n_micrographs=1)
+        imported = self._import("85,86", "edited afterwards", relion=relion)
+        fewer, moved = (find_iteration_file(relion / "Class3D" / job) for job in ("job085", "job086"))
+        fewer.write_text(fewer.read_text().rstrip("\n").rsplit("\n", 1)[0] + "\n")
+        blocks = starfile.read(moved, always_dict=True)
+        classes = blocks["particles"]["rlnClassNumber"]
+        blocks["particles"].loc[0, "rlnClassNumber"] = classes.iloc[0] % classes.max() + 1
+        starfile.write(blocks, moved, overwrite=True)
+        prot = self._analysis(imported, ["job085", "job086"], minOverlap=1, minFraction=0.0,
+                              minGroupSize=1, registerSubsets=0)
+        log = Path(prot.getLogPaths()[0]).read_text()
+        self.assertIn("job085: the RELION rows cannot be copied (%s has 59 rows, the set 60 "
+                      "items)" % fewer, log)
+        self.assertIn("job086: the RELION rows cannot be copied (classes of %s differ from "
+                      "those of the set)" % moved, log)
+        results = Path(prot._getExtraPath("results"))
+        self.assertEqual(sorted(results.glob("*/*.star")), [])
+        labels = dataset.labels["Class3D/job086"]
+        for k in np.unique(labels):
+            subset = getattr(prot, "outputParticles_job086_class%d" % k)
+            self.assertEqual(subset.getSize(), int(np.sum(labels == k)))
+        counts = pd.read_csv(results / "matrices" / "counts_job085_vs_job086.csv", index_col=0)
+        self.assertEqual(counts.to_numpy().sum(), 60)
 
     def test_viewers_render_saved_plots(self):
         viewer = ReciprocalAnalysisViewer(project=self.proj, protocol=self.analysis)
