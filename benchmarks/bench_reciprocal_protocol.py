@@ -35,15 +35,17 @@ Input: the STAR files of ``bench_reciprocal.py`` (N particles x 4 jobs x 8 class
 Then each in its own process: (a) ``scipion-reciprocal reciprocal --class3d_dir ... --jobs
 85,86,87,88 --plots all`` (every figure, as the protocol draws them); (b)
 ``ProtReciprocalAnalysis`` on the four sets with the same options (default registration:
-consensus + intersection subsets, 2 threads); (a) again. Printed: times, CPU time and peak
-memory of each side (the protocol's: its largest
-process, ``pw_protocol_run`` or a conversion worker), the ratio protocol / command line (mean
-of the two command-line runs), and whether both wrote the same tables. Usage::
+consensus + intersection subsets, 2 threads); (a) and (b) again ``--repeat`` times in all,
+then (a) once more. Printed: times, CPU time and peak memory of each side (the protocol's:
+its largest process, ``pw_protocol_run`` or a worker), each protocol run against the mean of
+the command-line runs before and after it, the ratio of the medians, and whether both wrote
+the same tables. Usage::
 
     python benchmarks/bench_reciprocal_protocol.py                    # 1,000,000 x 4 x 8
     python benchmarks/bench_reciprocal_protocol.py --particles 100000
     python benchmarks/bench_reciprocal_protocol.py --convert          # sets not from RELION
     python benchmarks/bench_reciprocal_protocol.py --convert --star-subsets  # ... as STAR too
+    python benchmarks/bench_reciprocal_protocol.py --convert --repeat 3
 """
 import argparse
 import json
@@ -442,6 +444,9 @@ def main(argv=None):
                         help='sets that match no RELION file (read from SQL)')
     parser.add_argument('--star-subsets', action='store_true',
                         help='with --convert: the protocol converts them to STAR for STAR subsets')
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='protocol runs, each after a command-line run (and one more '
+                             'command-line run at the end)')
     parser.add_argument('--workdir', default=str(HERE / 'output'))
     parser.add_argument('--child', choices=('cli', 'protocol'), help=argparse.SUPPRESS)
     parser.add_argument('--folder', help=argparse.SUPPRESS)
@@ -477,13 +482,20 @@ def main(argv=None):
                 pass
     shutil.rmtree(folder / 'result_cli', ignore_errors=True)
 
-    cli = in_child('cli', folder)
+    clis, prots = [], []
+    for run in range(args.repeat):
+        shutil.rmtree(folder / 'result_cli', ignore_errors=True)
+        clis.append(in_child('cli', folder))
+        prots.append(in_child('protocol', folder, args.star_subsets))
+    # The command line once more: on a shared machine one run can be a third faster than
+    # another, so each protocol run sits between two command-line runs.
+    shutil.rmtree(folder / 'result_cli', ignore_errors=True)
+    clis.append(in_child('cli', folder))
+    cli, prot = clis[0], prots[-1]
     print('\ncommand line (scipion-reciprocal reciprocal --plots all, the protocol\'s options)')
     print(f'  {"process, start to end (imports included)":<48} {cli["command_wall"]:7.2f} s'
           f'   peak RSS {cli["peak_rss_mb"]:.0f} MB; {cli["files"]} subset STAR files; '
           f'CPU {cli["cpu"]:.1f} s')
-
-    prot = in_child('protocol', folder, args.star_subsets)
     print(f'\nprotocol (ProtReciprocalAnalysis launched with project.launchProtocol, wait=True), '
           f'{prot["run_dir"]}')
     for name, seconds in prot['steps']:
@@ -495,21 +507,24 @@ def main(argv=None):
           f'{prot["launcher_rss_mb"]:.0f} MB); CPU {prot["cpu"]:.1f} s (all its processes)')
     print(f'  {prot["outputs"]} outputs registered, consensus with {prot["consensus_classes"]} '
           f'classes; {prot["star_files"]} subset STAR files')
-    same = all(prot['same_tables'].values())
+    same = all(all(p['same_tables'].values()) for p in prots)
     print(f'\nsame tables as the command line ({", ".join(SAME_TABLES)}): {same}'
-          + ('' if same else f' {prot["same_tables"]}'))
+          + ('' if same else f' {[p["same_tables"] for p in prots]}'))
     if prot['star_files'] or not args.convert:
-        print(f'same subset STAR file names: {prot["same_star_names"]}')
-    # The command line again: on a shared machine one run can be a third faster than another.
-    shutil.rmtree(folder / 'result_cli', ignore_errors=True)
-    again = in_child('cli', folder)
-    walls = [cli['command_wall'], again['command_wall']]
-    print(f'command line again, after the protocol: {walls[1]:.2f} s (CPU {again["cpu"]:.1f} s)')
-    cli_wall = sum(walls) / 2
-    print(f'protocol / command line: {prot["wall"]:.1f} s / {cli_wall:.1f} s (mean of the two '
-          f'runs) = {prot["wall"] / cli_wall:.2f}x (target <= 3x; against the faster run '
-          f'{prot["wall"] / min(walls):.2f}x); largest process {prot["peak_rss_mb"]:.0f} MB '
-          f'(target < 2000 MB)')
+        print(f'same subset STAR file names: {all(p["same_star_names"] for p in prots)}')
+    cli_walls = [c['command_wall'] for c in clis]
+    prot_walls = [p['wall'] for p in prots]
+    print('command line, each run: ' + ', '.join(f'{w:.2f} s' for w in cli_walls)
+          + ' (CPU ' + ', '.join(f'{c["cpu"]:.1f}' for c in clis) + ' s)')
+    print('protocol, each run: ' + ', '.join(f'{w:.2f} s' for w in prot_walls)
+          + ' (CPU ' + ', '.join(f'{p["cpu"]:.1f}' for p in prots) + ' s)')
+    ratios = [w / ((cli_walls[i] + cli_walls[i + 1]) / 2) for i, w in enumerate(prot_walls)]
+    print('protocol / mean of the command-line runs before and after it: '
+          + ', '.join(f'{r:.2f}x' for r in ratios))
+    median_prot, median_cli = np.median(prot_walls), np.median(cli_walls)
+    print(f'protocol / command line: {median_prot:.1f} s / {median_cli:.1f} s (medians) = '
+          f'{median_prot / median_cli:.2f}x (target <= 3x); largest process '
+          f'{max(p["peak_rss_mb"] for p in prots):.0f} MB (target < 2000 MB)')
     return 0
 
 

@@ -27,7 +27,7 @@ from . import set_sql
 from .star_source import imported_items
 from .classes import sorted_class_items
 from .set_sql import iter_class_items, read_class_matrix_lines
-from ..formats.star import ImageNames, write_particles_star
+from ..formats.star import ImageNames, StarTable, write_particles_star
 
 MATRIX = "_transform._matrix"
 
@@ -66,13 +66,14 @@ def write_classes_star(classes_file, info, star_path, attributes, keep=("id", "c
 @dataclass
 class SetRead:
     """What :func:`read_classes` found: ``kind`` ``'import'`` (the set still holds the
-    rows of its RELION job's STAR file ``star``), ``'star'`` (converted to ``star``) or
-    ``'keys'`` (only read: no STAR source); the items (sorted by id), the seconds taken, and
-    why an import's rows could not be used (None when they could, or for other sets)."""
+    rows of its RELION job's STAR file, ``source``), ``'star'`` (converted to ``source``) or
+    ``'keys'`` (only read: no source); the items (sorted by id), the seconds taken, and why
+    an import's rows could not be used (None when they could, or for other sets).  The
+    source is a closed StarTable whose rows are found (it maps its file again to be used)."""
     kind: str
     items: pd.DataFrame
     seconds: float
-    star: str = None
+    source: StarTable = None
     reason: str = None
 
 
@@ -97,14 +98,17 @@ def read_classes(classes_file, attributes, imported=None, conversion=None):
     items = reason = None
     if imported is not None:
         star, project_dir, count = imported
-        items, reason = imported_items(star, project_dir, classes_file, attributes, count)
+        items, source, reason = imported_items(star, project_dir, classes_file, attributes,
+                                               count)
         if reason is None:
-            return SetRead("import", items, time.time() - start, star)
+            return SetRead("import", items, time.time() - start, source)
     if conversion is not None:
         items, _ = write_classes_star(classes_file, conversion.info, conversion.star_path,
                                       conversion.attributes, keep=["id", "classId"] + list(
                                           attributes), with_ctf=conversion.with_ctf)
-        return SetRead("star", items, time.time() - start, conversion.star_path, reason)
+        with StarTable.open(conversion.star_path) as source:
+            len(source)  # its rows found here, not in the caller's process
+        return SetRead("star", items, time.time() - start, source, reason)
     if items is None:
         items = sorted_class_items(classes_file, attributes)
     return SetRead("keys", items, time.time() - start, None, reason)

@@ -40,58 +40,52 @@ def matching_star_table(star_path, items, project_dir):
         item ``k`` is row ``k - 1`` with the same image and class, for every item and row;
         otherwise None and why not.
     """
-    table, reason = star_table_of_size(star_path, len(items))
-    return (None, reason) if table is None else matching_rows(table, items, project_dir)
-
-
-def imported_items(star_path, project_dir, classes_file, attributes, count):
-    """(items, None) when the set file ``classes_file`` still holds the rows of
-    ``star_path`` (see :func:`matching_star_table`), else (items or None, why not): its
-    items sorted by id with ``attributes`` and :data:`COMPARED_ATTRIBUTES`, None when the
-    STAR file does not hold ``count`` rows (the set is not read)."""
-    table, reason = star_table_of_size(star_path, count)
-    if table is None:
-        return None, reason
-    items = sorted_class_items(classes_file,
-                               list(dict.fromkeys(list(attributes) + list(COMPARED_ATTRIBUTES))))
-    return items, matching_rows(table, items, project_dir)[1]
-
-
-def star_table_of_size(star_path, count):
-    """(StarTable, None) when ``star_path`` holds ``count`` particle rows, else (None, why):
-    the quick test, before a set's items are read.  The table is closed (its rows found;
-    its file is mapped again when used)."""
-    try:
-        table = StarTable.open(star_path)
-    except (OSError, FormatError) as error:
-        return None, "%s cannot be read (%s)" % (star_path, error)
-    with table:
-        rows = len(table)
-    if rows != count:
-        return None, "%s has %d rows, the set %d items" % (star_path, rows, count)
-    return table, None
-
-
-def matching_rows(table, items, project_dir):
-    """(table, None) when the rows of ``table`` (see :func:`star_table_of_size`) are
-    ``items`` in order, else (None, why); as :func:`matching_star_table`."""
-    try:
-        reason = _difference(table, items, project_dir)
-    finally:
-        table.close()
+    table, columns, reason = _compared_columns(star_path, len(items))
+    if table is not None:
+        reason = _difference(table, columns, items, project_dir)
     return (None, reason) if reason else (table, None)
 
 
-def _difference(table, items, project_dir):
-    """Why the rows of ``table`` are not ``items`` in order, or None when they are."""
+def imported_items(star_path, project_dir, classes_file, attributes, count):
+    """(items, table, None) when the set file ``classes_file`` still holds the rows of
+    ``star_path`` (see :func:`matching_star_table`), else (items or None, None, why not):
+    its items sorted by id with ``attributes`` and :data:`COMPARED_ATTRIBUTES` (None when
+    the STAR file does not hold ``count`` rows: the set is not read), and the StarTable
+    (closed, its rows found)."""
+    table, columns, reason = _compared_columns(star_path, count)
+    if table is None:
+        return None, None, reason
+    items = sorted_class_items(classes_file,
+                               list(dict.fromkeys(list(attributes) + list(COMPARED_ATTRIBUTES))))
+    reason = _difference(table, columns, items, project_dir)
+    return items, None if reason else table, reason
+
+
+def _compared_columns(star_path, count):
+    """(StarTable, its columns compared with the items, None) when ``star_path`` holds
+    ``count`` particle rows and those columns, else (None, None, why): the quick test,
+    before a set's items are read (one pass finds the rows and the values).  The table is
+    closed (its rows found; its file is mapped again when used)."""
+    try:
+        with StarTable.open(star_path) as table:
+            missing = [c for c in _COMPARED_COLUMNS if c not in table.columns]
+            if missing:
+                return None, None, "%s has no %s" % (star_path, ", ".join(missing))
+            columns = table.read_raw(list(_COMPARED_COLUMNS), kinds=_COMPARED_COLUMNS)
+    except (OSError, FormatError) as error:
+        return None, None, "%s cannot be read (%s)" % (star_path, error)
+    if len(table) != count:
+        return None, None, "%s has %d rows, the set %d items" % (star_path, len(table), count)
+    return table, columns, None
+
+
+def _difference(table, columns, items, project_dir):
+    """Why the rows of ``table`` (their compared ``columns``) are not ``items`` in order, or
+    None when they are."""
     ids = items["id"].to_numpy()
-    if len(ids) != len(table) or not np.array_equal(ids, np.arange(1, len(table) + 1)):
+    if not np.array_equal(ids, np.arange(1, len(table) + 1)):
         return "%s has %d rows, the set %d items (ids %s)" % (
             table.path, len(table), len(ids), "1..N" if len(ids) else "none")
-    missing = [c for c in _COMPARED_COLUMNS if c not in table.columns]
-    if missing:
-        return "%s has no %s" % (table.path, ", ".join(missing))
-    columns = table.read_raw(list(_COMPARED_COLUMNS), kinds=_COMPARED_COLUMNS)
     if not np.array_equal(columns["rlnClassNumber"], items["classId"].to_numpy()):
         return "classes of %s differ from those of the set" % table.path
     if not _same_images(columns["rlnImageName"], items, project_dir):

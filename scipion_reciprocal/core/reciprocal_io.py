@@ -63,7 +63,8 @@ from ..formats.cryosparc import CS_SUFFIX
 from ..formats.errors import FormatError, StarError
 from ..formats.mrc import validate_mrc
 from ..formats.result_folder import as_result_folder
-from ..formats.relion import OPTICS_LABELS, parse_image_names, upgrade_to_relion31
+from ..formats.relion import (OPTICS_LABELS, PIXEL_SIZE_LABELS, parse_image_names,
+                              upgrade_to_relion31)
 from .cryosparc_relion import star_bytes_per_row
 
 __all__ = ['write_results', 'write_subsets', 'write_summary', 'summary_text', 'sankey_table',
@@ -314,7 +315,7 @@ def expected_size(result, subsets=True, plots=True):
 
 
 #: Per-particle columns of a RELION 3.0 file that its subsets' optics table is built from.
-_RELION30_OPTICS = OPTICS_LABELS + ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize')
+_RELION30_OPTICS = OPTICS_LABELS + PIXEL_SIZE_LABELS
 
 
 def check_subset_sources(classifications):

@@ -13,9 +13,10 @@ OPTICS_LABELS = (
 # What RELION 3.1+ needs in the optics table of particles.
 REQUIRED_OPTICS = ('rlnOpticsGroup', 'rlnVoltage', 'rlnSphericalAberration',
                     'rlnAmplitudeContrast', 'rlnImagePixelSize', 'rlnImageSize')
+#: RELION 3.0 per-particle pixel-size labels (3.1: rlnImagePixelSize in the optics table).
+PIXEL_SIZE_LABELS = ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize')
 # RELION 3.0 per-particle labels that 3.1 replaces (by the optics table, origins in Angstrom).
-_LEGACY_LABELS = ('rlnMagnification', 'rlnDetectorPixelSize', 'rlnPixelSize',
-                  'rlnOriginX', 'rlnOriginY', 'rlnOriginZ')
+_LEGACY_LABELS = PIXEL_SIZE_LABELS + ('rlnOriginX', 'rlnOriginY', 'rlnOriginZ')
 
 
 def check_optics(particles, optics):

@@ -27,7 +27,6 @@ from ..core.verdict import (ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD,
                             class_map_correlations, consensus_verdict)
 from ..formats._atomic import atomic_path
 from ..formats.result_folder import ResultFolder, folder_status
-from ..formats.star import StarTable
 from ..plotting.background import start_plots
 from .inputs import describePointer
 from .protocol_import_cryosparc_classes import cryosparc_files, cryosparc_rows
@@ -522,11 +521,7 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
             self.info("%s: the RELION rows cannot be copied (%s)" % (name, read.reason))
         how = {"import": "RELION rows kept", "star": "converted to STAR",
                "keys": "read from its set file"}[read.kind] + " (%.1f s)" % read.seconds
-        if read.star is None:
-            return None, read.items, how
-        source = StarTable.open(read.star)
-        source.close()
-        return source, read.items, how
+        return read.source, read.items, how
 
     def _inputStar(self, name):
         return self._getExtraPath(INPUTS_DIR, "%s.star" % name)
