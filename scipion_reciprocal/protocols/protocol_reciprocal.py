@@ -73,7 +73,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
     the agreement of every pair of classifications (adjusted Rand index, normalised mutual
     information), finds the consensus groups (particles in the same class in every run), and
     outputs per-class and intersection particle subsets as Scipion sets and as RELION STAR
-    files with an optics table. Its verdict: which intersections and consensus groups exceed
+    files with an optics table (of classifications imported from RELION; of others on
+    request). Its verdict: which intersections and consensus groups exceed
     chance (exact p-values, false discovery rate), which classes other runs reproduce, how
     many reproducible states there are, the significant groups merged by how their
     particles move between classes, and every particle's stability, with the stable and the
