@@ -1,4 +1,5 @@
 """Reciprocal analysis: which classes of different classifications hold the same particles."""
+import glob
 import json
 import os
 import re
@@ -20,9 +21,9 @@ from ..convert.set_sql import copy_class_rows, fill_classes, read_set_items, wri
 from ..core.reciprocal import (MIN_FRACTION, MIN_OVERLAP, ReciprocalError,
                                classification_from_dataframe, keys_from_dataframe,
                                reciprocal_analysis)
-from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, VERDICT_JSON,
-                                  check_subset_sources, expected_size, write_results,
-                                  write_subsets, write_summary)
+from ..core.reciprocal_io import (AGREEMENT_CSV, CONSENSUS_CSV, PER_CLASS_DIR,
+                                  SUBSET_STAR_SUFFIX, VERDICT_JSON, check_subset_sources,
+                                  expected_size, write_results, write_subsets, write_summary)
 from ..core.verdict import (ALPHA, JACCARD_THRESHOLD, STABILITY_THRESHOLD,
                             class_map_correlations, consensus_verdict)
 from ..formats._atomic import atomic_path
@@ -403,6 +404,11 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                             summary["stable_particles"], summary["unstable_particles"],
                             ", ".join("%s %d of %d" % (job, n, summary["classes"][job])
                                       for job, n in summary["reproduced_classes"].items())))
+        without = [name for name, _ in self._namedInputs() if not glob.glob(os.path.join(
+            results, PER_CLASS_DIR, glob.escape(name) + "_class*" + SUBSET_STAR_SUFFIX))]
+        if without:
+            lines.append("No STAR subsets of %s (not unchanged RELION imports; 'STAR subsets of "
+                         "sets not imported from RELION' writes them)" % ", ".join(without))
         lines.append("Tables, STAR files and plots in %s" % results)
         return lines
 

@@ -185,6 +185,9 @@ class TestReciprocalProtocols(BaseTest):
             self.assertEqual(sorted(stored), sorted(members["_index"]))
         summary = (results / "summary.txt").read_text()
         self.assertIn("%s: no STAR subsets (not read from a STAR file)" % name, summary)
+        self.assertIn("No STAR subsets of %s (not unchanged RELION imports;" % name,
+                      "\n".join(prot.summary()))
+        self.assertFalse(any("No STAR subsets" in line for line in self.analysis.summary()))
 
     def test_imports_whose_star_files_changed_are_read_from_their_sets(self):
         """An import's STAR file edited after the import (job085: a row fewer; job086: one
