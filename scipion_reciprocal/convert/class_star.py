@@ -24,9 +24,9 @@ import pandas as pd
 from .particles import (IMAGE_INDEX, IMAGE_PATH, ConversionError, ImagesInfo,
                         parse_matrix_lines, relion_columns, split_optics)
 from . import set_sql
-from .star_source import imported_items
 from .classes import sorted_class_items
 from .set_sql import iter_class_items, read_class_matrix_lines
+from .star_source import imported_items
 from ..formats.star import ImageNames, StarTable, write_particles_star
 
 MATRIX = "_transform._matrix"

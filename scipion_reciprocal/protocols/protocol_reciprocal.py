@@ -42,6 +42,8 @@ KEY_LABELS = ["image location (index@stack)", "original image name",
 REGISTER_CHOICES = ["consensus and all subsets", "consensus and intersections",
                     "consensus only"]
 RESULTS_DIR = "results"
+#: Label of the form option that writes STAR subsets of sets that are not RELION imports.
+CONVERT_LABEL = "STAR subsets of sets not imported from RELION"
 INPUTS_DIR = "inputs"
 SUBSETS_FILE = "subsets.npz"
 #: Roles of CLASSIFICATION_COLUMNS that each matching key reads.
@@ -142,7 +144,7 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
                             "classifications imported from RELION (and of the others with "
                             "the option below).")
         group.addParam("convertToStar", params.BooleanParam, default=False,
-                       label="STAR subsets of sets not imported from RELION",
+                       label=CONVERT_LABEL,
                        help="Classifications imported with 'import RELION classifications' "
                             "always get their subsets as STAR files: the rows of the job's own "
                             "STAR file, copied. Other sets (classifications run in Scipion, "
@@ -407,8 +409,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         without = [name for name, _ in self._namedInputs() if not glob.glob(os.path.join(
             results, PER_CLASS_DIR, glob.escape(name) + "_class*" + SUBSET_STAR_SUFFIX))]
         if without:
-            lines.append("No STAR subsets of %s (not unchanged RELION imports; 'STAR subsets of "
-                         "sets not imported from RELION' writes them)" % ", ".join(without))
+            lines.append("No STAR subsets of %s (not unchanged RELION imports; '%s' writes them)"
+                         % (", ".join(without), CONVERT_LABEL))
         lines.append("Tables, STAR files and plots in %s" % results)
         return lines
 
@@ -469,8 +471,8 @@ class ProtReciprocalAnalysis(VerdictOutputs, EMProtocol):
         clf.source = source
         self.info("%s: subset STAR files copy the rows of %s" % (name, source.path)
                   if source is not None else
-                  "%s: no subset STAR files (not an unchanged RELION import; 'STAR subsets of "
-                  "sets not imported from RELION' writes them)" % name)
+                  "%s: no subset STAR files (not an unchanged RELION import; '%s' writes them)"
+                  % (name, CONVERT_LABEL))
         self.info("%s: %d particles in %d classes read, %s"
                   % (name, len(items), items["classId"].nunique(), how))
         return clf

@@ -196,7 +196,8 @@ class TestReciprocalProtocols(BaseTest):
         relion = Path(tempfile.mkdtemp(prefix="reciprocal-edited-")) / "relion"
         dataset = build_demo_project(relion, seed=7, n_particles=60, n_micrographs=1)
         imported = self._import("85,86", "edited afterwards", relion=relion)
-        fewer, moved = (find_iteration_file(relion / "Class3D" / job) for job in ("job085", "job086"))
+        fewer, moved = (find_iteration_file(relion / "Class3D" / job)
+                        for job in ("job085", "job086"))
         fewer.write_text(fewer.read_text().rstrip("\n").rsplit("\n", 1)[0] + "\n")
         blocks = starfile.read(moved, always_dict=True)
         classes = blocks["particles"]["rlnClassNumber"]
